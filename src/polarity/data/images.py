@@ -1,0 +1,708 @@
+"""Image datasets held in memory as uint8 tensors, transformed on the fly in batches.
+
+Datasets (``load_dataset(name, root=None, source="auto")``):
+
+* ``"fmnist"``: Fashion-MNIST, 60k/10k grey 28x28, label "Fashion-MNIST".
+* ``"cifar10"``: CIFAR-10, 50k/10k RGB 32x32, label "CIFAR-10" (torchvision's pickled batches) or
+  "CIFAR-10 (JPEG copy)" (the offline JPEG copy; JPEG compression makes its pixels differ from the
+  official ones, so every output made from it says so).
+* ``"folder:<path>"``: any ImageFolder-style directory ``<path>/{train,test}/<class>/<image>``
+  (``val/`` is accepted in place of ``test/``); decoded once with PIL to uint8 at one fixed size
+  (all images are resized to the most common training-image size unless ``image_size`` is given)
+  and cached like the CIFAR JPEG copy. Mean and standard deviation are computed on its train split.
+
+Sources:
+
+* ``"torchvision"``: ``torchvision.datasets.FashionMNIST`` / ``CIFAR10`` under ``root`` with
+  ``download=True`` (needs internet the first time; ``root`` defaults to ``$POLARITY_DATA`` or
+  ``~/.cache/polarity/torchvision``).
+* ``"offline"``: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package
+  (``/usr/share/datasets/fashion-mnist/*-ubyte.gz``, or the same files in ``$POLARITY_FMNIST_DIR``
+  or ``root``), parsed here (IDX format, magic numbers and sizes checked); CIFAR-10 from the JPEG
+  copy ``cifar10-jpeg.tar.gz`` (``$POLARITY_CIFAR10_JPEG``, ``root``, then
+  ``../shared/data/cifar10-jpeg.tar.gz`` next to the repository or the working directory).
+* ``"auto"``: torchvision's files when they are already under ``root`` (no download), else offline.
+
+Order of the offline copies. Fashion-MNIST keeps the official order of the IDX files. The CIFAR JPEG
+copy stores ``<split>/<class>/NNNN.jpg`` with NNNN the image's index *within its class*, so the
+official order cannot be recovered; we use a fixed interleaving: sorted by (NNNN, class index),
+i.e. airplane 0000, automobile 0000, ..., truck 0000, airplane 0001, ... . The first n training
+images are therefore class balanced (exactly n/10 per class when 10 divides n). Folder datasets use
+the same interleaving (rank of the file name within its class, then class).
+
+Caching: decoded JPEG/folder datasets are stored as ``.npy`` arrays under ``$POLARITY_CACHE`` (or
+``~/.cache/polarity``), keyed by the SHA-256 of the tarball (or of the folder's listing: names,
+sizes, mtimes) and checked against recorded shapes and CRC-32 checksums on every load; a mismatch
+re-decodes. A cached load takes well under 2 s.
+
+Transforms: ``BatchTransform(mean, std, size, rgb)`` turns a uint8 batch on any device into a
+normalised float batch (grey->3 channels, bilinear resize) with a few tensor ops, no per-image
+Python. Normalisation constants are on the 0..255 scale, as in SPEC §5.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import warnings
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ImageData", "load_dataset", "first_n", "BatchTransform", "DatasetNotFoundError",
+    "DatasetCorruptError", "read_idx", "DATASETS", "FMNIST_CLASSES", "CIFAR10_CLASSES",
+    "cache_dir",
+]
+
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+# SPEC §5, on the 0..255 scale.
+FMNIST_MEAN, FMNIST_STD = (72.94,), (90.02,)
+CIFAR10_MEAN, CIFAR10_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
+
+DATASETS = ("fmnist", "cifar10", "folder:<path>")
+SOURCES = ("auto", "torchvision", "offline")
+DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+CIFAR_JPEG_NAME = "cifar10-jpeg.tar.gz"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm")
+_CACHE_VERSION = 1
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not where it was looked for; the message lists the paths searched."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but is truncated or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole dataset in memory: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``."""
+
+    name: str
+    label: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def transform(self, size: int | Sequence[int] | None = None, rgb: bool = False,
+                  dtype: torch.dtype = torch.float32) -> "BatchTransform":
+        """The SPEC §5 normalisation of this dataset, optionally resized / grey->RGB."""
+        return BatchTransform(self.mean, self.std, size=size, rgb=rgb, dtype=dtype)
+
+    def __repr__(self) -> str:  # the tensors are large: summarise
+        return (f"ImageData(name={self.name!r}, label={self.label!r}, train={tuple(self.train_x.shape)}, "
+                f"test={tuple(self.test_x.shape)}, classes={len(self.classes)})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Public helpers
+
+
+def first_n(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` examples (deterministic: a view, no shuffling)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an integer, got {n!r}")
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} images, {len(y)} labels")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n > len(x):
+        raise ValueError(f"asked for the first {n} examples but only {len(x)} are available")
+    return x[:n], y[:n]
+
+
+class BatchTransform:
+    """uint8 ``[B, C, H, W]`` (or ``[B, H, W]``) on any device -> normalised float batch.
+
+    ``(x - mean) / std`` per channel (constants on the 0..255 scale), then a bilinear resize to
+    ``size`` (``F.interpolate(..., mode="bilinear", align_corners=False, antialias=False)``), then
+    grey -> 3 channels by repetition when ``rgb`` is true. Resizing before repeating is exact
+    (bilinear interpolation is linear per channel) and three times cheaper. The output is
+    contiguous, of ``dtype`` (float32 by default), on the input's device.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float],
+                 size: int | Sequence[int] | None = None, rgb: bool = False,
+                 dtype: torch.dtype = torch.float32):
+        mean = tuple(float(m) for m in (mean if isinstance(mean, (tuple, list)) else (mean,)))
+        std = tuple(float(s) for s in (std if isinstance(std, (tuple, list)) else (std,)))
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean and std need one value per channel, got {mean} and {std}")
+        if any(not np.isfinite(s) or s <= 0 for s in std):
+            raise ValueError(f"std values must be positive and finite, got {std}")
+        if size is not None:
+            size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"size must be a positive int or (height, width), got {size}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating type, got {dtype}")
+        self.mean, self.std, self.size, self.rgb, self.dtype = mean, std, size, bool(rgb), dtype
+        self._consts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __repr__(self) -> str:
+        return (f"BatchTransform(mean={self.mean}, std={self.std}, size={self.size}, rgb={self.rgb}, "
+                f"dtype={self.dtype})")
+
+    def _constants(self, device: torch.device, channels: int):
+        key = (device, channels)
+        if key not in self._consts:
+            if len(self.mean) not in (1, channels):
+                raise ValueError(f"the batch has {channels} channels but mean/std have {len(self.mean)} values")
+            scale = torch.tensor([1.0 / s for s in self.std], dtype=torch.float32, device=device)
+            shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32, device=device)
+            self._consts[key] = scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
+        return self._consts[key]
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        b, c, h, w = input_shape if len(input_shape) == 4 else (input_shape[0], 1, *input_shape[1:])
+        if self.size is not None:
+            h, w = self.size
+        return (b, 3 if (self.rgb and c == 1) else c, h, w)
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        if not isinstance(xb, torch.Tensor):
+            raise TypeError(f"BatchTransform expects a torch.Tensor, got {type(xb).__name__}")
+        if xb.dim() == 3:
+            xb = xb.unsqueeze(1)
+        if xb.dim() != 4:
+            raise ValueError(f"expected a batch [B, C, H, W] or [B, H, W], got shape {tuple(xb.shape)}")
+        if xb.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images on the 0..255 scale, got {xb.dtype}")
+        c = xb.shape[1]
+        if self.rgb and c not in (1, 3):
+            raise ValueError(f"rgb=True needs 1 or 3 channels, got {c}")
+        scale, shift = self._constants(xb.device, c)
+        x = xb.to(torch.float32).mul_(scale).sub_(shift)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=False)
+        if self.rgb and c == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = x.to(self.dtype)
+        return x.contiguous()
+
+
+def cache_dir() -> Path:
+    """``$POLARITY_CACHE`` or ``~/.cache/polarity``."""
+    env = os.environ.get("POLARITY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "polarity"
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, source: str = "auto",
+                 image_size: int | Sequence[int] | None = None, workers: int | None = None) -> ImageData:
+    """Load a whole dataset into memory (see the module docstring for names and sources).
+
+    ``image_size`` applies to ``folder:`` datasets only (default: the most common size);
+    ``workers`` is the number of decoding processes for JPEG/folder data (default: up to 2).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {name!r}")
+    if name.startswith("folder:"):
+        path = name[len("folder:"):]
+        if not path:
+            raise ValueError("folder: needs a path, e.g. 'folder:/data/mydataset'")
+        return _load_folder(Path(path).expanduser(), image_size=image_size, workers=workers)
+    if image_size is not None:
+        raise ValueError("image_size applies to folder: datasets only")
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in ("fmnist", "fashionmnist"):
+        return _load_fmnist(root, source)
+    if key in ("cifar10", "cifar"):
+        return _load_cifar10(root, source, workers)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+
+
+# ----------------------------------------------------------------------------------------------
+# IDX (Fashion-MNIST)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | os.PathLike, expect_ndim: int | None = None) -> np.ndarray:
+    """Parse an IDX file (optionally gzip-compressed). Raises DatasetCorruptError naming the file
+    when it is truncated, not gzip data, or its header (magic number, sizes) is inconsistent."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DatasetNotFoundError(f"cannot read {path}: {e}") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DatasetCorruptError(f"{path}: corrupt or truncated gzip data ({e})") from e
+    if len(raw) < 4:
+        raise DatasetCorruptError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    zero, code, ndim = raw[:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or code not in _IDX_DTYPES or ndim < 1:
+        raise DatasetCorruptError(f"{path}: bad IDX magic number 0x{raw[:4].hex()} "
+                                  f"(expected 0x000008{expect_ndim or 1:02x} style header)")
+    if expect_ndim is not None and ndim != expect_ndim:
+        raise DatasetCorruptError(f"{path}: IDX file has {ndim} dimensions, expected {expect_ndim} "
+                                  f"(magic 0x{raw[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetCorruptError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    need = int(np.prod(dims)) * dtype.itemsize
+    have = len(raw) - header
+    if have != need:
+        raise DatasetCorruptError(f"{path}: IDX header says shape {dims} ({need} data bytes) but the "
+                                  f"file holds {have} data bytes ({'truncated' if have < need else 'trailing data'})")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _fmnist_dirs(root) -> list[Path]:
+    dirs = []
+    env = os.environ.get("POLARITY_FMNIST_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    if root is not None:
+        r = Path(root).expanduser()
+        dirs += [r, r / "fashion-mnist", r / "FashionMNIST" / "raw"]
+    dirs.append(DEBIAN_FMNIST_DIR)
+    return dirs
+
+
+def _find_idx(d: Path, stem: str) -> Path | None:
+    for suffix in (".gz", ""):
+        p = d / (stem + suffix)
+        if p.is_file():
+            return p
+    return None
+
+
+def _load_fmnist_offline(root) -> ImageData:
+    searched = _fmnist_dirs(root)
+    for d in searched:
+        files = {k: _find_idx(d, stem) for k, stem in FMNIST_FILES.items()}
+        if all(files.values()):
+            break
+    else:
+        raise DatasetNotFoundError(
+            "Fashion-MNIST not found. Looked for " + ", ".join(f"{s}{{.gz,}}" for s in FMNIST_FILES.values())
+            + " in: " + ", ".join(str(d) for d in searched)
+            + ". Install Debian's copy (apt-get install dataset-fashion-mnist), set $POLARITY_FMNIST_DIR, "
+              "pass root=<dir with the files>, or use source='torchvision' with a root to download into.")
+    arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("x") else 1) for k, p in files.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if len(x) != len(y):
+            raise DatasetCorruptError(f"Fashion-MNIST {split}: {len(x)} images but {len(y)} labels "
+                                      f"({files[split + '_x']}, {files[split + '_y']})")
+        if y.size and int(y.max()) >= 10:
+            raise DatasetCorruptError(f"{files[split + '_y']}: label {int(y.max())} out of range 0..9")
+    t = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+    return ImageData(
+        name="fmnist", label="Fashion-MNIST",
+        train_x=t["train_x"].unsqueeze(1).contiguous(), train_y=t["train_y"].long(),
+        test_x=t["test_x"].unsqueeze(1).contiguous(), test_y=t["test_y"].long(),
+        classes=FMNIST_CLASSES, mean=FMNIST_MEAN, std=FMNIST_STD)
+
+
+def _torchvision_root(root) -> Path:
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("POLARITY_DATA")
+    return Path(env).expanduser() if env else cache_dir() / "torchvision"
+
+
+def _load_torchvision(name: str, root, download: bool) -> ImageData:
+    import torchvision
+
+    r = _torchvision_root(root)
+    cls = torchvision.datasets.FashionMNIST if name == "fmnist" else torchvision.datasets.CIFAR10
+    try:
+        tr = cls(str(r), train=True, download=download)
+        te = cls(str(r), train=False, download=download)
+    except Exception as e:  # torchvision raises RuntimeError / URLError / OSError
+        raise DatasetNotFoundError(
+            f"torchvision could not {'download' if download else 'find'} {cls.__name__} under {r}: {e}. "
+            f"Offline, use source='offline'" + (" (apt-get install dataset-fashion-mnist)" if name == "fmnist"
+                                                 else f" with the JPEG copy {CIFAR_JPEG_NAME}")) from e
+
+    def images(ds):
+        d = ds.data
+        d = torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d
+        d = d.unsqueeze(1) if d.dim() == 3 else d.permute(0, 3, 1, 2)
+        return d.to(torch.uint8).contiguous()
+
+    def labels(ds):
+        return torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+
+    if name == "fmnist":
+        return ImageData("fmnist", "Fashion-MNIST", images(tr), labels(tr), images(te), labels(te),
+                         FMNIST_CLASSES, FMNIST_MEAN, FMNIST_STD)
+    return ImageData("cifar10", "CIFAR-10", images(tr), labels(tr), images(te), labels(te),
+                     CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _torchvision_present(name: str, root) -> bool:
+    if root is None and not os.environ.get("POLARITY_DATA"):
+        return False
+    r = _torchvision_root(root)
+    if name == "fmnist":
+        raw = r / "FashionMNIST" / "raw"
+        return all((raw / s).is_file() for s in FMNIST_FILES.values())
+    base = r / "cifar-10-batches-py"
+    return all((base / f).is_file() for f in ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)])
+
+
+def _load_fmnist(root, source) -> ImageData:
+    if source == "torchvision" or (source == "auto" and _torchvision_present("fmnist", root)):
+        return _load_torchvision("fmnist", root, download=(source == "torchvision"))
+    return _load_fmnist_offline(root)
+
+
+def _load_cifar10(root, source, workers) -> ImageData:
+    if source == "torchvision" or (source == "auto" and _torchvision_present("cifar10", root)):
+        return _load_torchvision("cifar10", root, download=(source == "torchvision"))
+    return _load_cifar10_jpeg(root, workers)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10 JPEG copy
+
+
+def _repo_candidates() -> list[Path]:
+    """Repository roots to look beside: from this file's location and from the CWD."""
+    out: list[Path] = []
+    here = Path(__file__).resolve()
+    for p in here.parents:
+        if (p / "pyproject.toml").is_file() or (p / ".git").exists():
+            out.append(p)
+            break
+    cwd = Path.cwd().resolve()
+    for p in (cwd, *cwd.parents):
+        if (p / "pyproject.toml").is_file() or (p / ".git").exists():
+            out.append(p)
+            break
+    out.append(cwd)
+    seen, uniq = set(), []
+    for p in out:
+        if p not in seen:
+            seen.add(p)
+            uniq.append(p)
+    return uniq
+
+
+def _cifar_jpeg_candidates(root) -> list[Path]:
+    c: list[Path] = []
+    env = os.environ.get("POLARITY_CIFAR10_JPEG")
+    if env:
+        c.append(Path(env).expanduser())
+    if root is not None:
+        r = Path(root).expanduser()
+        c += [r / CIFAR_JPEG_NAME, r / "cifar10-jpeg", r]
+    for repo in _repo_candidates():
+        c += [repo.parent / "shared" / "data" / CIFAR_JPEG_NAME, repo / "shared" / "data" / CIFAR_JPEG_NAME]
+    seen, uniq = set(), []
+    for p in c:
+        if p not in seen:
+            seen.add(p)
+            uniq.append(p)
+    return uniq
+
+
+def _is_split_dir(p: Path) -> bool:
+    return p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir()
+
+
+def _load_cifar10_jpeg(root, workers) -> ImageData:
+    searched = _cifar_jpeg_candidates(root)
+    for p in searched:
+        if p.is_file() or _is_split_dir(p):
+            break
+    else:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found. Looked for the JPEG copy ({CIFAR_JPEG_NAME} or an extracted "
+            f"cifar10-jpeg/{{train,test}}/<class>/ directory) at: " + ", ".join(str(s) for s in searched)
+            + ". Set $POLARITY_CIFAR10_JPEG to the tarball, pass root=<dir holding it>, or use "
+              "source='torchvision' with a root to download the official dataset.")
+    if p.is_file():
+        entries = _read_tar_members(p)
+        key = "cifar10-jpeg-" + _sha256_file(p)[:16]
+    else:
+        entries = _read_dir_members(p)
+        key = "cifar10-jpegdir-" + _listing_hash(p)[:16]
+    data = _decode_cached(key, entries, workers, size=(32, 32), classes=CIFAR10_CLASSES, source=str(p))
+    data.pop("classes")
+    return ImageData(name="cifar10", label="CIFAR-10 (JPEG copy)", classes=CIFAR10_CLASSES,
+                     mean=CIFAR10_MEAN, std=CIFAR10_STD, **data)
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _listing_hash(d: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(d)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+# A member: (split, class_name, file_name, loader) where loader is bytes or a Path.
+def _read_tar_members(path: Path):
+    """A function returning every image member as (split, class, file name, bytes)."""
+
+    def entries():
+        out = []
+        try:
+            with tarfile.open(path, "r:*") as tf:
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    parts = Path(m.name).parts
+                    if len(parts) < 3 or parts[-3] not in ("train", "test", "val"):
+                        continue
+                    if not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+                        continue
+                    f = tf.extractfile(m)
+                    out.append(("test" if parts[-3] == "val" else parts[-3], parts[-2], parts[-1], f.read()))
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DatasetCorruptError(f"{path}: cannot read the tarball ({e}); it may be truncated or corrupt") from e
+        return out
+
+    return entries
+
+
+def _read_dir_members(d: Path, splits=("train", "test")):
+    """A function returning every image file as (split, class, file name, path)."""
+    def entries():
+        out = []
+        for split in splits:
+            sd = d / split
+            if split == "test" and not sd.is_dir() and (d / "val").is_dir():
+                sd = d / "val"
+            if not sd.is_dir():
+                raise DatasetNotFoundError(f"{d}: no '{split}/' subdirectory (expected {d}/{{train,test}}/<class>/<image>)")
+            for cdir in sorted(x for x in sd.iterdir() if x.is_dir()):
+                for f in sorted(cdir.iterdir()):
+                    if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS):
+                        out.append((split, cdir.name, f.name, f))
+        return out
+
+    return entries
+
+
+def _decode_one(item):
+    from PIL import Image
+
+    blob, size, mode = item
+    try:
+        im = Image.open(io.BytesIO(blob) if isinstance(blob, (bytes, bytearray)) else blob)
+        im = im.convert(mode)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+    except Exception as e:
+        raise DatasetCorruptError(f"cannot decode image {blob if isinstance(blob, Path) else '<tar member>'}: {e}") from e
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _decode_chunk(args):
+    items, size, mode = args
+    return np.stack([_decode_one((b, size, mode)) for b in items]) if items else None
+
+
+def _interleaved_order(members, classes):
+    """Sort key: (rank of the file within its class, class index). File names that are integers
+    sort numerically, others lexicographically."""
+
+    def name_key(fn):
+        stem = Path(fn).stem
+        return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+    by_class: dict[str, list] = {}
+    for m in members:
+        by_class.setdefault(m[1], []).append(m)
+    keyed = []
+    for c, ms in by_class.items():
+        ms.sort(key=lambda m: name_key(m[2]))
+        ci = classes.index(c)
+        keyed += [((rank, ci), m) for rank, m in enumerate(ms)]
+    keyed.sort(key=lambda t: t[0])
+    return [m for _, m in keyed]
+
+
+def _decode_cached(key: str, entries_fn, workers, size, classes, source, mode=None) -> dict:
+    """Decode (split, class, file, blob) members to uint8 arrays once and cache them."""
+    cdir = cache_dir() / "datasets"
+    meta_path = cdir / f"{key}.json"
+    cached = _load_cache(cdir, key, meta_path)
+    if cached is not None:
+        return cached
+    members = entries_fn()
+    if classes is None:
+        classes = tuple(sorted({m[1] for m in members if m[0] == "train"}))
+    unknown = sorted({m[1] for m in members} - set(classes))
+    if unknown:
+        raise DatasetCorruptError(f"{source}: unexpected class folders {unknown}; expected {list(classes)}")
+    if mode is None:
+        mode = "RGB"
+    out: dict = {"classes": classes}
+    split_members = {}
+    for split in ("train", "test"):
+        ms = [m for m in members if m[0] == split]
+        if not ms:
+            raise DatasetNotFoundError(f"{source}: no images in its '{split}' split")
+        split_members[split] = _interleaved_order(ms, list(classes))
+    if size is None:
+        size = _common_size([m[3] for m in split_members["train"]], source)
+    nworkers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    for split, ms in split_members.items():
+        blobs = [m[3] for m in ms]
+        chunks = [blobs[i::nworkers] for i in range(nworkers)] if nworkers > 1 else [blobs]
+        if nworkers > 1 and len(blobs) > 2000:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            with ctx.Pool(nworkers) as pool:
+                parts = pool.map(_decode_chunk, [(c, size, mode) for c in chunks])
+            arr = np.empty((len(blobs),) + parts[0].shape[1:], dtype=np.uint8)
+            for i, part in enumerate(parts):
+                arr[i::nworkers] = part
+        else:
+            arr = _decode_chunk((blobs, size, mode))
+        out[f"{split}_x"] = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        out[f"{split}_y"] = np.array([list(classes).index(m[1]) for m in ms], dtype=np.int64)
+    _save_cache(cdir, key, meta_path, out, source)
+    return _to_tensors(out)
+
+
+def _common_size(blobs, source):
+    from PIL import Image
+
+    sizes = Counter()
+    for b in blobs:
+        with Image.open(io.BytesIO(b) if isinstance(b, (bytes, bytearray)) else b) as im:
+            sizes[(im.size[1], im.size[0])] += 1
+    (size, count), = sizes.most_common(1)
+    if len(sizes) > 1:
+        warnings.warn(f"{source}: training images have {len(sizes)} different sizes; resizing all to the "
+                      f"most common, {size[0]}x{size[1]} (pass image_size= to choose)", stacklevel=3)
+    return size
+
+
+def _to_tensors(d: dict) -> dict:
+    out = {k: torch.from_numpy(v) for k, v in d.items() if k != "classes"}
+    out["classes"] = tuple(d["classes"])
+    return out
+
+
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _crc(a: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
+
+
+def _save_cache(cdir: Path, key: str, meta_path: Path, d: dict, source: str) -> None:
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        meta = {"version": _CACHE_VERSION, "source": source, "classes": list(d["classes"]), "arrays": {}}
+        for k in _ARRAYS:
+            p = cdir / f"{key}.{k}.npy"
+            tmp = p.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, d[k], allow_pickle=False)
+            os.replace(tmp, p)
+            meta["arrays"][k] = {"shape": list(d[k].shape), "dtype": str(d[k].dtype), "crc32": _crc(d[k]),
+                                 "bytes": p.stat().st_size}
+        tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, meta_path)
+    except OSError as e:
+        warnings.warn(f"could not write the dataset cache under {cdir}: {e}", stacklevel=3)
+
+
+def _load_cache(cdir: Path, key: str, meta_path: Path) -> dict | None:
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != _CACHE_VERSION:
+            return None
+        out = {}
+        for k in _ARRAYS:
+            m = meta["arrays"][k]
+            p = cdir / f"{key}.{k}.npy"
+            if p.stat().st_size != m["bytes"]:
+                raise ValueError(f"{p}: size {p.stat().st_size} != {m['bytes']}")
+            a = np.load(p, allow_pickle=False)
+            if list(a.shape) != m["shape"] or str(a.dtype) != m["dtype"] or _crc(a) != m["crc32"]:
+                raise ValueError(f"{p}: shape/dtype/checksum mismatch")
+            out[k] = torch.from_numpy(a)
+        out["classes"] = tuple(meta["classes"])
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"ignoring a damaged dataset cache ({e}); decoding again", stacklevel=4)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Folder datasets
+
+
+def _load_folder(path: Path, image_size=None, workers=None) -> ImageData:
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"folder dataset {path} does not exist (expected {path}/{{train,test}}/<class>/<image>)")
+    entries = _read_dir_members(path)
+    size = None
+    if image_size is not None:
+        size = (int(image_size), int(image_size)) if isinstance(image_size, (int, np.integer)) else tuple(int(s) for s in image_size)
+    key = "folder-" + hashlib.sha256(f"{path.resolve()}|{size}|{_listing_hash(path)}".encode()).hexdigest()[:16]
+    data = _decode_cached(key, entries, workers, size=size, classes=None, source=str(path))
+    classes = data.pop("classes")
+    x = data["train_x"]
+    xf = x.to(torch.float64)
+    mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-6) for v in xf.std(dim=(0, 2, 3)))
+    return ImageData(name=f"folder:{path}", label=path.name or str(path), classes=tuple(classes),
+                     mean=mean, std=std, **data)
