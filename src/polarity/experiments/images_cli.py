@@ -1,0 +1,116 @@
+"""CLI plugin: ``polarity template export`` and ``polarity template info``.
+
+    polarity template export --source pretrained:cifar10 --arch compact --dataset fmnist --out t.pol
+    polarity template info t.pol
+
+``export`` loads (or pretrains and caches, see :mod:`polarity.transfer`) the source network and
+writes its sign template, one bit per sign, with :meth:`polarity.Template.save`.  ``--dataset`` is
+the *target* dataset: with ``--map`` the template is mapped onto a freshly initialised target model
+(the head keeps that model's own random signs, exactly what the ``*-polarity`` conditions impose);
+without it the file holds the source network's own template (all its layers, source names).
+The architecture settings (``--in-size``, ``--width``, ``--head``) and the pretraining schedule
+default to the target experiment's ``quick`` preset (``paper`` for ``--arch alexnet``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("template", help="export or inspect polarity templates",
+                              description="Export a transfer source's polarity template as a file "
+                                          "(one bit per sign) or describe a template file.")
+    sub = p.add_subparsers(dest="template_cmd", metavar="{export,info}")
+    sub.required = True
+    ex = sub.add_parser("export", help="write a transfer source's sign template to a file",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("--source", required=True,
+                    help="imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>")
+    ex.add_argument("--arch", default="compact", choices=("compact", "alexnet"))
+    ex.add_argument("--dataset", required=True, help="the target dataset (fmnist, cifar10)")
+    ex.add_argument("--out", required=True, help="output file")
+    ex.add_argument("--map", action="store_true",
+                    help="map the template onto a fresh target model (new head keeps random signs)")
+    ex.add_argument("--in-size", type=int, default=None, help="input side (compact; default 32)")
+    ex.add_argument("--width", type=float, default=None, help="compact width multiplier")
+    ex.add_argument("--head", choices=("append", "replace"), default=None, help="alexnet head")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the target init (with --map)")
+    ex.set_defaults(func=_export)
+    info = sub.add_parser("info", help="describe a template file")
+    info.add_argument("file")
+    info.set_defaults(func=_info)
+    return p
+
+
+def _hp_for(args):
+    from . import ExperimentError, get
+
+    try:
+        exp = get(args.dataset)
+    except ExperimentError as e:
+        raise SystemExit(f"polarity template export: {e}")
+    preset = "paper" if args.arch == "alexnet" else "quick"
+    hp = exp.presets[preset]
+    changes = {"arch": args.arch, "source": args.source}
+    if args.in_size is not None:
+        changes["in_size"] = args.in_size
+    if args.width is not None:
+        changes["model_width"] = args.width
+    if args.head is not None:
+        changes["head"] = args.head
+    hp = dataclasses.replace(hp, **changes)
+    exp.validate(hp)
+    return hp
+
+
+def _export(args) -> int:
+    from .. import Template
+    from ..transfer import TransferError
+    from .base import ExperimentError
+    from .images import get_source, model_kwargs
+
+    try:
+        hp = _hp_for(args)
+        num_classes = 10
+        src = get_source(hp, num_classes, log=lambda m: print(m, file=sys.stderr))
+        t = src.template
+        if args.map:
+            from ..models import build_model, head_names, init_glorot_
+
+            model = build_model(hp.arch, num_classes, **model_kwargs(hp))
+            init_glorot_(model, args.seed)
+            t = src.polarity_template(model, head=head_names(model))
+        t.save(args.out)
+    except (TransferError, ExperimentError, ValueError, FileNotFoundError) as e:
+        print(f"polarity template export: {e}", file=sys.stderr)
+        return 2
+    back = Template.load(args.out)
+    total = sum(v.numel() for v in back.values())
+    print(f"wrote {args.out}: {len(back)} parameters, {total} signs, source {args.source!r}"
+          f"{' mapped onto ' + args.dataset if args.map else ''}")
+    return 0
+
+
+def _info(args) -> int:
+    from .. import Template
+
+    try:
+        t = Template.load(args.file)
+    except Exception as e:  # the loader names what is wrong (missing, truncated, corrupt)
+        print(f"polarity template info: {e}", file=sys.stderr)
+        return 2
+    total = sum(v.numel() for v in t.values())
+    print(f"{args.file}: {len(t)} parameters, {total} signs")
+    meta = getattr(t, "metadata", None) or getattr(t, "meta", None)
+    if meta:
+        for k, v in dict(meta).items():
+            print(f"  {k}: {v}")
+    print(f"  {'parameter':40s} {'shape':>20s} {'+1':>7s} {'-1':>7s} {'free':>7s}")
+    for name, v in t.items():
+        n = max(v.numel(), 1)
+        pos = int((v > 0).sum()) / n
+        neg = int((v < 0).sum()) / n
+        print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {1 - pos - neg:7.3f}")
+    return 0

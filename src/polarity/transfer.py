@@ -1,0 +1,366 @@
+"""Transfer sources: where a transferred polarity template (and transferred weights) come from.
+
+A *source* is named by a string:
+
+* ``imagenet`` -- torchvision's AlexNet ``IMAGENET1K_V1`` weights (needs ``arch="alexnet"``);
+* ``imagenet:/path/to/checkpoint.pth`` -- the same architecture, weights from a local file
+  (a state dict, or a dict holding one under ``state_dict``/``model``);
+* ``pretrained:<dataset>`` -- the project trains the *same architecture as the target* on another
+  dataset (e.g. CIFAR-10 as the source for Fashion-MNIST and the other way round), then caches the
+  checkpoint, its template (one bit per sign, :meth:`polarity.Template.save`) and a ``meta.json``
+  under ``$POLARITY_CACHE/sources/<hash>/`` (default ``~/.cache/polarity/sources/<hash>/``), where
+  ``<hash>`` is a hash of the source spec *and* of everything that determines the pretrained
+  network (architecture, input size, width, pretraining schedule, seed).  A later call with the
+  same spec reuses the cache.  Every file is written to a temporary name and renamed into place,
+  and ``meta.json`` is written last, so a killed pretraining never leaves a half file that would
+  be mistaken for a finished one; concurrent processes serialise on a lock file.
+
+Applying a source to a target model (the controlled comparison of SPEC §5):
+
+* :func:`polarity_template` -- the source's signs mapped onto the target model (names must match;
+  the target's new classification head has no counterpart and keeps the signs of its own
+  initialisation).  Apply it with ``polarity.impose(model, T, "flip")`` so the model keeps the
+  magnitudes of its own random initialisation (the magnitude control).
+* :func:`transfer_weights` -- copy the source's weights (and biases) into the target, except the
+  head.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from . import Template
+
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+SOURCE_FORMAT = ("'imagenet', 'imagenet:/path/to/checkpoint.pth', 'pretrained:<dataset>' "
+                 f"(datasets: {', '.join(DATASET_NAMES)}) or 'none'")
+CACHE_VERSION = 1
+
+
+class TransferError(ValueError):
+    """A bad or unusable transfer source."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source string."""
+
+    kind: str  # "imagenet" | "pretrained" | "none"
+    text: str
+    path: str | None = None  # imagenet:<path>
+    dataset: str | None = None  # pretrained:<dataset>
+
+    @property
+    def label(self) -> str:
+        """Short name used in figure labels: 'IN' for ImageNet, else the dataset's name."""
+        if self.kind == "imagenet":
+            return "IN"
+        if self.kind == "pretrained":
+            return DATASET_NAMES.get(self.dataset, self.dataset)
+        return "none"
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Parse a source string; raise :class:`TransferError` saying what is wrong."""
+    if not isinstance(text, str):
+        raise TransferError(f"transfer source must be a string, got {type(text).__name__}")
+    s = text.strip()
+    if s.lower() in ("", "none"):
+        return SourceSpec("none", s)
+    if s.lower() == "imagenet":
+        return SourceSpec("imagenet", s)
+    kind, sep, rest = s.partition(":")
+    if sep and kind.lower() == "imagenet":
+        if not rest:
+            raise TransferError(f"transfer source {text!r}: missing checkpoint path after 'imagenet:'")
+        return SourceSpec("imagenet", s, path=rest)
+    if sep and kind.lower() == "pretrained":
+        ds = rest.strip().lower()
+        if ds not in DATASET_NAMES:
+            raise TransferError(f"transfer source {text!r}: unknown source dataset {rest!r}; "
+                                f"known: {', '.join(DATASET_NAMES)}")
+        return SourceSpec("pretrained", s, dataset=ds)
+    raise TransferError(f"unknown transfer source {text!r}; expected {SOURCE_FORMAT}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines a ``pretrained:<dataset>`` source network."""
+
+    n: int = 10000  # first n training images of the source dataset
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    val_size: int = 2000  # source accuracy is measured on the first val_size test images
+    data_root: str | None = None
+    data_source: str = "auto"
+
+
+@dataclass
+class Source:
+    """A loaded source: the source network's state dict and its sign template."""
+
+    spec: SourceSpec
+    arch: str
+    state_dict: dict[str, torch.Tensor]
+    template: Template
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def polarity_template(self, model: torch.nn.Module, head: Iterable[str] | None = None) -> Template:
+        return polarity_template(self.template, model, head=head)
+
+    def transfer_weights(self, model: torch.nn.Module, head: Iterable[str] | None = None) -> list[str]:
+        return transfer_weights(self.state_dict, model, head=head)
+
+
+# ----------------------------------------------------------------------------- applying a source
+
+def _head(model: torch.nn.Module, head: Iterable[str] | None) -> set[str]:
+    if head is not None:
+        return set(head)
+    from .models import head_names
+
+    return set(head_names(model))
+
+
+def polarity_template(source_template: Template, model: torch.nn.Module,
+                      head: Iterable[str] | None = None) -> Template:
+    """Map a source template onto ``model``.
+
+    Every parameter the model's default template constrains gets the source's signs, except the
+    head (``head``; default ``polarity.models.head_names(model)``) and parameters the source
+    lacks, which keep the signs of the model's *current* weights (its initialisation).  Source
+    entries that are 0 (unconstrained) also keep the model's own sign.  A source parameter whose
+    shape differs from the model's raises ``ValueError`` naming both shapes (from
+    ``Template.adapt``).
+    """
+    head_set = _head(model, head)
+    own = Template.from_module(model)
+    drop = tuple(k for k in source_template.keys() if k in head_set or k not in own)
+    mapped = source_template.adapt(model, drop=drop, missing="free")
+    signs = {}
+    for name, t_own in own.items():
+        t_own = t_own.to(torch.int8)
+        if name in head_set or name not in mapped:
+            signs[name] = t_own
+            continue
+        t = mapped[name].to(torch.int8).to(t_own.device)
+        signs[name] = torch.where(t != 0, t, t_own)
+    meta = dict(source_template.meta)
+    meta["adapted"] = {"own_signs": sorted(k for k in own if k in head_set or k not in mapped)}
+    return Template(signs, meta)
+
+
+def transfer_weights(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module,
+                     head: Iterable[str] | None = None) -> list[str]:
+    """Copy every entry of ``state_dict`` whose name the model has, except the head, into the
+    model in place.  A shape mismatch raises ``ValueError`` naming the entry and both shapes.
+    Returns the copied names."""
+    head_set = _head(model, head)
+    target = model.state_dict()
+    copied = []
+    with torch.no_grad():
+        for name, value in state_dict.items():
+            if name in head_set or name not in target:
+                continue
+            if tuple(value.shape) != tuple(target[name].shape):
+                raise ValueError(f"cannot transfer {name!r}: source shape {tuple(value.shape)} "
+                                 f"!= target shape {tuple(target[name].shape)}")
+            target[name].copy_(value.to(device=target[name].device, dtype=target[name].dtype))
+            copied.append(name)
+    if not copied:
+        raise ValueError("transfer_weights: no parameter of the source matches the target model "
+                         f"(source names: {sorted(state_dict)[:5]}..., target: {sorted(target)[:5]}...)")
+    return copied
+
+
+# ----------------------------------------------------------------------------- cache
+
+def cache_root() -> Path:
+    env = os.environ.get("POLARITY_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "polarity"
+
+
+def source_key(spec: SourceSpec, arch: str, model_kwargs: Mapping[str, Any],
+               pretrain: PretrainConfig) -> dict[str, Any]:
+    cfg = dataclasses.asdict(pretrain)
+    cfg.pop("data_root", None)  # where the files live does not change the network
+    return {"version": CACHE_VERSION, "source": spec.text, "arch": arch,
+            "model": {k: model_kwargs[k] for k in sorted(model_kwargs)}, "pretrain": cfg}
+
+
+def source_hash(key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_MEMO: dict[str, Source] = {}
+
+
+def _read_cached(d: Path, spec: SourceSpec, arch: str) -> Source | None:
+    meta_p, model_p, tmpl_p = d / "meta.json", d / "model.pt", d / "template.pol"
+    if not meta_p.exists():
+        return None
+    try:
+        meta = json.loads(meta_p.read_text())
+        state = torch.load(model_p, map_location="cpu", weights_only=True)
+        template = Template.load(tmpl_p)
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
+    meta["cached"] = True
+    meta["cache_dir"] = str(d)
+    return Source(spec, arch, state, template, meta)
+
+
+def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes: int = 10,
+                model_kwargs: Mapping[str, Any] | None = None,
+                pretrain: PretrainConfig | None = None, device: str = "cpu",
+                log: Callable[[str], None] | None = None,
+                cache_dir: str | os.PathLike | None = None) -> Source:
+    """Load (or pretrain and cache) a source for a target of architecture ``arch``.
+
+    ``model_kwargs`` are passed to ``polarity.models.build_model`` for the source network of a
+    ``pretrained:`` source (e.g. ``in_size``, ``width``); the source network has ``num_classes``
+    outputs.  ``imagenet`` needs ``arch="alexnet"``.  ``cache_dir`` overrides the cache root
+    (default :func:`cache_root`); entries live in ``<root>/sources/<hash>/``.
+    """
+    spec = source if isinstance(source, SourceSpec) else parse_source(source)
+    model_kwargs = dict(model_kwargs or {})
+    if spec.kind == "none":
+        raise TransferError("transfer source 'none' has no template or weights; the polarity and "
+                            "weight conditions need a source (" + SOURCE_FORMAT + ")")
+    if spec.kind == "imagenet":
+        return _load_imagenet(spec, arch)
+    pretrain = pretrain or PretrainConfig()
+    key = source_key(spec, arch, {**model_kwargs, "num_classes": num_classes}, pretrain)
+    h = source_hash(key)
+    d = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / "sources" / h
+    if str(d) in _MEMO:
+        return _MEMO[str(d)]
+    src = _read_cached(d, spec, arch)
+    if src is None:
+        with _locked(d):
+            src = _read_cached(d, spec, arch)  # another process may have finished meanwhile
+            if src is None:
+                src = _pretrain(spec, arch, num_classes, model_kwargs, pretrain, key, d, device, log)
+    _MEMO[str(d)] = src
+    return src
+
+
+def clear_memo() -> None:
+    """Forget sources loaded in this process (the disk cache stays)."""
+    _MEMO.clear()
+
+
+def _load_imagenet(spec: SourceSpec, arch: str) -> Source:
+    if arch != "alexnet":
+        raise TransferError(f"transfer source {spec.text!r} holds torchvision AlexNet weights and "
+                            f"needs arch 'alexnet' (got {arch!r}); for the compact network use "
+                            "'pretrained:<dataset>'")
+    from .models import imagenet_state_dict
+
+    if spec.path is not None:
+        p = Path(spec.path).expanduser()
+        if not p.is_file():
+            raise TransferError(f"transfer source {spec.text!r}: checkpoint file {str(p)!r} not found")
+        try:
+            state = imagenet_state_dict(str(p))
+        except Exception as e:
+            raise TransferError(f"transfer source {spec.text!r}: cannot read checkpoint: {e}") from e
+    else:
+        try:
+            state = imagenet_state_dict("IMAGENET1K_V1")
+        except Exception as e:
+            raise TransferError(
+                "transfer source 'imagenet': cannot get torchvision's AlexNet IMAGENET1K_V1 weights "
+                f"({type(e).__name__}: {e}); without internet, download alexnet-owt-7be5be79.pth "
+                "elsewhere and pass 'imagenet:/path/to/alexnet-owt-7be5be79.pth'") from e
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
+    template = Template(Template.from_module(state), {"source": spec.text, "arch": arch})
+    return Source(spec, arch, state, template,
+                  {"source": spec.text, "arch": arch, "cached": False})
+
+
+def _pretrain(spec: SourceSpec, arch: str, num_classes: int, model_kwargs: Mapping[str, Any],
+              cfg: PretrainConfig, key: Mapping[str, Any], d: Path, device: str,
+              log: Callable[[str], None] | None) -> Source:
+    from .data.images import BatchTransform, first_n, load_dataset
+    from .experiments.images import evaluate, fit, make_optimizer
+    from .models import build_model, init_glorot_
+
+    t0 = time.perf_counter()
+    data = load_dataset(spec.dataset, root=cfg.data_root, source=cfg.data_source)
+    if len(data.classes) != num_classes:
+        raise TransferError(f"source dataset {spec.dataset!r} has {len(data.classes)} classes; the "
+                            f"target needs a source network with {num_classes} outputs")
+    if log:
+        log(f"pretraining {arch} on {data.label} (n={cfg.n}, {cfg.epochs} epochs) for source "
+            f"{spec.text!r}; cache {d}")
+    x, y = first_n(data.train_x, data.train_y, cfg.n)
+    vx, vy = first_n(data.test_x, data.test_y, cfg.val_size)
+    transform = BatchTransform(data.mean, data.std, size=model_kwargs.get("in_size"), rgb=True)
+    model = build_model(arch, num_classes, **model_kwargs)
+    init_glorot_(model, cfg.seed)
+    model.to(device)
+    opt = make_optimizer(model, cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    perms = [torch.randperm(len(y), generator=g) for _ in range(cfg.epochs)]
+    torch.manual_seed(cfg.seed)
+    history = fit(model, opt, x, y, transform, perms, cfg.batch_size, device=device)
+    val_loss, val_acc = evaluate(model, vx, vy, transform, device=device)
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    template = Template.from_module(state)
+    meta = {"key": dict(key), "source": spec.text, "arch": arch, "dataset_label": data.label,
+            "train_loss": [h[0] for h in history], "train_acc": [h[1] for h in history],
+            "val_loss": val_loss, "val_acc": val_acc, "val_size": int(len(vy)),
+            "pretrain_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _atomic_write(d / "model.pt", lambda p: torch.save(state, p))
+    template = Template(template, {"source": spec.text, "arch": arch, "hash": d.name})
+    template.save(d / "template.pol")  # atomic (temporary file + rename)
+    _atomic_write(d / "meta.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+    if log:
+        log(f"source {spec.text!r}: {data.label} val acc {val_acc:.3f} after "
+            f"{meta['pretrain_s']:.0f}s")
+    meta = {**meta, "cached": False, "cache_dir": str(d)}
+    return Source(spec, arch, state, template, meta)

@@ -1,0 +1,215 @@
+"""Transfer sources: parsing, applying a source template with the target's magnitudes, the
+source cache, and the template export CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from polarity import Freezer, Template, impose
+from polarity.models import build_model, head_names, init_glorot_
+from polarity.transfer import (PretrainConfig, TransferError, clear_memo, load_source,
+                               parse_source, polarity_template, transfer_weights)
+
+torch.set_num_threads(1)
+
+TINY = dict(in_size=16, width=0.25)
+
+
+def _model(seed: int):
+    m = build_model("compact", 10, **TINY)
+    init_glorot_(m, seed)
+    return m
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def test_parse_source_forms():
+    assert parse_source("imagenet").kind == "imagenet"
+    s = parse_source("imagenet:/tmp/x.pth")
+    assert (s.kind, s.path, s.label) == ("imagenet", "/tmp/x.pth", "IN")
+    s = parse_source("pretrained:cifar10")
+    assert (s.kind, s.dataset, s.label) == ("pretrained", "cifar10", "CIFAR-10")
+    assert parse_source("none").kind == "none"
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("imagenett", "unknown transfer source 'imagenett'"),
+    ("pretrained:mnist", "unknown source dataset 'mnist'"),
+    ("pretrained:", "unknown source dataset"),
+    ("imagenet:", "missing checkpoint path"),
+    ("weights:foo", "expected 'imagenet'"),
+])
+def test_bad_source_string_names_the_problem(bad, words):
+    with pytest.raises(TransferError, match=words.replace("(", r"\(")):
+        parse_source(bad)
+
+
+def test_bad_sources_at_load(tmp_path):
+    with pytest.raises(TransferError, match="needs arch 'alexnet'"):
+        load_source("imagenet", "compact")
+    with pytest.raises(TransferError, match="not found"):
+        load_source(f"imagenet:{tmp_path}/nope.pth", "alexnet")
+    with pytest.raises(TransferError, match="no template or weights"):
+        load_source("none", "compact")
+
+
+def test_experiment_rejects_bad_source():
+    import dataclasses
+
+    from polarity.experiments import ExperimentError, get
+
+    exp = get("fmnist")
+    with pytest.raises(ExperimentError, match="unknown transfer source"):
+        exp.validate(dataclasses.replace(exp.presets["quick"], source="imagenat"))
+    with pytest.raises(ExperimentError, match="needs arch=alexnet"):
+        exp.validate(dataclasses.replace(exp.presets["quick"], source="imagenet"))
+    with pytest.raises(ExperimentError, match="target dataset itself"):
+        exp.validate(dataclasses.replace(exp.presets["quick"], source="pretrained:fmnist"))
+
+
+# ----------------------------------------------------------------------------- applying
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_transferred_template_keeps_target_magnitudes(seed):
+    """Signs equal the source's on every constrained non-head entry, the head keeps the init's
+    signs, and the sorted |w| are exactly the random init's (the magnitude control)."""
+    source = _model(1000 + seed)
+    src_t = Template.from_module(source)
+    target = _model(seed)
+    heads = set(head_names(target))
+    assert heads and all(h.startswith("classifier.6") for h in heads)
+    init = {k: v.clone() for k, v in target.state_dict().items()}
+    t = polarity_template(src_t, target)
+    changed = impose(target, t, "flip")
+    assert changed > 0
+    assert sum(t.violations(target).values()) == 0
+    params = dict(target.named_parameters())
+    for name in src_t:
+        w = params[name].detach()
+        if name in heads:
+            assert torch.equal(torch.sign(w), torch.sign(init[name]))
+        else:
+            assert torch.equal(torch.sign(w).to(torch.int8), src_t[name])
+        assert torch.equal(w.abs().flatten().sort().values, init[name].abs().flatten().sort().values)
+        assert torch.equal(w.abs(), init[name].abs())  # flipping: elementwise |w| unchanged
+    for name, v in init.items():  # biases untouched
+        if name not in src_t:
+            assert torch.equal(params[name].detach(), v)
+
+
+def test_transfer_weights_skips_head_and_checks_shapes():
+    source, target = _model(5), _model(6)
+    init_head = {k: v.clone() for k, v in target.state_dict().items() if k in head_names(target)}
+    copied = transfer_weights(source.state_dict(), target)
+    assert set(copied) == set(source.state_dict()) - set(head_names(target))
+    for k, v in source.state_dict().items():
+        if k in init_head:
+            assert torch.equal(target.state_dict()[k], init_head[k])
+        else:
+            assert torch.equal(target.state_dict()[k], v)
+    wrong = build_model("compact", 10, in_size=16, width=0.5)
+    with pytest.raises(ValueError, match="source shape"):
+        transfer_weights(wrong.state_dict(), target)
+
+
+def test_polarity_template_shape_mismatch_is_named():
+    src_t = Template.from_module(build_model("compact", 10, in_size=16, width=0.5))
+    with pytest.raises(ValueError, match="shape"):
+        polarity_template(src_t, _model(0))
+
+
+# ----------------------------------------------------------------------------- cache
+
+PRE = PretrainConfig(n=64, epochs=1, batch_size=32, lr=1e-3, seed=0, val_size=32)
+
+
+def test_pretrained_source_is_cached_and_reused(tmp_path):
+    clear_memo()
+    src = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                      cache_dir=tmp_path)
+    assert src.info["cached"] is False
+    d = tmp_path / "sources"
+    (entry,) = list(d.iterdir())
+    files = {p.name for p in entry.iterdir()}
+    assert {"model.pt", "template.pol", "meta.json"} <= files
+    assert not [f for f in files if f.endswith(".tmp") or ".tmp" in f]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["source"] == "pretrained:fmnist" and 0.0 <= meta["val_acc"] <= 1.0
+    mtime = (entry / "model.pt").stat().st_mtime_ns
+    # the template is the signs of the checkpoint
+    assert Template.load(entry / "template.pol") == Template.from_module(src.state_dict)
+
+    clear_memo()
+    again = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                        cache_dir=tmp_path)
+    assert again.info["cached"] is True
+    assert (entry / "model.pt").stat().st_mtime_ns == mtime
+    assert all(torch.equal(again.state_dict[k], v) for k, v in src.state_dict.items())
+    assert again.template == src.template
+    # a different pretraining schedule is a different source
+    clear_memo()
+    other = load_source("pretrained:fmnist", "compact", model_kwargs=TINY,
+                        pretrain=PretrainConfig(**{**PRE.__dict__, "seed": 1}), cache_dir=tmp_path)
+    assert other.info["cached"] is False and len(list(d.iterdir())) == 2
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    clear_memo()
+    src = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                      cache_dir=tmp_path)
+    (entry,) = list((tmp_path / "sources").iterdir())
+    (entry / "template.pol").write_bytes(b"garbage")
+    clear_memo()
+    again = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                        cache_dir=tmp_path)
+    assert again.info["cached"] is False
+    assert again.template == src.template  # deterministic pretraining
+    assert Template.load(entry / "template.pol") == src.template
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _cli(argv):
+    from polarity.experiments.images_cli import add_parser
+
+    parser = argparse.ArgumentParser(prog="polarity")
+    add_parser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_template_export_cli_writes_a_loadable_file(tmp_path, monkeypatch, capsys):
+    import polarity.experiments.images as images
+
+    def tiny_source(hp, num_classes, device="cpu", log=None):
+        return load_source(hp.source, hp.arch, num_classes=num_classes,
+                           model_kwargs=images.model_kwargs(hp), pretrain=PRE, cache_dir=tmp_path)
+
+    monkeypatch.setattr(images, "get_source", tiny_source)
+    clear_memo()
+    out = tmp_path / "t.pol"
+    rc = _cli(["template", "export", "--source", "pretrained:fmnist", "--arch", "compact",
+               "--dataset", "cifar10", "--out", str(out), "--in-size", "16", "--width", "0.25"])
+    assert rc == 0 and out.exists()
+    t = Template.load(out)
+    src = tiny_source(images.ImageHparams(dataset="cifar10", source="pretrained:fmnist",
+                                          in_size=16, model_width=0.25), 10)
+    assert t == src.template
+    assert out.stat().st_size * 20 < sum(v.numel() * 4 for v in src.state_dict.values())
+    rc = _cli(["template", "info", str(out)])
+    assert rc == 0 and "features.0.weight" in capsys.readouterr().out
+    # mapped onto a fresh target: the head keeps the target's own signs
+    mapped = tmp_path / "m.pol"
+    assert _cli(["template", "export", "--source", "pretrained:fmnist", "--dataset", "cifar10",
+                 "--out", str(mapped), "--map", "--in-size", "16", "--width", "0.25"]) == 0
+    m = Template.load(mapped)
+    assert torch.equal(m["features.0.weight"], t["features.0.weight"])
+    (bad := tmp_path / "bad.pol").write_bytes(b"nonsense")
+    assert _cli(["template", "info", str(bad)]) == 2
+    assert "not a polarity template" in capsys.readouterr().err
+    assert _cli(["template", "export", "--source", "pretrained:mnist", "--dataset", "cifar10",
+                 "--out", str(tmp_path / "x.pol")]) == 2
+    assert "unknown source dataset" in capsys.readouterr().err
