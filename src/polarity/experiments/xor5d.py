@@ -1,0 +1,618 @@
+"""``xor5d``: the XOR-5D simulation of the paper (Figures 1, 4 and C.1; SPEC §4, §6).
+
+Protocol (SPEC §4, reference defaults)
+--------------------------------------
+* Data: ``polarity.data.xor`` (nested training sets, 1000 validation points, one trial seed
+  ``trial_seed(hp.seed, trial)`` for the data, the initialisation and the batch order).
+* Network: ``Dense(5 -> H, ReLU) -> Dense(H -> 1, sigmoid)`` with the Keras initialisation of
+  ``polarity.models.mlp.init_params`` (one draw per (trial, width), shared by every condition and
+  every sample size of the trial).
+* Loss: binary cross-entropy, computed from the logit (``softplus(z) - y z``), which is the BCE of
+  the sigmoid output without its float saturation; Keras clips probabilities at 1e-7 instead.
+* Adam(lr 0.03, beta1 0.9, beta2 0.999, eps 1e-7 = Keras' default eps), batch 32 with the last
+  partial batch kept (as Keras), 100 epochs.  ``eps_mode="torch"`` (default) applies eps exactly as
+  ``torch.optim.Adam`` does (``m_hat / (sqrt(v_hat) + eps)``), so the batched trainer equals
+  ``torch.optim.Adam(eps=1e-7)`` network by network; ``eps_mode="keras"`` applies it as Keras'
+  "epsilon hat" (``lr_t m / (sqrt(v) + eps)``, i.e. torch's eps divided by ``sqrt(1-beta2^t)``).
+  The two differ only while ``sqrt(v)`` is of the order of 1e-7.
+* Shuffle: a fresh uniform permutation of the n training points every epoch (Keras
+  ``fit(shuffle=True)`` / the reference's ``tf.data.shuffle(buffer=n)``), drawn from a stream of the
+  trial seed and n, so every condition (and width) of a trial sees the same batches.
+* Per epoch the validation pass runs over the 1000 points; train loss/accuracy are Keras-style:
+  the sample-weighted mean over the epoch's batches, each measured before its update.
+
+Conditions
+----------
+``frozen-sufficient``, ``frozen-rand``, ``fluid-rand``, ``fluid-sufficient``, each optionally with
+``@<reset>`` (``posCon``, ``posRand``, ``zero``, ``flip``; default ``hp.reset`` = posRand), e.g.
+``frozen-rand@flip``.  Templates constrain both kernels (``fc1.weight``, ``fc2.weight``); biases
+are free.  ``rand``: the signs of the network's own initialisation (SPEC §2), so frozen-rand starts
+exactly at the shared initialisation.  ``sufficient``: the first layer keeps its initial signs and
+output weight j gets ``sign(w1[j,0] * w1[j,1])``; the shared initialisation is made compliant by
+flipping (so every condition has the same magnitudes).  ``fluid-sufficient`` starts there but
+trains freely.  Frozen conditions apply ``polarity.freeze.reset_`` after every Adam step.
+
+Batched trainer
+---------------
+A job is a set of *groups* (trial, n) times a set of *columns* (condition, width).  All networks of
+a job train as one tensor program: the first layer of a group is one ``baddbmm`` over the
+concatenated columns (they share the group's batch), the output layer and the hand-written
+backward pass are batched elementwise ops and ``bmm``; Adam runs on one flat buffer holding every
+parameter of every network.  Groups with fewer batches per epoch sit out (masked) the steps they
+don't have: their parameters, moments and Adam step count stay untouched, so every network follows
+exactly its own ``torch.optim.Adam`` trajectory.  Columns narrower than the job's width are
+zero-padded: padded units have zero weights, zero gradients and zero Adam moments, so they stay
+exactly zero and contribute nothing.  Everything is recorded on the device and copied to the host
+once per job.  ``jobs()`` groups networks by batches-per-epoch and by width bucket so that masking
+and padding waste little.
+
+posRand draws (values in (0, 1e-3]) come from one generator per job, seeded by ``hp.seed`` and the
+job key, so they depend on the job's composition (a deterministic function of ``hp``): results are
+reproducible for a given ``hp``; everything else about a network depends only on its own
+(trial, n, width, condition).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import register
+from .base import (EpochRecord, Experiment, ExperimentError, Job, TrialKey, TrialResult,
+                   trial_seed)
+
+FIG1_N = (8, 20, 32, 40, 52, 60, 72, 80, 92, 100, 500)
+FIG4_WIDTHS = tuple(range(2, 30)) + (30, 32, 48, 64)
+BASE_CONDITIONS = ("frozen-sufficient", "frozen-rand", "fluid-rand", "fluid-sufficient")
+RESET_METHODS = ("posCon", "posRand", "zero", "flip")
+PARAM_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+@dataclass(frozen=True)
+class XorHparams:
+    conditions: tuple[str, ...] = ("frozen-sufficient", "frozen-rand", "fluid-rand")
+    sample_sizes: tuple[int, ...] = FIG1_N
+    widths: tuple[int, ...] = (64,)
+    trials: int = 50
+    epochs: int = 100
+    lr: float = 0.03
+    batch_size: int = 32
+    seed: int = 0
+    cutoffs: tuple[float, ...] = (0.9,)
+    threads: int = 1
+    reset: str = "posRand"  # default reset method of frozen conditions without '@method'
+    reset_eps: float = 1e-3
+    variant: str = "xor"  # "xor" (reference generator) | "gaussian" (Gaussian parity)
+    gaussian_sd: float = 0.25
+    dim: int = 5
+    n_val: int = 1000
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-7  # Keras' default
+    eps_mode: str = "torch"  # "torch" | "keras" (see module docstring)
+    sign_switch: bool = False  # record per-epoch sign-switch fractions (extra metrics)
+    dtype: str = "float32"
+    max_job_networks: int = 0  # 0: no cap; else split groups so a job holds at most this many
+    merge_ratio: float = 1.25  # jobs merge widths / batches-per-epoch within this ratio (padding, masks)
+
+    def __post_init__(self):
+        for f in ("conditions", "sample_sizes", "widths", "cutoffs"):
+            object.__setattr__(self, f, _tuple(getattr(self, f)))
+
+
+# ----------------------------------------------------------------------------- conditions
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    frozen: bool
+    template: str  # "rand" | "sufficient"
+    reset: str
+
+
+def parse_condition(name: str, default_reset: str = "posRand") -> Condition:
+    base, _, method = name.partition("@")
+    if base not in BASE_CONDITIONS:
+        raise ExperimentError(f"unknown xor5d condition {name!r}; known: {', '.join(BASE_CONDITIONS)}"
+                              f" (optionally '@<reset>' with reset in {', '.join(RESET_METHODS)})")
+    method = method or default_reset
+    if method not in RESET_METHODS:
+        raise ExperimentError(f"unknown reset method {method!r} in condition {name!r}; "
+                              f"known: {', '.join(RESET_METHODS)}")
+    if "@" in name and base.startswith("fluid"):
+        raise ExperimentError(f"condition {name!r}: a fluid condition has no reset method")
+    return Condition(name, base.startswith("frozen"), base.split("-", 1)[1], method)
+
+
+# ----------------------------------------------------------------------------- randomness
+def _stream_seed(*parts: Any) -> int:
+    h = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def epoch_permutations(seed: int, n: int, epochs: int) -> np.ndarray:
+    """The batch order of a (trial seed, n): one uniform permutation of ``range(n)`` per epoch,
+    ``[epochs, n]``.  Shared by every condition and width of the trial."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 11, int(n)])))
+    return np.argsort(rng.random((epochs, n)), axis=1, kind="stable")
+
+
+def initial_state(seed: int, width: int, condition: Condition, dim: int = 5) -> tuple[dict, dict]:
+    """The starting parameters and template of one network (numpy float32 arrays, nn.Linear
+    layout).  Template: ``{}`` for fluid conditions, else signs for fc1.weight and fc2.weight."""
+    from ..models.mlp import init_params
+
+    p = {k: v.copy() for k, v in init_params(seed, width, dim).items()}
+    t1 = np.sign(p["fc1.weight"])
+    if condition.template == "sufficient":
+        t2 = np.sign(p["fc1.weight"][:, 0] * p["fc1.weight"][:, 1])[None, :]
+        # make the shared init compliant by flipping (magnitudes unchanged)
+        p["fc2.weight"] = np.where(p["fc2.weight"] * t2 < 0, -p["fc2.weight"], p["fc2.weight"])
+    else:
+        t2 = np.sign(p["fc2.weight"])
+    tmpl = {"fc1.weight": t1.astype(np.int8), "fc2.weight": t2.astype(np.int8)} if condition.frozen else {}
+    return p, tmpl
+
+
+# ----------------------------------------------------------------------------- batched trainer
+@dataclass
+class BatchedResult:
+    """Per-epoch records ``[epochs, groups, columns]`` and final parameters (host tensors)."""
+
+    train_loss: torch.Tensor
+    train_acc: torch.Tensor
+    val_loss: torch.Tensor
+    val_acc: torch.Tensor
+    switch: torch.Tensor | None  # [epochs, 2, groups, columns] or None
+    params: dict[str, torch.Tensor]  # fc1.weight [G,C,Hp,d], fc1.bias [G,C,Hp], fc2.weight [G,C,Hp], fc2.bias [G,C]
+    violations: torch.Tensor | None = None  # [steps] total template violations after each step (check mode)
+
+
+def train_batched(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+    group_trial: Sequence[int], group_n: Sequence[int], perms: Sequence[np.ndarray],
+    init: dict[str, torch.Tensor], templates: dict[str, torch.Tensor], column_reset: Sequence[str | None],
+    widths: Sequence[int], *, epochs: int, lr: float = 0.03, batch_size: int = 32,
+    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, eps_mode: str = "torch",
+    reset_eps: float = 1e-3, generator: torch.Generator | None = None, sign_switch: bool = False,
+    check_violations: bool = False, val_chunk_bytes: int = 1 << 21,
+) -> BatchedResult:
+    """Train ``G x C`` networks at once.
+
+    ``x_train [T, n_max, d]``, ``y_train [T, n_max]``, ``x_val [T, n_val, d]``, ``y_val [T, n_val]``:
+    per-trial data; group g uses trial ``group_trial[g]``, the first ``group_n[g]`` points and the
+    batch order ``perms[g]`` (``[epochs, n]``).  ``init``: ``fc1.weight [G,C,Hp,d]``,
+    ``fc1.bias [G,C,Hp]``, ``fc2.weight [G,C,Hp]``, ``fc2.bias [G,C]`` (zero beyond each column's
+    width).  ``templates``: ``fc1.weight``/``fc2.weight`` int8 sign tensors of the same shapes (0 =
+    free: fluid columns and padding).  ``column_reset[c]``: the reset method of column c (None for
+    fluid).  ``widths[c]``: the true width of column c.
+    """
+    from ..freeze import reset_
+
+    dev, dt = x_train.device, x_train.dtype
+    W1i = init["fc1.weight"]
+    G, C, Hp, d = W1i.shape
+    CH = C * Hp
+    B = batch_size
+    beta1, beta2 = betas
+    if eps_mode not in ("torch", "keras"):
+        raise ValueError(f"eps_mode must be 'torch' or 'keras', got {eps_mode!r}")
+    if len(group_n) != G or len(group_trial) != G or len(perms) != G:
+        raise ValueError("group_trial, group_n and perms need one entry per group")
+    if len(widths) != C or len(column_reset) != C:
+        raise ValueError("widths and column_reset need one entry per column")
+
+    # ---- one flat parameter buffer (param-major: every block is a contiguous [G, ...] tensor)
+    sizes = [G * CH * d, G * CH, G * CH, G * C]
+    offs = np.concatenate([[0], np.cumsum(sizes)])
+    P = int(offs[-1])
+    flat = torch.empty(P, dtype=dt, device=dev)
+    views = lambda buf: (buf[offs[0]:offs[1]].view(G, C, Hp, d), buf[offs[1]:offs[2]].view(G, C, Hp),
+                         buf[offs[2]:offs[3]].view(G, C, Hp), buf[offs[3]:offs[4]].view(G, C))
+    W1, b1, w2, b2 = views(flat)
+    W1.copy_(init["fc1.weight"]); b1.copy_(init["fc1.bias"]); w2.copy_(init["fc2.weight"]); b2.copy_(init["fc2.bias"])
+    grad = torch.zeros(P, dtype=dt, device=dev)
+    gW1, gb1, gw2, gb2 = views(grad)
+    m = torch.zeros(P, dtype=dt, device=dev)
+    v = torch.zeros(P, dtype=dt, device=dev)
+
+    # templates per reset method (int8, contiguous, same shapes as the parameters)
+    T1 = templates["fc1.weight"].to(device=dev, dtype=torch.int8)
+    T2 = templates["fc2.weight"].to(device=dev, dtype=torch.int8)
+    resets = []
+    for meth in sorted({r for r in column_reset if r is not None}):
+        sel = torch.tensor([r == meth for r in column_reset], device=dev)
+        resets.append((meth, (T1 * sel.view(1, C, 1, 1)).contiguous(), (T2 * sel.view(1, C, 1)).contiguous()))
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def do_resets():
+        for meth, t1, t2 in resets:
+            reset_(W1, t1, meth, reset_eps, gen)
+            reset_(w2, t2, meth, reset_eps, gen)
+
+    # ---- schedule: batches per epoch per group, masks, index tables
+    T, n_max = x_train.shape[0], x_train.shape[1]
+    gn = np.asarray(group_n, dtype=np.int64)
+    nb = -(-gn // B)  # batches per epoch
+    S = int(nb.max())
+    x_flat = x_train.reshape(T * n_max, d)
+    y_flat = y_train.reshape(T * n_max)
+    base = np.asarray(group_trial, dtype=np.int64) * n_max
+    idx = np.zeros((epochs, G, S * B), dtype=np.int64)
+    wts = np.zeros((G, S * B), dtype=np.float64)
+    for g in range(G):
+        pg = np.asarray(perms[g])
+        if pg.shape != (epochs, gn[g]):
+            raise ValueError(f"perms[{g}] has shape {pg.shape}, expected {(epochs, int(gn[g]))}")
+        idx[:, g, :gn[g]] = pg + base[g]
+        idx[:, g, gn[g]:] = base[g]
+        wts[g, :gn[g]] = 1.0
+    idx_t = torch.from_numpy(idx.reshape(epochs, G, S, B).transpose(0, 2, 1, 3).copy()).to(dev)  # [E,S,G,B]
+    wts3 = wts.reshape(G, S, B).transpose(1, 0, 2)  # [S,G,B]
+    counts = wts3.sum(-1)  # [S,G]
+    active = counts > 0  # [S,G]
+    all_active = bool(active.all())
+    w_t = torch.from_numpy(wts3.copy()).to(device=dev, dtype=dt)  # [S,G,B]
+    # loss weights: 1/count for real samples (mean over the batch), 0 for padding
+    lw_t = torch.from_numpy((wts3 / np.maximum(counts, 1)[..., None]).copy()).to(device=dev, dtype=dt)
+    partial = not bool((wts3 == 1).all())
+
+    # Adam scalars per (epoch, step, group), computed in float64 on the host like torch.optim.Adam
+    if not all_active:
+        tcount = np.cumsum(np.tile(active, (epochs, 1)), axis=0).reshape(epochs, S, G)  # step counts
+        tc = np.maximum(tcount, 1).astype(np.float64)
+        bc1 = 1.0 - beta1 ** tc
+        bc2s = np.sqrt(1.0 - beta2 ** tc)
+        act = np.broadcast_to(active, (epochs, S, G))
+        ss = np.where(act, lr / bc1, 0.0)
+        epsv = np.full_like(bc2s, eps) if eps_mode == "torch" else eps / bc2s
+        adam_tab = torch.from_numpy(np.stack([ss, bc2s, epsv, act * (1 - beta1), np.where(act, beta2, 1.0),
+                                              act * (1 - beta2)], axis=2)).to(device=dev, dtype=dt)  # [E,S,6,G]
+        # per-element group index for the flat buffer
+        elem_group = torch.cat([torch.arange(G, device=dev).repeat_interleave(s // G) for s in sizes])
+
+    # validation data per group
+    gt = torch.as_tensor(np.asarray(group_trial), device=dev)
+    xv = x_val.index_select(0, gt)  # [G, nv, d]
+    yv = y_val.index_select(0, gt).unsqueeze(-1)  # [G, nv, 1]
+    nv = xv.shape[1]
+    chunk = max(1, min(G, val_chunk_bytes // max(1, nv * CH * xv.element_size())))
+
+    # records
+    rec = torch.zeros(epochs, 4, G, C, dtype=torch.float32, device=dev)
+    sw = torch.zeros(epochs, 2, G, C, dtype=torch.float32, device=dev) if sign_switch else None
+    viol_log = torch.zeros(epochs * S, dtype=torch.int64, device=dev) if check_violations else None
+    gn_t = torch.as_tensor(gn, device=dev, dtype=dt).view(G, 1)
+    tr_loss = torch.zeros(G, C, dtype=dt, device=dev)
+    tr_acc = torch.zeros(G, C, dtype=dt, device=dev)
+    if sign_switch:
+        wmask = torch.zeros(C, Hp, dtype=torch.float32, device=dev)
+        for c, h in enumerate(widths):
+            wmask[c, :h] = 1
+        denom1 = (wmask.sum(1) * d).view(1, C)
+        denom2 = wmask.sum(1).view(1, C)
+        prev1, prev2 = torch.sign(W1), torch.sign(w2)
+
+    do_resets()  # no-op when the start is compliant (it is, by construction)
+    step_no = 0
+    for e in range(epochs):
+        tr_loss.zero_()
+        tr_acc.zero_()
+        for s in range(S):
+            ii = idx_t[e, s].reshape(-1)
+            Xb = x_flat.index_select(0, ii).view(G, B, d)
+            yb = y_flat.index_select(0, ii).view(G, B, 1)
+            # forward
+            pre = torch.baddbmm(b1.view(G, 1, CH), Xb, W1.view(G, CH, d).transpose(1, 2))  # [G,B,CH]
+            h = torch.relu(pre)
+            h4 = h.view(G, B, C, Hp)
+            z = torch.linalg.vecdot(h4, w2.view(G, 1, C, Hp)) + b2.view(G, 1, C)  # [G,B,C]
+            # metrics (Keras-style running train metrics, pre-update)
+            bce = torch.nn.functional.softplus(z) - yb * z
+            ws = w_t[s].unsqueeze(-1)  # [G,B,1]
+            if partial:
+                tr_loss.add_((bce * ws).sum(1))
+                tr_acc.add_(((z > 0) == (yb > 0.5)).to(dt).mul_(ws).sum(1))
+            else:
+                tr_loss.add_(bce.sum(1))
+                tr_acc.add_(((z > 0) == (yb > 0.5)).to(dt).sum(1))
+            # backward of mean BCE per network
+            dz = (torch.sigmoid(z) - yb).mul_(lw_t[s].unsqueeze(-1))  # [G,B,C]
+            torch.sum(dz, 1, out=gb2)
+            torch.sum(dz.unsqueeze(-1) * h4, 1, out=gw2)
+            dh = (dz.unsqueeze(-1) * w2.view(G, 1, C, Hp)).mul_((pre > 0).view(G, B, C, Hp))  # [G,B,C,Hp]
+            dh3 = dh.view(G, B, CH)
+            torch.bmm(dh3.transpose(1, 2), Xb, out=gW1.view(G, CH, d))
+            torch.sum(dh3, 1, out=gb1.view(G, CH))
+            # Adam (torch.optim.Adam single-tensor semantics), masked per group when needed
+            if all_active:
+                t = e * S + s + 1
+                bc1 = 1.0 - beta1 ** t
+                bc2s = math.sqrt(1.0 - beta2 ** t)
+                m.lerp_(grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                den = (v.sqrt() / bc2s).add_(eps if eps_mode == "torch" else eps / bc2s)
+                flat.addcdiv_(m, den, value=-(lr / bc1))
+            else:
+                tab = adam_tab[e, s].index_select(1, elem_group)  # [6, P]
+                ss_, bc2s_, eps_, w1_, b2_, w2_ = tab.unbind(0)
+                m.lerp_(grad, w1_)
+                v.mul_(b2_).addcmul_(grad * w2_, grad)
+                den = (v.sqrt() / bc2s_).add_(eps_)
+                flat.sub_((m / den).mul_(ss_))
+            do_resets()
+            if check_violations:
+                viol_log[step_no] = ((W1 * T1) < 0).sum() + ((w2 * T2) < 0).sum()
+            step_no += 1
+        rec[e, 0] = (tr_loss / gn_t).float()
+        rec[e, 1] = (tr_acc / gn_t).float()
+        # validation
+        W1t = W1.view(G, CH, d).transpose(1, 2)
+        for g0 in range(0, G, chunk):
+            g1 = min(G, g0 + chunk)
+            hv = torch.baddbmm(b1.view(G, 1, CH)[g0:g1], xv[g0:g1], W1t[g0:g1]).relu_()
+            zv = torch.linalg.vecdot(hv.view(g1 - g0, nv, C, Hp), w2[g0:g1].view(g1 - g0, 1, C, Hp))
+            zv += b2[g0:g1].view(g1 - g0, 1, C)
+            yy = yv[g0:g1]
+            rec[e, 2, g0:g1] = (torch.nn.functional.softplus(zv) - yy * zv).mean(1)
+            rec[e, 3, g0:g1] = ((zv > 0) == (yy > 0.5)).float().mean(1)
+        if sign_switch:
+            s1, s2 = torch.sign(W1), torch.sign(w2)
+            sw[e, 0] = (s1 != prev1).sum((2, 3)).float() / denom1
+            sw[e, 1] = (s2 != prev2).sum(2).float() / denom2
+            prev1, prev2 = s1, s2
+
+    return BatchedResult(
+        train_loss=rec[:, 0].cpu(), train_acc=rec[:, 1].cpu(), val_loss=rec[:, 2].cpu(),
+        val_acc=rec[:, 3].cpu(), switch=sw.cpu() if sw is not None else None,
+        params={"fc1.weight": W1.cpu().clone(), "fc1.bias": b1.cpu().clone(),
+                "fc2.weight": w2.cpu().clone(), "fc2.bias": b2.cpu().clone()},
+        violations=viol_log.cpu() if viol_log is not None else None)
+
+
+# ----------------------------------------------------------------------------- one network alone
+def train_single(net, x: torch.Tensor, y: torch.Tensor, perms: np.ndarray, template: dict | None,
+                 reset: str = "posRand", *, lr: float = 0.03, batch_size: int = 32,
+                 betas=(0.9, 0.999), eps: float = 1e-7, reset_eps: float = 1e-3,
+                 x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> list[tuple[float, float, float, float]]:
+    """The naive reference: one ``XORNet`` with its own ``torch.optim.Adam`` and, when
+    ``template`` is given (``{name: sign tensor}``), ``reset_`` after every step.  ``perms``:
+    ``[epochs, n]`` batch orders.  Returns per-epoch (train_loss, train_acc, val_loss, val_acc)."""
+    from ..freeze import reset_
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=eps)
+    lossf = torch.nn.BCEWithLogitsLoss()
+    params = dict(net.named_parameters())
+    tmpl = [(params[k], torch.as_tensor(t).to(torch.int8).view_as(params[k])) for k, t in (template or {}).items()]
+    hist = []
+    n = len(y)
+    for perm in perms:
+        perm = torch.as_tensor(perm)
+        tl = ta = 0.0
+        for i in range(0, n, batch_size):
+            bi = perm[i:i + batch_size]
+            xb, yb = x[bi], y[bi]
+            opt.zero_grad(set_to_none=True)
+            z = net(xb)
+            loss = lossf(z, yb)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for p, t in tmpl:
+                    reset_(p.data, t, reset, reset_eps, generator)
+            tl += float(loss.detach()) * len(bi)
+            ta += float(((z > 0) == (yb > 0.5)).sum())
+        if x_val is not None:
+            with torch.no_grad():
+                zv = net(x_val)
+                vl, va = float(lossf(zv, y_val)), float(((zv > 0) == (y_val > 0.5)).float().mean())
+        else:
+            vl = va = float("nan")
+        hist.append((tl / n, ta / n, vl, va))
+    return hist
+
+
+def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequence[tuple[str, int]],
+                device: str = "cpu") -> tuple[dict, dict, list]:
+    """The inputs of ``train_batched`` for groups ``(trial, n)`` x columns ``(condition, width)``:
+    per-trial data, shared initialisations (made compliant per condition), templates, batch
+    orders.  Returns (keyword arguments, {trial: seed}, [Condition per column])."""
+    from ..data.xor import trial_data
+
+    dt = getattr(torch, hp.dtype)
+    trials_ = sorted({t for t, _ in groups})
+    tpos = {t: i for i, t in enumerate(trials_)}
+    seeds = {t: trial_seed(hp.seed, t) for t in trials_}
+    n_max = max(n for _, n in groups)
+    data = [trial_data(seeds[t], n_max, hp.n_val, hp.dim, hp.variant, hp.gaussian_sd) for t in trials_]
+    as_t = lambda arrs: torch.from_numpy(np.stack(arrs)).to(device=device, dtype=dt)
+    conds = [parse_condition(c, hp.reset) for c, _ in cols]
+    G, C, Hp, d = len(groups), len(cols), max(w for _, w in cols), hp.dim
+    init = {"fc1.weight": np.zeros((G, C, Hp, d), np.float32), "fc1.bias": np.zeros((G, C, Hp), np.float32),
+            "fc2.weight": np.zeros((G, C, Hp), np.float32), "fc2.bias": np.zeros((G, C), np.float32)}
+    tmpl = {"fc1.weight": np.zeros((G, C, Hp, d), np.int8), "fc2.weight": np.zeros((G, C, Hp), np.int8)}
+    cache: dict = {}
+    for gi, (t, n) in enumerate(groups):
+        for ci, ((_, w), cond) in enumerate(zip(cols, conds)):
+            key = (t, w, cond.template, cond.frozen)
+            if key not in cache:
+                cache[key] = initial_state(seeds[t], w, cond, d)
+            p, tm = cache[key]
+            init["fc1.weight"][gi, ci, :w] = p["fc1.weight"]
+            init["fc1.bias"][gi, ci, :w] = p["fc1.bias"]
+            init["fc2.weight"][gi, ci, :w] = p["fc2.weight"][0]
+            init["fc2.bias"][gi, ci] = p["fc2.bias"][0]
+            if tm:
+                tmpl["fc1.weight"][gi, ci, :w] = tm["fc1.weight"]
+                tmpl["fc2.weight"][gi, ci, :w] = tm["fc2.weight"][0]
+    kw = dict(
+        x_train=as_t([dd.x_train for dd in data]), y_train=as_t([dd.y_train for dd in data]),
+        x_val=as_t([dd.x_val for dd in data]), y_val=as_t([dd.y_val for dd in data]),
+        group_trial=[tpos[t] for t, _ in groups], group_n=[n for _, n in groups],
+        perms=[epoch_permutations(seeds[t], n, hp.epochs) for t, n in groups],
+        init={k: torch.from_numpy(v).to(device=device, dtype=dt) for k, v in init.items()},
+        templates={k: torch.from_numpy(v).to(device) for k, v in tmpl.items()},
+        column_reset=[c.reset if c.frozen else None for c in conds], widths=[w for _, w in cols],
+        epochs=hp.epochs, lr=hp.lr, batch_size=hp.batch_size, betas=(hp.beta1, hp.beta2),
+        eps=hp.adam_eps, eps_mode=hp.eps_mode, reset_eps=hp.reset_eps, sign_switch=hp.sign_switch)
+    return kw, seeds, conds
+
+
+# ----------------------------------------------------------------------------- job planning
+def width_buckets(widths: Sequence[int], ratio: float = 1.25) -> list[tuple[int, ...]]:
+    """Consecutive sorted widths grouped so that each bucket's largest width is at most
+    ``ratio * smallest + 1`` (little padding waste)."""
+    out: list[list[int]] = []
+    for w in sorted(set(widths)):
+        if out and w <= ratio * out[-1][0] + 1:
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return [tuple(b) for b in out]
+
+
+def _bucket_batches(nbs: Sequence[int], ratio: float = 1.25) -> list[tuple[int, ...]]:
+    """Batches-per-epoch values grouped into jobs; merging b and b' masks (1 - b/b') of the
+    smaller groups' steps, so only values within ``ratio`` are merged."""
+    out: list[list[int]] = []
+    for b in sorted(set(nbs)):
+        if out and b <= ratio * out[-1][0]:
+            out[-1].append(b)
+        else:
+            out.append([b])
+    return [tuple(x) for x in out]
+
+
+@register
+class Xor5D(Experiment):
+    name = "xor5d"
+    description = ("XOR-5D simulation (paper Figures 1, 4, C.1): frozen vs fluid polarity on a "
+                   "5->H->1 ReLU net, all trials x conditions of a job batched in one tensor program.")
+    Hparams = XorHparams
+    conditions = BASE_CONDITIONS
+    presets = {
+        "fig1": XorHparams(sign_switch=True),
+        "fig4": XorHparams(widths=FIG4_WIDTHS, sample_sizes=FIG1_N),
+        "fig4-n500": XorHparams(widths=FIG4_WIDTHS, sample_sizes=(500,)),
+        "c1": XorHparams(conditions=tuple(f"{c}@{r}" for c in ("frozen-sufficient", "frozen-rand")
+                                          for r in RESET_METHODS) + ("fluid-rand",)),
+        "quick": XorHparams(sample_sizes=(8, 40, 100), widths=(8, 64), trials=3, epochs=20,
+                            conditions=BASE_CONDITIONS, sign_switch=True, merge_ratio=100.0),
+    }
+
+    def is_condition(self, condition: str) -> bool:
+        try:
+            parse_condition(condition)
+            return True
+        except ExperimentError:
+            return False
+
+    def validate(self, hp: XorHparams) -> None:
+        super().validate(hp)
+        if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
+            raise ExperimentError(f"xor5d: trials, epochs and batch_size must be >= 1 "
+                                  f"(got {hp.trials}, {hp.epochs}, {hp.batch_size})")
+        if not hp.sample_sizes or min(hp.sample_sizes) < 4:
+            raise ExperimentError(f"xor5d: every sample size must be >= 4, got {hp.sample_sizes}")
+        fl = [n // 4 * 4 for n in hp.sample_sizes]
+        if len(set(fl)) != len(fl):
+            raise ExperimentError(f"xor5d: sample sizes {hp.sample_sizes} collide once floored to "
+                                  f"multiples of 4 ({fl})")
+        if not hp.widths or min(hp.widths) < 1:
+            raise ExperimentError(f"xor5d: widths must be >= 1, got {hp.widths}")
+        if hp.reset not in RESET_METHODS:
+            raise ExperimentError(f"xor5d: unknown reset {hp.reset!r}; known: {', '.join(RESET_METHODS)}")
+        if hp.variant not in ("xor", "gaussian"):
+            raise ExperimentError(f"xor5d: unknown variant {hp.variant!r}; known: xor, gaussian")
+        if hp.eps_mode not in ("torch", "keras"):
+            raise ExperimentError(f"xor5d: eps_mode must be 'torch' or 'keras', got {hp.eps_mode!r}")
+        if hp.dtype not in ("float32", "float64"):
+            raise ExperimentError(f"xor5d: dtype must be float32 or float64, got {hp.dtype!r}")
+        if hp.dim < 2:
+            raise ExperimentError(f"xor5d: dim must be >= 2, got {hp.dim}")
+        for c in hp.cutoffs:
+            if not 0 < c <= 1:
+                raise ExperimentError(f"xor5d: cut-offs must lie in (0, 1], got {c}")
+
+    # -- grid
+    def trials(self, hp: XorHparams) -> list[TrialKey]:
+        self.validate(hp)
+        return [TrialKey(c, n // 4 * 4, w, t) for c in hp.conditions for n in hp.sample_sizes
+                for w in hp.widths for t in range(hp.trials)]
+
+    def jobs(self, hp: XorHparams) -> list[Job]:
+        self.validate(hp)
+        ns = sorted({n // 4 * 4 for n in hp.sample_sizes})
+        nb = {n: -(-n // hp.batch_size) for n in ns}
+        jobs = []
+        for bb in _bucket_batches(list(nb.values()), hp.merge_ratio):
+            bns = [n for n in ns if nb[n] in bb]
+            for wb in width_buckets(hp.widths, hp.merge_ratio):
+                groups = [(t, n) for n in bns for t in range(hp.trials)]
+                per_group = len(wb) * len(hp.conditions)
+                cap = max(1, hp.max_job_networks // per_group) if hp.max_job_networks else len(groups)
+                for k in range(0, len(groups), cap):
+                    part = groups[k:k + cap]
+                    key = f"n{bns[0]}-{bns[-1]}/w{wb[0]}-{wb[-1]}" + (f"/{k // cap}" if cap < len(groups) else "")
+                    jobs.append(Job(key, tuple(TrialKey(c, n, w, t) for (t, n) in part
+                                               for c in hp.conditions for w in wb)))
+        return jobs
+
+    # -- compute
+    def run_job(self, hp: XorHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
+        self.validate(hp)
+        t0 = time.perf_counter()
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(hp.threads)))
+        try:
+            groups = sorted({(k.trial, k.n) for k in job.trials})
+            cols = sorted({(k.condition, k.width) for k in job.trials},
+                          key=lambda cw: (hp.conditions.index(cw[0]) if cw[0] in hp.conditions else 99, cw))
+            kw, seeds, conds = prepare_job(hp, groups, cols, device)
+            gen = torch.Generator().manual_seed(_stream_seed("xor5d/reset", hp.seed, job.key))
+            res = train_batched(**kw, generator=gen)
+        finally:
+            torch.set_num_threads(old_threads)
+        wall = time.perf_counter() - t0
+        return self._results(hp, job, groups, cols, conds, seeds, res, wall)
+
+    def _results(self, hp, job, groups, cols, conds, seeds, res: BatchedResult, wall) -> list[TrialResult]:
+        gpos = {g: i for i, g in enumerate(groups)}
+        cpos = {c: i for i, c in enumerate(cols)}
+        # [G, C, E] python lists in one conversion each
+        tl, ta, vl, va = (x.permute(1, 2, 0).tolist() for x in (res.train_loss, res.train_acc, res.val_loss, res.val_acc))
+        swl = res.switch.permute(2, 3, 0, 1).tolist() if res.switch is not None else None  # [G,C,E,2]
+        per_net = wall / max(1, len(job.trials))
+        epochs_r = range(1, hp.epochs + 1)
+        out = []
+        for k in job.trials:
+            gi, ci = gpos[(k.trial, k.n)], cpos[(k.condition, k.width)]
+            a, b, c_, d_ = tl[gi][ci], ta[gi][ci], vl[gi][ci], va[gi][ci]
+            if swl is not None:
+                s = swl[gi][ci]
+                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i],
+                                    {"switch/fc1.weight": s[i][0], "switch/fc2.weight": s[i][1]})
+                        for i, e in enumerate(epochs_r)]
+            else:
+                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i]) for i, e in enumerate(epochs_r)]
+            cond = conds[ci]
+            out.append(TrialResult(k, seeds[k.trial], per_net, recs, extra={
+                "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
+                "frozen": cond.frozen, "template": cond.template,
+                "reset": cond.reset if cond.frozen else None}))
+        return out
+
+    # -- report
+    def report(self, hp: XorHparams, epochs, trials, outdir: Path) -> str:
+        return xor_report(hp, epochs, trials, Path(outdir))
