@@ -1,0 +1,1 @@
+"""Metrics, statistics, figures and reports: functions of the results store only."""

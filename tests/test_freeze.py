@@ -1,0 +1,214 @@
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from polarity import RESET_METHODS, Freezer, Template, impose, reset_, switch_fraction
+from polarity import _kernels
+from polarity.freeze import _reset_torch
+
+OPTIMIZERS = {
+    "adam": lambda p: torch.optim.Adam(p, lr=0.5),
+    "adam-foreach": lambda p: torch.optim.Adam(p, lr=0.5, foreach=True),
+    "adam-fused": lambda p: torch.optim.Adam(p, lr=0.5, fused=True),
+    "adamw-fused": lambda p: torch.optim.AdamW(p, lr=0.5, fused=True),
+    "adamw-foreach": lambda p: torch.optim.AdamW(p, lr=0.5, foreach=True),
+    "sgd": lambda p: torch.optim.SGD(p, lr=5.0, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("method", RESET_METHODS)
+def test_no_violation_after_any_of_50_adam_steps(small_net, method):
+    """Adam at a large learning rate flips many signs every step; none survive the reset."""
+    t = Template.random(small_net, seed=0)
+    impose(small_net, t)
+    opt = torch.optim.Adam(small_net.parameters(), lr=0.5)
+    fz = Freezer(small_net, t, reset=method, seed=0)
+    fz.attach(opt)
+    g = torch.Generator().manual_seed(0)
+    resets = 0
+    for _ in range(50):
+        x = torch.randn(8, 3, 8, 8, generator=g)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(small_net(x), torch.randint(0, 4, (8,), generator=g))
+        loss.backward()
+        opt.step()
+        assert sum(t.violations(small_net).values()) == 0
+        resets += int(fz.last_reset)
+    assert resets > 50  # the optimizer really pushed weights across zero
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_every_optimizer_and_dtype(small_net, name, dtype):
+    model = small_net.to(dtype)
+    t = Template.random(model, seed=1)
+    impose(model, t)
+    opt = OPTIMIZERS[name](model.parameters())
+    Freezer(model, t, seed=0).attach(opt)
+    for i in range(5):
+        x = torch.randn(4, 3, 8, 8, dtype=dtype)
+        opt.zero_grad()
+        model(x).float().pow(2).sum().backward()
+        opt.step()
+        assert sum(t.violations(model).values()) == 0
+
+
+def _violating_setup(seed=0, free=0.2):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(37, 29, generator=g)
+    t = (torch.randint(0, 2, w.shape, generator=g) * 2 - 1).to(torch.int8)
+    t[torch.rand(w.shape, generator=g) < free] = 0
+    return w, t
+
+
+@pytest.mark.parametrize("method", RESET_METHODS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_reset_values_are_what_the_method_prescribes(method, fused):
+    w, t = _violating_setup()
+    viol = (w * t) < 0
+    before = w.clone()
+    eps = 1e-3
+    k = reset_(w, t, method, eps=eps, seed=3) if fused else _reset_torch(w, t, method, eps, None)
+    assert int(k) == int(viol.sum()) > 0
+    assert torch.equal(w[~viol], before[~viol])  # compliant and free entries untouched
+    tv, wv, bv = t[viol].float(), w[viol], before[viol]
+    if method == "posCon":
+        assert torch.equal(wv, tv * eps)
+    elif method == "posRand":
+        assert torch.all(wv * tv > 0) and torch.all(wv.abs() <= eps)
+        assert wv.unique().numel() > 0.9 * wv.numel()  # genuinely random
+    elif method == "zero":
+        assert torch.all(wv == 0)
+    else:
+        assert torch.equal(wv, -bv)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 1000), method=st.sampled_from(RESET_METHODS),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_fused_kernel_agrees_with_torch_reference(n, seed, method, dtype):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, generator=g, dtype=dtype)
+    w[torch.rand(n, generator=g) < 0.1] = 0.0
+    t = (torch.randint(-1, 2, (n,), generator=g)).to(torch.int8)
+    a, b = w.clone(), w.clone()
+    ka = reset_(a, t, method, seed=seed)
+    kb = _reset_torch(b, t, method, 1e-3, g)
+    assert int(ka) == int(kb)
+    if method == "posRand":
+        changed = (w * t) < 0
+        assert torch.equal(a[~changed], b[~changed])
+        assert torch.all(a[changed] * t[changed] > 0) and torch.all(a[changed].abs() <= 1e-3)
+    else:
+        assert torch.equal(a, b)
+
+
+def test_freezer_leaves_biases_free_entries_and_optimizer_state_alone(small_net):
+    w_t = Template.random(small_net, seed=0).sign_tensors()
+    w_t["3.weight"] = w_t["3.weight"].clone()
+    w_t["3.weight"][:, :50] = 0  # unconstrained block
+    t = Template(w_t)
+    opt = torch.optim.Adam(small_net.parameters(), lr=0.5)
+    fz = Freezer(small_net, t, seed=0)
+    x = torch.randn(8, 3, 8, 8)
+    small_net(x).pow(2).sum().backward()
+    opt.step()
+    before = {n: p.detach().clone() for n, p in small_net.named_parameters()}
+    state = copy.deepcopy(opt.state_dict())
+    k = fz.project(sync=True)
+    assert k > 0
+    after = dict(small_net.named_parameters())
+    for name in ("0.bias", "3.bias", "5.bias"):
+        assert torch.equal(before[name], after[name])
+    assert torch.equal(before["3.weight"][:, :50], after["3.weight"][:, :50])
+    new_state = opt.state_dict()
+    for pid, s in state["state"].items():
+        for key, v in s.items():
+            assert torch.equal(v, new_state["state"][pid][key])
+
+
+def test_project_returns_tensor_without_sync_and_int_when_asked(small_net):
+    t = Template.random(small_net, seed=0)
+    fz = Freezer(small_net, t, seed=0)
+    k = fz.project()
+    assert isinstance(k, torch.Tensor) and k.dim() == 0 and int(k) > 0
+    assert fz.project(sync=True) == 0
+
+
+def test_handle_remove_stops_resets(small_net):
+    t = Template.random(small_net, seed=0)
+    impose(small_net, t)
+    opt = torch.optim.Adam(small_net.parameters(), lr=0.5)
+    h = Freezer(small_net, t, seed=0).attach(opt)
+    h.remove()
+    for _ in range(5):
+        opt.zero_grad()
+        small_net(torch.randn(8, 3, 8, 8)).pow(2).sum().backward()
+        opt.step()
+    assert sum(t.violations(small_net).values()) > 0
+
+
+def test_seeded_freezer_is_deterministic_and_keeps_global_rng(small_net):
+    t = Template.random(small_net, seed=0)
+    results = []
+    for _ in range(2):
+        model = copy.deepcopy(small_net)
+        fz = Freezer(model, t, seed=7)
+        torch.manual_seed(123)
+        fz.project()
+        results.append((torch.rand(3), [p.detach().clone() for p in model.parameters()]))
+    torch.manual_seed(123)
+    assert torch.equal(results[0][0], torch.rand(3))  # the freezer drew nothing globally
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), free=st.floats(0, 0.5))
+def test_impose_flip_keeps_sorted_magnitudes(seed, free):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Linear(5, 3))
+    signs = Template.random(model, seed=seed).sign_tensors()
+    g = torch.Generator().manual_seed(seed)
+    signs = {k: torch.where(torch.rand(v.shape, generator=g) < free, torch.zeros_like(v), v)
+             for k, v in signs.items()}
+    t = Template(signs)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    impose(model, t)
+    assert sum(t.violations(model).values()) == 0
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach().abs().flatten().sort().values,
+                           before[n].abs().flatten().sort().values)
+        if n in t:
+            free_mask = t[n] == 0
+            assert torch.equal(p.detach()[free_mask], before[n][free_mask])
+
+
+def test_bad_inputs(small_net):
+    t = Template.random(small_net, seed=0)
+    with pytest.raises(ValueError, match="unknown reset method 'posrnd'"):
+        Freezer(small_net, t, reset="posrnd")
+    with pytest.raises(ValueError, match="eps"):
+        Freezer(small_net, t, eps=-1)
+    with pytest.raises(TypeError, match="polarity.Template"):
+        Freezer(small_net, {"0.weight": torch.ones(6, 3, 3, 3)})
+    other = Template.random(torch.nn.Sequential(torch.nn.Linear(5, 5)), seed=0)
+    with pytest.raises(ValueError, match="shape mismatch for '0.weight'"):
+        Freezer(small_net, other)
+    with pytest.raises(TypeError, match="Optimizer"):
+        Freezer(small_net, t).attach("adam")
+
+
+def test_switch_fraction(small_net):
+    before = copy.deepcopy(small_net.state_dict())
+    with torch.no_grad():
+        small_net[5].weight[0].mul_(-1)
+    f = switch_fraction(before, small_net)
+    assert set(f) == {"0.weight", "3.weight", "5.weight"}
+    assert f["0.weight"] == 0.0 and f["5.weight"] == pytest.approx(16 / 64)
+
+
+def test_fused_path_is_used_for_float32_cpu():
+    assert _kernels.AVAILABLE

@@ -1,0 +1,168 @@
+import collections
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings, strategies as st
+
+from polarity import Template, TemplateError
+
+
+def test_default_selection_is_weights_with_dim_at_least_2(small_net):
+    t = Template.random(small_net, seed=0)
+    assert list(t) == ["0.weight", "3.weight", "5.weight"]
+    tb = Template.random(small_net, seed=0, biases=True)
+    assert set(tb) == {n for n, _ in small_net.named_parameters()}
+    assert list(Template.random(small_net, seed=0, include="3.*")) == ["3.weight"]
+    assert list(Template.random(small_net, seed=0, exclude=["0.*", "5.*"])) == ["3.weight"]
+
+
+def test_random_is_seeded_balanced_and_signed(small_net):
+    a, b, c = (Template.random(small_net, seed=s) for s in (1, 1, 2))
+    assert a == b and a != c
+    w = a["3.weight"]
+    assert w.dtype == torch.int8 and set(w.unique().tolist()) == {-1, 1}
+    assert abs(float((w > 0).float().mean()) - 0.5) < 0.1
+
+
+def test_from_module_signs_and_zero_policy():
+    sd = {"w": torch.tensor([[1.5, -2.0, 0.0]]), "fc.bias": torch.tensor([0.3])}
+    t = Template.from_module(sd)
+    assert list(t) == ["w"] and t["w"].tolist() == [[1, -1, 0]]
+    assert Template.from_module(sd, zero=1)["w"].tolist() == [[1, -1, 1]]
+    assert Template.from_module(sd, biases=True, include=["*bias"])["fc.bias"].tolist() == [1]
+
+
+def test_from_init_matches_weights(small_net):
+    t = Template.from_init(small_net)
+    for name, s in t.items():
+        w = dict(small_net.named_parameters())[name]
+        assert torch.equal(s, torch.sign(w.detach()).to(torch.int8))
+    assert all(v == 1.0 for v in t.agreement(small_net).values())
+    assert all(v == 0 for v in t.violations(small_net).values())
+
+
+def test_agreement_and_violations_count(small_net):
+    t = Template.from_init(small_net)
+    with torch.no_grad():
+        small_net[5].weight[0, :4] *= -1
+    assert t.violations(small_net)["5.weight"] == 4
+    assert t.agreement(small_net)["5.weight"] == pytest.approx(1 - 4 / small_net[5].weight.numel())
+
+
+def test_template_is_immutable_through_getitem(small_net):
+    t = Template.random(small_net, seed=0)
+    before = t["5.weight"]
+    t["5.weight"].mul_(-1)
+    assert torch.equal(t["5.weight"], before)
+    with pytest.raises(TypeError):
+        t["5.weight"] = before
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.lists(st.integers(1, 13), min_size=1, max_size=4), min_size=1, max_size=4),
+    free=st.floats(0, 1),
+    seed=st.integers(0, 2**31),
+)
+def test_save_load_round_trip(tmp_path_factory, shapes, free, seed):
+    g = torch.Generator().manual_seed(seed)
+    signs = {}
+    for i, shape in enumerate(shapes):
+        s = torch.randint(0, 2, shape, generator=g) * 2 - 1
+        s[torch.rand(shape, generator=g) < free] = 0
+        signs[f"layer{i}.weight"] = s
+    t = Template(signs, {"source": "test", "note": "odd sizes"})
+    path = tmp_path_factory.mktemp("tmpl") / "t.polarity"
+    t.save(path)
+    u = Template.load(path)
+    assert u == t and list(u) == list(t)
+    assert u.meta["source"] == "test" and u.meta["library_version"]
+    assert all(u[k].dtype == torch.int8 and u[k].shape == t[k].shape for k in t)
+
+
+def test_file_is_one_bit_per_sign(tmp_path):
+    model = torchvision.models.alexnet()
+    t = Template.from_module(model, biases=True, zero=1)
+    path = t.save(tmp_path / "alexnet.polarity")
+    float_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size <= float_bytes / 30
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_payload", "bad_magic", "header"])
+def test_corrupt_files_give_clear_errors(tmp_path, small_net, damage):
+    path = Template.random(small_net, seed=0).save(tmp_path / "t.polarity")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) - 10]
+        match = "truncated"
+    elif damage == "flip_payload":
+        data[-3] ^= 0xFF
+        match = "corrupt"
+    elif damage == "bad_magic":
+        data[:4] = b"XXXX"
+        match = "not a polarity template"
+    else:
+        data[14] = ord("}")
+        match = "corrupt header"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TemplateError, match=match):
+        Template.load(path)
+
+
+def test_missing_file_error(tmp_path):
+    with pytest.raises(TemplateError, match="not found"):
+        Template.load(tmp_path / "nope.polarity")
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([[True, False]]), torch.tensor([[0.5, 1.0]]),
+                                 torch.tensor([[2, -1]])])
+def test_wrong_values_or_dtype_rejected(bad):
+    with pytest.raises(TemplateError, match="'w'"):
+        Template({"w": bad})
+
+
+def test_template_of_another_model_is_rejected(small_net):
+    other = torch.nn.Sequential(collections.OrderedDict(fc=torch.nn.Linear(3, 3)))
+    t = Template.random(other, seed=0)
+    with pytest.raises(TemplateError, match="match no parameter"):
+        t.check(small_net)
+    t2 = Template({"5.weight": torch.ones(3, 16)})
+    with pytest.raises(TemplateError, match=r"5\.weight.*\(3, 16\).*\(4, 16\)"):
+        t2.violations(small_net)
+
+
+def _alexnet_10(head):
+    m = torchvision.models.alexnet()
+    if head == "replace":
+        m.classifier[6] = torch.nn.Linear(4096, 10)
+        return m
+    return torch.nn.Sequential(m, torch.nn.ReLU(), torch.nn.Linear(1000, 10))
+
+
+def test_imagenet_shaped_template_maps_onto_10_class_model_replace_head():
+    source = Template.from_module(torchvision.models.alexnet())
+    target = _alexnet_10("replace")
+    with pytest.raises(TemplateError, match=r"classifier\.6\.weight.*\(1000, 4096\).*\(10, 4096\)"):
+        source.adapt(target)
+    t = source.adapt(target, drop="classifier.6.*", seed=0)
+    assert set(t) == set(source)  # the new head gets random signs
+    assert t.meta["adapted"]["random"] == ["classifier.6.weight"]
+    for k in source:
+        if k != "classifier.6.weight":
+            assert torch.equal(t[k], source[k])
+    free = source.adapt(target, drop="classifier.6.*", missing="free")
+    assert "classifier.6.weight" not in free
+    with pytest.raises(TemplateError, match="no entry"):
+        source.adapt(target, drop="classifier.6.*", missing="error")
+
+
+def test_imagenet_shaped_template_maps_onto_appended_head():
+    source = Template.from_module(torchvision.models.alexnet())
+    target = _alexnet_10("append")
+    with pytest.raises(TemplateError, match="match no parameter"):
+        source.adapt(target)
+    t = source.adapt(target, rename=lambda k: "0." + k, seed=0)
+    assert t.meta["adapted"]["random"] == ["2.weight"]
+    assert torch.equal(t["0.features.0.weight"], source["features.0.weight"])
+    t.check(target)
