@@ -1,0 +1,7 @@
+"""``python -m polarity ...`` is the ``polarity`` command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

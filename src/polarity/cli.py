@@ -1,0 +1,219 @@
+"""The ``polarity`` command line (also ``python -m polarity``).
+
+    polarity run EXP [--preset P] [--out DIR] [--set FIELD=VALUE ...] [--conditions a,b]
+                 [--workers N] [--executor local|ray] [--address ADDR] [--device cpu|cuda]
+                 [--quiet] [--no-report]
+    polarity export DIR --csv FILE [--trials-csv FILE]
+    polarity report DIR
+    polarity list
+
+Plugin modules (``PLUGINS``) add their own subcommands through ``add_parser(subparsers)``.
+User errors print one line on stderr and exit with status 2; failed jobs exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .experiments.base import ExperimentError
+
+PLUGINS = ("polarity.theory.cli", "polarity.experiments.images_cli")
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _experiments() -> list[Any]:
+    from . import experiments
+
+    return [experiments.get(n) for n in experiments.names()]
+
+
+def catalogue(exps: Sequence[Any] | None = None) -> str:
+    """Experiments, their presets and conditions (for --help epilogs and `polarity list`)."""
+    exps = _experiments() if exps is None else exps
+    lines = ["experiments:"]
+    for e in exps:
+        lines.append(f"  {e.name:<10} {e.description}")
+        lines.append(f"  {'':<10} presets: {', '.join(e.presets)}")
+        lines.append(f"  {'':<10} conditions: {', '.join(e.conditions)}")
+        if e.cli_fields:
+            lines.append(f"  {'':<10} flags: " + ", ".join(f"--{f.replace('_', '-')}" for f in e.cli_fields))
+    return "\n".join(lines)
+
+
+def _cli_fields(exps: Sequence[Any]) -> dict[str, tuple[str, list[str]]]:
+    out: dict[str, tuple[str, list[str]]] = {}
+    for e in exps:
+        for f, help_ in dict(e.cli_fields).items():
+            h, owners = out.get(f, (help_, []))
+            owners.append(e.name)
+            out[f] = (h, owners)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    exps = _experiments()
+    cat = catalogue(exps)
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="polarity", formatter_class=fmt,
+        description="Weight-polarity templates, Freeze-SGD and the experiments of 'Polarity is all "
+                    "you need to learn and transfer faster'.",
+        epilog=cat)
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"polarity {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    names = [e.name for e in exps]
+    r = sub.add_parser("run", help="run (or resume) an experiment's sweep into a run directory",
+                       formatter_class=fmt, epilog=cat,
+                       description="Run an experiment preset with overrides. Rerunning the same command "
+                                   "resumes: finished trials are skipped.")
+    r.add_argument("experiment", metavar="EXP", help=f"experiment: {', '.join(names)}")
+    r.add_argument("--preset", help="named preset (default: 'quick' when the experiment has one)")
+    r.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>-<preset>-<hash[:10]>)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one hparam, typed by the field (tuples: comma separated, ints may be "
+                        "ranges lo..hi; bools: true/false); repeatable")
+    r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
+    for f, (help_, owners) in _cli_fields(exps).items():
+        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None,
+                       help=f"{help_} [{', '.join(owners)}]")
+    r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local: a spawn "
+                   "process pool when > 1; ray: CPUs of a local instance) (default 1)")
+    r.add_argument("--executor", choices=("local", "ray"), default="local", help="where jobs run (default local)")
+    r.add_argument("--address", help="Ray cluster address (--executor ray; default: start a local instance)")
+    r.add_argument("--device", default="cpu", help="torch device passed to every job: cpu or cuda[:i] (default cpu)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar and no messages but errors")
+    r.add_argument("--no-report", action="store_true", help="do not write DIR/report at the end")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("export", help="write the tidy per-epoch CSV of a run", formatter_class=fmt, epilog=cat,
+                       description="One row per (trial, epoch): experiment, condition, n, width, trial, epoch, "
+                                   "train_loss, train_acc, val_loss, val_acc, then per-epoch extras.")
+    e.add_argument("dir", type=Path, metavar="DIR", help="run directory")
+    e.add_argument("--csv", type=Path, required=True, metavar="FILE", help="output CSV ('-' for stdout)")
+    e.add_argument("--trials-csv", type=Path, metavar="FILE", help="also write one row per trial here")
+    e.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="write DIR/report/report.md (and figures) for a run",
+                        formatter_class=fmt, epilog=cat)
+    rp.add_argument("dir", type=Path, metavar="DIR", help="run directory")
+    rp.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("list", help="list experiments, presets and conditions", formatter_class=fmt, epilog=cat)
+    ls.set_defaults(func=cmd_list)
+
+    for mod in PLUGINS:
+        try:
+            plugin = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            parents = {mod.rsplit(".", i)[0] for i in range(mod.count("."))}
+            if err.name in parents - {"polarity"}:
+                continue
+            raise
+        before = set(sub.choices)
+        plugin.add_parser(sub)
+        for name in set(sub.choices) - before:
+            sp = sub.choices[name]
+            if sp.epilog is None:
+                sp.epilog = cat
+                sp.formatter_class = fmt
+    return p
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import engine
+
+    exp = engine.get_experiment(args.experiment)
+    fields = {k[len("field_"):]: v for k, v in vars(args).items() if k.startswith("field_") and v is not None}
+    for f in fields:
+        if f not in exp.cli_fields:
+            raise ExperimentError(f"--{f.replace('_', '-')} does not apply to experiment {exp.name!r}")
+    if args.workers < 1:
+        raise ExperimentError(f"--workers must be >= 1, got {args.workers}")
+    spec = engine.resolve(exp, args.preset, args.sets, args.conditions, fields)
+    out = args.out if args.out is not None else engine.default_run_dir(spec)
+    command = ["polarity", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None
+    summary = engine.run_spec(spec, out, executor=args.executor, workers=args.workers, address=args.address,
+                              device=args.device, quiet=args.quiet, command=command)
+    report = None
+    if not args.no_report:
+        report = engine.write_report(out)
+    done = summary.skipped_trials + summary.computed_trials
+    print(f"{done}/{summary.total_trials} trials complete in {out} "
+          f"({summary.computed_trials} computed now, {summary.skipped_trials} already there; "
+          f"{summary.elapsed_s:.1f} s)")
+    print(f"results: {Path(out) / 'results.sqlite'}")
+    if report is not None:
+        print(f"report:  {report}")
+    if summary.failures:
+        print(f"error: {len(summary.failures)} job(s) failed (details in {Path(out) / 'errors.log'}); "
+              "their trials were not recorded, rerun the same command to retry them:", file=sys.stderr)
+        for f in summary.failures:
+            print(f"  job {f.job}: {f.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .engine.runner import RunDirError, load_spec
+    from .store import StoreError, open_run_store
+
+    load_spec(args.dir)
+    try:
+        with open_run_store(args.dir, readonly=True) as store:
+            epochs = store.epochs_frame()
+            trials = store.trials_frame() if args.trials_csv else None
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    try:
+        if str(args.csv) == "-":
+            epochs.to_csv(sys.stdout, index=False)
+        else:
+            epochs.to_csv(args.csv, index=False)
+        if trials is not None:
+            trials.to_csv(args.trials_csv, index=False)
+    except OSError as e:
+        raise RunDirError(f"cannot write {e.filename or args.csv}: {e.strerror or e}") from None
+    if str(args.csv) != "-":
+        print(f"wrote {len(epochs)} rows to {args.csv}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .engine import write_report
+
+    path = write_report(args.dir)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print(catalogue())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except ExperimentError as e:  # SpecError, StoreError, RunDirError are ExperimentErrors
+        print(f"polarity: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("polarity: interrupted; finished jobs are saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""``polarity report DIR``: DIR/report/report.md (a header on the run, then the experiment's own
+section) and DIR/report/epochs.csv (the tidy export the figures are computed from).  Reads only
+the store and spec.json."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ..store import StoreError, open_run_store
+from .hardware import describe
+from .runner import RunDirError, load_spec, plan
+from .spec import overrides
+
+
+def reproduce_command(exp, spec, out: Path) -> str:
+    parts = ["polarity", "run", spec.experiment, "--preset", spec.preset]
+    for ov in overrides(exp, spec.preset, spec.hp):
+        parts += ["--set", ov]
+    parts += ["--out", str(out)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _fmt_seconds(s: float) -> str:
+    if s != s:  # NaN
+        return "n/a"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def header(exp, spec, out: Path, epochs, trials, meta: dict[str, Any]) -> str:
+    try:
+        expected, _ = plan(exp, spec.hp)
+        n_expected = len(expected)
+    except Exception:  # noqa: BLE001 - a header must not fail on a broken grid
+        n_expected = None
+    n_done = int((trials["status"] == "complete").sum()) if len(trials) else 0
+    hw = sorted({describe(h) for h in trials["hardware"]}) if len(trials) else []
+    wall = float(trials["wall_s"].sum()) if len(trials) else 0.0
+    lines = [
+        f"# {exp.name} — {spec.preset}",
+        "",
+        f"{exp.description}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| experiment | `{exp.name}` |",
+        f"| preset | `{spec.preset}` |",
+        f"| spec hash | `{spec.hash}` |",
+        f"| trials complete | {n_done}" + (f" of {n_expected}" if n_expected is not None else "") + " |",
+        f"| conditions | {', '.join(spec.hp.conditions)} |",
+        f"| compute time (sum over trials) | {_fmt_seconds(wall)} |",
+        f"| elapsed (all invocations) | {_fmt_seconds(float(meta.get('elapsed_s') or 0.0))} |",
+        f"| hardware | {'; '.join(hw) if hw else 'n/a'} |",
+        f"| polarity version | {', '.join(sorted(set(trials['version']))) if len(trials) else meta.get('polarity_version', '?')} |",
+        "",
+    ]
+    if len(trials):
+        per = trials.groupby("condition").size()
+        lines += ["Trials per condition: " + ", ".join(f"{c}: {int(k)}" for c, k in per.items()), ""]
+    lines += ["Reproduce:", "", "```", reproduce_command(exp, spec, out), f"polarity report {shlex.quote(str(out))}",
+              "```", "", "Hyper-parameters:", "", "| field | value |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in spec.hparams.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out: str | Path) -> Path:
+    """Write DIR/report/report.md and DIR/report/epochs.csv; returns the report path."""
+    out = Path(out)
+    exp, spec, _ = load_spec(out)
+    try:
+        with open_run_store(out, readonly=True) as store:
+            epochs = store.epochs_frame()
+            trials = store.trials_frame()
+            meta = store.meta()
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    rdir = out / "report"
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        epochs.to_csv(rdir / "epochs.csv", index=False)
+    except OSError as e:
+        raise RunDirError(f"cannot write report into {rdir}: {e.strerror or e}") from None
+    text = header(exp, spec, out, epochs, trials, meta)
+    if len(epochs):
+        section = exp.report(spec.hp, epochs, trials, rdir) or ""
+    else:
+        section = "_No finished trials yet._\n"
+    text += "\n" + section.strip() + "\n\nData: [epochs.csv](epochs.csv) (one row per trial and epoch).\n"
+    path = rdir / "report.md"
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
+    return path

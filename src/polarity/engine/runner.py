@@ -1,0 +1,266 @@
+"""Running a spec into a run directory: checks, resume, executors, commits, progress.
+
+A run directory holds ``spec.json`` (experiment, preset, hparams, hash), ``results.sqlite`` (see
+``polarity.store``) and ``report/``.  ``run_spec`` is idempotent: it computes only the jobs whose
+trials are not all complete, so rerunning the same command after an interruption (even SIGKILL)
+completes the run with every trial exactly once and the numbers of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import experiments
+from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
+from ..store import FILENAME, Store, StoreError
+from .executors import Outcome, make_executor
+from .progress import Progress
+from .spec import Spec, SpecError, hparams_from_dict, spec_diff
+
+SPEC_FILE = "spec.json"
+
+
+class RunDirError(ExperimentError):
+    """The run directory cannot be used (another spec, unreadable, read-only, full, ...)."""
+
+
+@dataclass
+class JobFailure:
+    job: str
+    error: str
+    traceback: str = ""
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    total_trials: int
+    skipped_trials: int  # already complete before this invocation
+    computed_trials: int
+    failures: list[JobFailure] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    pending_jobs: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.failures and self.skipped_trials + self.computed_trials == self.total_trials
+
+
+def _version() -> str:
+    try:
+        from .. import __version__
+
+        return str(__version__)
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- run directories
+
+def read_spec_file(out: Path) -> dict[str, Any] | None:
+    p = Path(out) / SPEC_FILE
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"cannot read {p}: {e}") from None
+
+
+def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
+    """The experiment and spec stored in a run directory (for report/export)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise RunDirError(f"{out} is not a directory")
+    data = read_spec_file(out)
+    if data is None:
+        raise RunDirError(f"{out} is not a polarity run directory (no {SPEC_FILE})")
+    exp = experiments.get(data.get("experiment", "?"))
+    hp = hparams_from_dict(exp.Hparams, data.get("hparams", {}), strict=False)
+    return exp, Spec(exp.name, data.get("preset", "?"), hp), data
+
+
+def check_run_dir(out: Path, spec: Spec) -> bool:
+    """Refuse a directory that holds another spec or something that is not a run.  Returns
+    whether the directory already holds this spec.  Touches nothing."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise RunDirError(f"--out {out} exists and is not a directory")
+    stored = read_spec_file(out)
+    if stored is None:
+        try:
+            entries = [p.name for p in out.iterdir()]
+        except OSError as e:
+            raise RunDirError(f"cannot read {out}: {e.strerror or e}") from None
+        if entries:
+            raise RunDirError(
+                f"--out {out} is not empty and is not a polarity run directory (no {SPEC_FILE}); "
+                "choose a new or empty directory")
+        return False
+    if stored.get("hash") != spec.hash or stored.get("experiment") != spec.experiment:
+        diff = spec_diff(stored, spec.to_json()) or [f"hash {stored.get('hash')} vs {spec.hash}"]
+        raise RunDirError(
+            f"--out {out} holds a run of a different spec ({stored.get('experiment')}, hash "
+            f"{str(stored.get('hash'))[:10]}); differences (stored vs requested): {'; '.join(diff[:8])}"
+            f"{' ...' if len(diff) > 8 else ''}. Nothing was changed; use another --out")
+    return True
+
+
+def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None) -> None:
+    p = out / SPEC_FILE
+    data = spec.to_json()
+    data["polarity_version"] = _version()
+    if command:
+        data["command"] = list(command)
+    tmp = out / f".{SPEC_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+
+
+def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None) -> Store:
+    """Check, create and open a run directory for ``spec``; returns its store."""
+    exists = check_run_dir(out, spec)
+    db = out / FILENAME
+    if db.exists():
+        # refuse a newer schema before anything is written
+        Store(db, readonly=True).close()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not exists:
+            _write_spec(out, spec, command)
+    except OSError as e:
+        raise RunDirError(f"cannot write run directory {out}: {e.strerror or e}") from None
+    try:
+        store = Store(db)
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    meta = store.meta()
+    if meta.get("spec_hash") not in (None, spec.hash):
+        store.close()
+        raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
+                          "nothing was changed")
+    if not meta:
+        try:
+            store.set_meta({"spec_hash": spec.hash, "experiment": spec.experiment, "preset": spec.preset,
+                            "hparams": spec.hparams, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "polarity_version": _version(), "elapsed_s": 0.0})
+        except StoreError as e:
+            store.close()
+            raise RunDirError(str(e)) from None
+    return store
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def plan(exp: Experiment, hp: Any) -> tuple[list[TrialKey], list[Job]]:
+    """The grid and its jobs, checked: every trial in exactly one job."""
+    trials = list(exp.trials(hp))
+    jobs = list(exp.jobs(hp))
+    seen: dict[TrialKey, str] = {}
+    for j in jobs:
+        for t in j.trials:
+            if t in seen:
+                raise ExperimentError(f"experiment {exp.name!r}: trial {t} is in jobs {seen[t]!r} and {j.key!r}")
+            seen[t] = j.key
+    if len(set(trials)) != len(trials):
+        raise ExperimentError(f"experiment {exp.name!r}: trials(hp) has duplicates")
+    if set(seen) != set(trials):
+        missing = sorted(set(trials) - set(seen))[:3]
+        extra = sorted(set(seen) - set(trials))[:3]
+        raise ExperimentError(f"experiment {exp.name!r}: jobs do not cover the trials "
+                              f"(missing e.g. {missing}, extra e.g. {extra})")
+    if len({j.key for j in jobs}) != len(jobs):
+        raise ExperimentError(f"experiment {exp.name!r}: duplicate job keys")
+    return trials, jobs
+
+
+def pending_jobs(jobs: Sequence[Job], done: set[TrialKey]) -> list[Job]:
+    return [j for j in jobs if not all(t in done for t in j.trials)]
+
+
+def _check_results(job: Job, outcome: Outcome) -> str | None:
+    got = [r.key for r in outcome.results or []]
+    if sorted(got) != sorted(job.trials):
+        missing = sorted(set(job.trials) - set(got))[:3]
+        extra = sorted(set(got) - set(job.trials))[:3]
+        return (f"ExperimentError: job returned the wrong trials (missing e.g. {missing}, "
+                f"unexpected e.g. {extra}, {len(got)} results for {len(job.trials)} trials)")
+    return None
+
+
+# ----------------------------------------------------------------------------- running
+
+def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: int = 1,
+             address: str | None = None, device: str = "cpu", quiet: bool = False,
+             command: Sequence[str] | None = None, log=None) -> RunSummary:
+    """Compute every trial of ``spec`` that ``out`` does not hold yet."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    exp = experiments.get(spec.experiment)
+    exp.validate(spec.hp)
+    out = Path(out)
+    trials, jobs = plan(exp, spec.hp)
+    store = prepare_run_dir(out, spec, command)
+    t_start = time.perf_counter()
+    summary = RunSummary(out, len(trials), 0, 0)
+    try:
+        done = store.completed(spec.experiment) & set(trials)
+        summary.skipped_trials = len(done)
+        todo = pending_jobs(jobs, done)
+        summary.pending_jobs = len(todo)
+        if not todo:
+            return summary
+        hparams = hparams_dict(spec.hp)
+        version = _version()
+        desc = f"{spec.experiment}/{spec.preset}"
+        with Progress(len(trials), len(done), desc=desc, quiet=quiet) as bar, \
+                make_executor(executor, workers, address) as ex:
+            for outcome in ex.run(spec.experiment, spec.hp, todo, device):
+                job = outcome.job
+                if outcome.ok:
+                    bad = _check_results(job, outcome)
+                    if bad:
+                        outcome.error, outcome.traceback = bad, ""
+                if not outcome.ok:
+                    summary.failures.append(JobFailure(job.key, outcome.error or "?", outcome.traceback or ""))
+                    if not quiet:
+                        bar.write(f"job {job.key} failed: {outcome.error}")
+                    continue
+                n_new = sum(1 for r in outcome.results if r.key not in done)
+                try:
+                    store.commit_job(spec.experiment, job.key, outcome.results, hardware=outcome.hardware,
+                                     version=version, hparams=hparams)
+                except StoreError as e:
+                    raise RunDirError(f"{e}; the {summary.computed_trials + summary.skipped_trials} trials "
+                                      f"committed so far are kept, rerun to resume") from None
+                done.update(r.key for r in outcome.results)
+                summary.computed_trials += n_new
+                bar.update(n_new)
+        return summary
+    finally:
+        summary.elapsed_s = time.perf_counter() - t_start
+        try:
+            if summary.computed_trials:
+                meta = store.meta()
+                store.set_meta({"elapsed_s": float(meta.get("elapsed_s") or 0.0) + summary.elapsed_s})
+        except (StoreError, sqlite3.Error):
+            pass
+        store.close()
+        if summary.failures:
+            _write_errors(out, summary.failures)
+
+
+def _write_errors(out: Path, failures: Sequence[JobFailure]) -> None:
+    try:
+        with open(out / "errors.log", "a") as f:
+            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: {len(failures)} job(s) failed\n")
+            for fl in failures:
+                f.write(f"## job {fl.job}: {fl.error}\n{fl.traceback}\n")
+    except OSError:
+        pass

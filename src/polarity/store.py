@@ -1,0 +1,336 @@
+"""The results store: one SQLite file per run (``DIR/results.sqlite``, WAL mode).
+
+Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION`` = 1)::
+
+    run      (key TEXT PRIMARY KEY, value TEXT)          -- run metadata as JSON values:
+             -- spec_hash, experiment, preset, hparams, created, polarity_version, elapsed_s
+    trials   (id INTEGER PRIMARY KEY,
+              experiment TEXT, condition TEXT, n INTEGER, width INTEGER, trial INTEGER,
+              seed INTEGER,        -- trial_seed(hp.seed, trial): shared by the trial's conditions
+              status TEXT,         -- 'complete' (only finished jobs are written)
+              wall_s REAL,         -- compute seconds attributed to this trial by its job
+              hardware TEXT,       -- JSON: host, platform, cpu, threads, device, gpu, torch, python
+              version TEXT,        -- polarity version that computed the trial
+              hparams TEXT,        -- JSON: the run's full hparams
+              extra TEXT,          -- JSON: trial-level data from the experiment
+              job TEXT,            -- key of the job that computed it
+              finished_at TEXT,    -- UTC ISO-8601 time of the commit
+              UNIQUE (experiment, condition, n, width, trial))
+    epochs   (trial_id INTEGER REFERENCES trials(id), epoch INTEGER,  -- epoch is 1-based
+              train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
+              extra TEXT,          -- JSON: per-epoch extra metrics, e.g. {"switch/fc1.weight": 0.01}
+              PRIMARY KEY (trial_id, epoch))
+
+A finished job's trials and epochs are inserted in ONE transaction, so an interrupted run loses at
+most the jobs in flight and never holds a partial trial.  Only the driver process writes.  A NaN
+metric is stored as NULL and reads back as NaN.
+
+Reading: ``Store.epochs_frame()`` is the tidy export (one row per trial and epoch, columns
+``experiment, condition, n, width, trial, epoch, train_loss, train_acc, val_loss, val_acc`` plus
+one column per per-epoch extra key); ``Store.trials_frame()`` has one row per trial.
+
+A database written by a newer polarity (higher ``user_version``) is refused with a clear error and
+left untouched.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .experiments.base import ExperimentError, TrialKey, TrialResult
+
+SCHEMA_VERSION = 1
+FILENAME = "results.sqlite"
+EPOCH_COLUMNS = ["experiment", "condition", "n", "width", "trial", "epoch",
+                 "train_loss", "train_acc", "val_loss", "val_acc"]
+TRIAL_COLUMNS = ["experiment", "condition", "n", "width", "trial", "seed", "status", "wall_s",
+                 "hardware", "version", "job", "finished_at", "extra"]
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    trial INTEGER NOT NULL,
+    seed INTEGER,
+    status TEXT NOT NULL,
+    wall_s REAL,
+    hardware TEXT,
+    version TEXT,
+    hparams TEXT,
+    extra TEXT,
+    job TEXT,
+    finished_at TEXT,
+    UNIQUE (experiment, condition, n, width, trial)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    train_loss REAL,
+    train_acc REAL,
+    val_loss REAL,
+    val_acc REAL,
+    extra TEXT,
+    PRIMARY KEY (trial_id, epoch)
+);
+"""
+
+
+class StoreError(ExperimentError):
+    """The store cannot be opened or written (newer schema, read-only or full directory, ...)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    v = float(x)
+    return None if math.isnan(v) else v
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _extra_json(extra: Mapping[str, Any] | None) -> str | None:
+    if not extra:
+        return None
+    out = {}
+    for k, v in extra.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        out[str(k)] = v
+    return _json(out)
+
+
+class Store:
+    """One run's SQLite database.  ``readonly=True`` never writes (export / report)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise StoreError(f"no results database at {self.path}")
+        try:
+            self.conn = self._connect()
+            self._check_version()
+            if not readonly:
+                self._init_schema()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open results database {self.path}: {e}") from None
+
+    # -- connection ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            d = self.path.resolve().parent
+            if os.access(self.path, os.W_OK) and os.access(d, os.W_OK | os.X_OK):
+                # a plain connection (never used to write) lets SQLite tidy the WAL files on close
+                return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                # WAL database in a read-only directory without its -shm file
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True)
+                return conn
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        return conn
+
+    def _check_version(self) -> None:
+        (v,) = self.conn.execute("PRAGMA user_version").fetchone()
+        if v > SCHEMA_VERSION:
+            self.conn.close()
+            raise StoreError(
+                f"{self.path} has schema version {v}, newer than this polarity's "
+                f"{SCHEMA_VERSION}; upgrade polarity to read or extend it (nothing was changed)")
+        self.version = v
+
+    def _init_schema(self) -> None:
+        c = self.conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA foreign_keys=ON")
+        if self.version == 0:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _DDL.strip().split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            self.version = SCHEMA_VERSION
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- run metadata ----------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        try:
+            rows = self.conn.execute("SELECT key, value FROM run").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {k: json.loads(v) for k, v in rows}
+
+    def set_meta(self, values: Mapping[str, Any]) -> None:
+        self._write(lambda c: c.executemany(
+            "INSERT INTO run(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [(k, _json(v)) for k, v in values.items()]))
+
+    def _write(self, fn) -> Any:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only")
+        c = self.conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(c)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write results database {self.path}: {e}") from None
+        return out
+
+    # -- trials ----------------------------------------------------------------------------
+    def completed(self, experiment: str) -> set[TrialKey]:
+        try:
+            rows = self.conn.execute(
+                "SELECT condition, n, width, trial FROM trials WHERE experiment=? AND status='complete'",
+                (experiment,)).fetchall()
+        except sqlite3.OperationalError:
+            return set()
+        return {TrialKey(c, int(n), int(w), int(t)) for c, n, w, t in rows}
+
+    def commit_job(self, experiment: str, job_key: str, results: Sequence[TrialResult], *,
+                   hardware: Mapping[str, Any] | None = None, version: str = "",
+                   hparams: Mapping[str, Any] | None = None) -> int:
+        """Insert every trial of one finished job in one transaction; returns the number of
+        trials inserted (trials already present are left as they are)."""
+        hw = _json(dict(hardware or {}))
+        hpj = _json(dict(hparams or {}))
+        finished = _now()
+
+        def work(c: sqlite3.Connection) -> int:
+            inserted = 0
+            for r in results:
+                k = r.key
+                cur = c.execute(
+                    "INSERT INTO trials(experiment, condition, n, width, trial, seed, status, wall_s,"
+                    " hardware, version, hparams, extra, job, finished_at)"
+                    " VALUES (?,?,?,?,?,?,'complete',?,?,?,?,?,?,?)"
+                    " ON CONFLICT(experiment, condition, n, width, trial) DO NOTHING",
+                    (experiment, k.condition, int(k.n), int(k.width), int(k.trial), int(r.seed),
+                     float(r.wall_s), hw, version, hpj, _json(r.extra or {}), job_key, finished))
+                if cur.rowcount == 0:
+                    continue
+                tid = cur.lastrowid
+                c.executemany(
+                    "INSERT INTO epochs(trial_id, epoch, train_loss, train_acc, val_loss, val_acc, extra)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    [(tid, int(e.epoch), _num(e.train_loss), _num(e.train_acc), _num(e.val_loss),
+                      _num(e.val_acc), _extra_json(e.extra)) for e in r.epochs])
+                inserted += 1
+            return inserted
+
+        return self._write(work)
+
+    # -- frames ----------------------------------------------------------------------------
+    def epochs_frame(self):
+        """Tidy per-epoch frame: the contract columns plus one column per extra key."""
+        import numpy as np
+        import pandas as pd
+
+        rows = self.conn.execute(
+            "SELECT t.experiment, t.condition, t.n, t.width, t.trial, e.epoch, e.train_loss,"
+            " e.train_acc, e.val_loss, e.val_acc, e.extra FROM epochs e JOIN trials t ON t.id = e.trial_id"
+            " WHERE t.status = 'complete'"
+            " ORDER BY t.experiment, t.condition, t.n, t.width, t.trial, e.epoch").fetchall()
+        df = pd.DataFrame([r[:10] for r in rows], columns=EPOCH_COLUMNS)
+        for col in ("n", "width", "trial", "epoch"):
+            df[col] = df[col].astype("int64")
+        for col in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            df[col] = df[col].astype("float64")
+        extras = [json.loads(r[10]) if r[10] else {} for r in rows]
+        keys = sorted({k for e in extras for k in e})
+        for k in keys:
+            vals = [e.get(k) for e in extras]
+            if all(v is None or isinstance(v, (int, float)) for v in vals):
+                df[k] = np.array([np.nan if v is None else float(v) for v in vals], dtype=float)
+            else:
+                df[k] = vals
+        if len(df):
+            df = df.sort_values(["experiment", "condition", "n", "width", "trial", "epoch"],
+                                kind="stable").reset_index(drop=True)
+        return df
+
+    def trials_frame(self):
+        """One row per trial; ``hardware`` and ``extra`` parsed from JSON."""
+        import pandas as pd
+
+        rows = self.conn.execute(
+            "SELECT experiment, condition, n, width, trial, seed, status, wall_s, hardware, version,"
+            " job, finished_at, extra FROM trials ORDER BY experiment, condition, n, width, trial").fetchall()
+        df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+        df["hardware"] = [json.loads(h) if h else {} for h in df["hardware"]]
+        df["extra"] = [json.loads(x) if x else {} for x in df["extra"]]
+        for col in ("n", "width", "trial"):
+            df[col] = df[col].astype("int64")
+        df["wall_s"] = df["wall_s"].astype("float64")
+        return df
+
+    def counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, count(*) FROM trials GROUP BY status").fetchall()
+        return {s: int(n) for s, n in rows}
+
+
+def open_run_store(run_dir: str | Path, *, readonly: bool = False) -> Store:
+    return Store(Path(run_dir) / FILENAME, readonly=readonly)
+
+
+def epochs_frame(run_dir: str | Path):
+    with open_run_store(run_dir, readonly=True) as s:
+        return s.epochs_frame()
+
+
+def trials_frame(run_dir: str | Path):
+    with open_run_store(run_dir, readonly=True) as s:
+        return s.trials_frame()

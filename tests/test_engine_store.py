@@ -1,0 +1,95 @@
+"""The SQLite store: schema, one transaction per job, exactly-once inserts, frames, versions."""
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+
+import pytest
+
+from polarity.experiments.base import EpochRecord, TrialKey, TrialResult
+from polarity.store import EPOCH_COLUMNS, SCHEMA_VERSION, Store, StoreError
+
+
+def _result(cond, n, trial, epochs=3, extra=None):
+    recs = [EpochRecord(e, 1.0 / e, 0.5 + 0.1 * e, 2.0 / e, 0.4 + 0.1 * e,
+                        {"switch": 0.1 * e} if extra is None else extra) for e in range(1, epochs + 1)]
+    return TrialResult(TrialKey(cond, n, 0, trial), seed=100 + trial, wall_s=0.25, epochs=recs,
+                       extra={"note": cond})
+
+
+def test_schema_wal_and_version(tmp_path):
+    p = tmp_path / "r.sqlite"
+    with Store(p) as s:
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"run", "trials", "epochs"} <= tables
+
+
+def test_commit_and_frames(tmp_path):
+    with Store(tmp_path / "r.sqlite") as s:
+        n = s.commit_job("toy", "j1", [_result("a", 8, 0), _result("b", 8, 0, extra={"switch": float("nan"),
+                                                                                       "other": 2.0})],
+                         hardware={"cpu": "x"}, version="0.1", hparams={"trials": 1})
+        assert n == 2
+        ep = s.epochs_frame()
+        assert list(ep.columns[:10]) == EPOCH_COLUMNS
+        assert set(ep.columns[10:]) == {"switch", "other"}
+        assert len(ep) == 6
+        b = ep[ep.condition == "b"]
+        assert b["switch"].isna().all() and (b["other"] == 2.0).all()
+        assert ep[ep.condition == "a"]["other"].isna().all()
+        assert ep["val_loss"].tolist()[:3] == [2.0, 1.0, 2.0 / 3]
+        tr = s.trials_frame()
+        assert tr["seed"].tolist() == [100, 100]
+        assert tr["status"].tolist() == ["complete"] * 2
+        assert tr["hardware"][0] == {"cpu": "x"} and tr["extra"][1] == {"note": "b"}
+        assert s.completed("toy") == {TrialKey("a", 8, 0, 0), TrialKey("b", 8, 0, 0)}
+
+
+def test_commit_is_exactly_once(tmp_path):
+    with Store(tmp_path / "r.sqlite") as s:
+        assert s.commit_job("toy", "j1", [_result("a", 8, 0)]) == 1
+        assert s.commit_job("toy", "j1", [_result("a", 8, 0), _result("a", 8, 1)]) == 1
+        assert s.conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 2
+        assert s.conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 6
+
+
+def test_job_commit_is_one_transaction(tmp_path):
+    bad = _result("a", 8, 1)
+    bad.epochs[1].extra = {"switch": object()}  # not serialisable: fails mid-job
+    with Store(tmp_path / "r.sqlite") as s:
+        with pytest.raises(TypeError):
+            s.commit_job("toy", "j1", [_result("a", 8, 0), bad])
+        assert s.conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 0
+        assert s.conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 0
+        assert s.commit_job("toy", "j1", [_result("a", 8, 0)]) == 1
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "r.sqlite"
+    c = sqlite3.connect(p)
+    c.execute("CREATE TABLE future (x)")
+    c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    c.commit()
+    c.close()
+    before = hashlib.sha256(p.read_bytes()).hexdigest()
+    for ro in (False, True):
+        with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade polarity"):
+            Store(p, readonly=ro)
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.sqlite"]
+
+
+def test_readonly_missing_database(tmp_path):
+    with pytest.raises(StoreError, match="no results database"):
+        Store(tmp_path / "nothing.sqlite", readonly=True)
+
+
+def test_meta_round_trip(tmp_path):
+    with Store(tmp_path / "r.sqlite") as s:
+        s.set_meta({"spec_hash": "abc", "elapsed_s": 1.5})
+        s.set_meta({"elapsed_s": 3.0})
+        assert s.meta() == {"spec_hash": "abc", "elapsed_s": 3.0}
+        assert math.isclose(s.meta()["elapsed_s"], 3.0)
