@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .template import Template, TemplateError  # noqa: E402
 from .freeze import Freezer, RESET_METHODS, impose, reset_, switch_fraction  # noqa: E402
+from .reparam import reparametrize, unreparametrize  # noqa: E402
 
 __all__ = ["Template", "TemplateError", "Freezer", "RESET_METHODS", "impose", "reset_",
-           "switch_fraction", "__version__"]
+           "switch_fraction", "reparametrize", "unreparametrize", "__version__"]
