@@ -119,7 +119,9 @@ class Source:
 
     @property
     def label(self) -> str:
-        return self.spec.label
+        """'IN' for ImageNet; for a pretrained source the source data's label (e.g.
+        'CIFAR-10 (JPEG copy)' when it was trained on the offline JPEG copy)."""
+        return self.info.get("dataset_label") or self.spec.label
 
     def polarity_template(self, model: torch.nn.Module, head: Iterable[str] | None = None) -> Template:
         return polarity_template(self.template, model, head=head)

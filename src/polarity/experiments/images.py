@@ -96,10 +96,10 @@ def _presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi: flo
     paper = ImageHparams(dataset=dataset, arch="alexnet", in_size=227, head="append",
                          source="imagenet", sample_sizes=tuple(paper_n), trials=20, epochs=100,
                          batch_size=1000, lr=1e-3, val_size=None, cutoff=cutoff, cutoffs=cuts,
-                         threads=0)
+                         threads=4)
     quick = ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
                          source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=3,
-                         epochs=12, batch_size=100, lr=1e-3, val_size=1000, cutoff=cutoff,
+                         epochs=10, batch_size=50, lr=1e-3, val_size=1000, cutoff=cutoff,
                          cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4)
     tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
                                val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1)
@@ -534,7 +534,8 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
             if len(f):
                 _band_plot(ax, f, "n", y, lo, hi, labels.get(c, c), COLORS.get(c, None),
                            STYLES.get(c.split("-")[0], "-"))
-        ax.set_xscale("log")
+        if frame[y].notna().any():
+            ax.set_xscale("log")
         ax.set_xlabel("training samples n")
 
     # ---- Figure 2 (shared plotting helpers; each writes its CSV next to the PNG)
@@ -545,11 +546,12 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     plot_band(lab, "n", "error", outdir / "fig2a_error_images", by="label", logx=True,
               title=f"Fig. 2 error at convergence -- {dlabel}", xlabel="training samples n",
               ylabel="val error at min val loss (median, 25-75%)")
+    has_ep = bool(lab[main_col].notna().any())  # a log axis of an empty plot fails
     plot_success(lab, "n", main_col, outdir / "fig2b_success_images", by="label", logx=True,
                  title=f"Fig. 2 success rate (val acc >= {hp.cutoff:g}) -- {dlabel}",
                  xlabel="training samples n")
     plot_epochs_to_cutoff(lab, "n", hp.cutoff, outdir / "fig2c_epochs_images", by="label",
-                          logx=True, xlabel="training samples n",
+                          logx=has_ep, xlabel="training samples n",
                           title=f"Fig. 2 epochs to {hp.cutoff:g} -- {dlabel}")
     md += ["![fig2a](fig2a_error_images.png) ![fig2b](fig2b_success_images.png) "
            "![fig2c](fig2c_epochs_images.png)", "",
@@ -628,7 +630,8 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     md += [f"### Results ({dlabel})", "",
            f"| n | condition | error median [25%, 75%] | success @{hp.cutoff:g} | epochs to {hp.cutoff:g} (median) |",
            "|---|---|---|---|---|"]
-    for _, r in summ.sort_values(["n", "condition"]).iterrows():
+    summ["_o"] = [conds.index(c) for c in summ["condition"]]
+    for _, r in summ.sort_values(["n", "_o"]).iterrows():
         md.append(f"| {r['n']} | {labels.get(r['condition'], r['condition'])} | {r['error_median']:.3f} "
                   f"[{r['error_q25']:.3f}, {r['error_q75']:.3f}] | {r[f'success_{hp.cutoff:g}']:.2f} "
                   f"| {r[f'{main_col}_median']:.1f} |")
@@ -747,7 +750,7 @@ class FashionMNISTExperiment(ImageExperiment):
     dataset = "fmnist"
     description = ("Fashion-MNIST image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer "
                    "vs weight transfer, six conditions")
-    presets = _presets("fmnist", "cifar10", 0.8, 0.6, 0.9, FMNIST_PAPER_N, (250, 1000, 4000))
+    presets = _presets("fmnist", "cifar10", 0.8, 0.6, 0.9, FMNIST_PAPER_N, (100, 500, 2000))
 
 
 @register
@@ -756,4 +759,4 @@ class CIFAR10Experiment(ImageExperiment):
     dataset = "cifar10"
     description = ("CIFAR-10 image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer vs "
                    "weight transfer, six conditions")
-    presets = _presets("cifar10", "fmnist", 0.5, 0.3, 0.6, CIFAR_PAPER_N, (250, 1000, 4000))
+    presets = _presets("cifar10", "fmnist", 0.5, 0.3, 0.6, CIFAR_PAPER_N, (100, 500, 2000))
