@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ranges lo..hi; bools: true/false); repeatable")
     r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
     for f, (help_, owners) in _cli_fields(exps).items():
-        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None,
+        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None, metavar=f.upper(),
                        help=f"{help_} [{', '.join(owners)}]")
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local: a spawn "
                    "process pool when > 1; ray: CPUs of a local instance) (default 1)")
@@ -119,11 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         before = set(sub.choices)
         plugin.add_parser(sub)
         for name in set(sub.choices) - before:
-            sp = sub.choices[name]
-            if sp.epilog is None:
-                sp.epilog = cat
-                sp.formatter_class = fmt
+            _add_epilog(sub.choices[name], cat)
     return p
+
+
+def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
+    """Give a plugin's parser (and its nested subcommands) the experiments catalogue."""
+    if parser.epilog is None:
+        parser.epilog = text
+        if parser.formatter_class is argparse.HelpFormatter:
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_epilog(child, text)
 
 
 # ----------------------------------------------------------------------------- commands

@@ -190,14 +190,23 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
-            try:
-                if address:
-                    ray.init(address=address, **kwargs)
-                else:
-                    ray.init(num_cpus=num_cpus, **kwargs)
-            except Exception as e:  # noqa: BLE001 - connection refused, start-up timeout, ...
-                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                raise ExperimentError(f"cannot start or reach {where}: {_describe(e)}") from None
+            attempts = 1 if address else 2  # a local start can time out on a loaded machine
+            for attempt in range(attempts):
+                try:
+                    if address:
+                        ray.init(address=address, **kwargs)
+                    else:
+                        ray.init(num_cpus=num_cpus, **kwargs)
+                    break
+                except Exception as e:  # noqa: BLE001 - connection refused, start-up timeout, ...
+                    try:
+                        ray.shutdown()
+                    except Exception:  # noqa: BLE001
+                        pass
+                    if attempt + 1 < attempts:
+                        continue
+                    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                    raise ExperimentError(f"cannot start or reach {where}: {_describe(e)}") from None
             self._started = True
 
     def run(self, name, hp, jobs, device):

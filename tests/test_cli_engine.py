@@ -1,0 +1,193 @@
+"""The `polarity` command line: run / export / report / list, help texts, plugins and user errors."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from polarity import cli, experiments
+from polarity.store import EPOCH_COLUMNS
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _digest(d: Path):
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """One finished toy run (with its report), shared by the read-only tests below."""
+    d = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["run", "toy", "--set", "ns=8,16", "--set", "widths=0,3", "--out", str(d), "--quiet"]) == 0
+    return d
+
+
+def test_run_prints_where_results_are_and_writes_report(toy_run, capsys, tmp_path):
+    d = tmp_path / "r"
+    code, out, err = _run(capsys, "run", "toy", "--set", "ns=8", "--out", str(d), "--quiet")
+    assert code == 0
+    assert f"results: {d / 'results.sqlite'}" in out and f"report:  {d / 'report' / 'report.md'}" in out
+    assert "4/4 trials complete" in out
+    assert err == ""  # --quiet and not a terminal: no progress bar
+    assert (d / "report" / "report.md").exists() and (d / "report" / "epochs.csv").exists()
+    code, out, _ = _run(capsys, "run", "toy", "--set", "ns=8", "--out", str(d), "--quiet", "--no-report")
+    assert code == 0 and "0 computed now, 4 already there" in out
+
+
+def test_export_has_contract_columns(toy_run, capsys, tmp_path):
+    csv = tmp_path / "e.csv"
+    tcsv = tmp_path / "t.csv"
+    code, _, _ = _run(capsys, "export", str(toy_run), "--csv", str(csv), "--trials-csv", str(tcsv))
+    assert code == 0
+    df = pd.read_csv(csv)
+    assert list(df.columns[:10]) == EPOCH_COLUMNS and "switch" in df.columns
+    hp = experiments.get("toy").presets["quick"]
+    assert len(df) == 2 * 2 * len(hp.conditions) * hp.trials * hp.epochs  # ns x widths x ...
+    assert sorted(df["width"].unique()) == [0, 3] and set(df["condition"]) == {"a", "b"}
+    assert df.groupby(["condition", "n", "width", "trial"]).size().eq(hp.epochs).all()
+    assert len(pd.read_csv(tcsv)) == 16
+
+
+def test_report_header_and_csv(toy_run, capsys):
+    code, out, _ = _run(capsys, "report", str(toy_run))
+    assert code == 0 and "report.md" in out
+    text = (toy_run / "report" / "report.md").read_text()
+    spec = (toy_run / "spec.json").read_text()
+    import json
+
+    h = json.loads(spec)["hash"]
+    for needle in ("# toy — quick", f"`{h}`", "trials complete | 16 of 16", "compute time", "hardware",
+                   f"polarity run toy --preset quick --set ns=8,16 --set widths=0,3 --out {toy_run}",
+                   "## Toy experiment", "toy_val_acc.png"):
+        assert needle in text, needle
+    assert (toy_run / "report" / "toy_val_acc.png").stat().st_size > 1000
+    ep = pd.read_csv(toy_run / "report" / "epochs.csv")
+    assert list(ep.columns[:10]) == EPOCH_COLUMNS
+
+
+def test_help_lists_experiments_presets_conditions(capsys):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts = {"": parser.format_help()}
+    texts.update({name: p.format_help() for name, p in sub.choices.items()})
+    for name, text in texts.items():
+        for exp in experiments.names():
+            e = experiments.get(exp)
+            assert exp in text, (name, exp)
+            assert ", ".join(e.presets) in text, (name, exp)
+            assert ", ".join(e.conditions) in text, (name, exp)
+    code, out, _ = _run(capsys, "list")
+    assert code == 0 and "toy" in out and "conditions: a, b" in out and "presets: quick, grid" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "nope"], "unknown experiment 'nope'; known: "),
+    (["run", "toy", "--preset", "huge"], "unknown preset 'huge' for experiment 'toy'; known: quick, grid"),
+    (["run", "toy", "--conditions", "a,c"], "unknown condition(s) ['c'] for experiment 'toy'; known: a, b"),
+    (["run", "toy", "--set", "trials=many"], "--set trials='many': expected an integer"),
+    (["run", "toy", "--set", "colour=red"], "experiment 'toy' has no hparam 'colour'"),
+    (["run", "toy", "--source", "imagenet"], "--source does not apply to experiment 'toy'"),
+    (["run", "toy", "--workers", "0"], "--workers must be >= 1"),
+    (["export", "/nonexistent/dir", "--csv", "x.csv"], "/nonexistent/dir is not a directory"),
+    (["report", "/nonexistent/dir"], "/nonexistent/dir is not a directory"),
+])
+def test_user_errors_one_line_exit_2(argv, needle, capsys, tmp_path):
+    if argv[0] == "run":
+        argv = argv + ["--out", str(tmp_path / "x")]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert needle in err and err.startswith("polarity: error: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_of_another_spec_and_newer_schema_via_cli(toy_run, capsys, tmp_path):
+    before = _digest(toy_run)
+    code, _, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--out", str(toy_run), "--quiet")
+    assert code == 2 and "holds a run of a different spec" in err
+    assert "widths: [0, 3] vs [0]" in err and "Traceback" not in err
+    assert _digest(toy_run) == before
+
+    d = tmp_path / "future"
+    assert cli.main(["run", "toy", "--set", "ns=8", "--out", str(d), "--quiet", "--no-report"]) == 0
+    c = sqlite3.connect(d / "results.sqlite")
+    c.execute("PRAGMA user_version = 7")
+    c.commit()
+    c.close()
+    capsys.readouterr()
+    before = _digest(d)
+    for argv in (["run", "toy", "--set", "ns=8", "--out", str(d), "--quiet"], ["export", str(d), "--csv", "-"],
+                 ["report", str(d)]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and "schema version 7" in err and str(d / "results.sqlite") in err, argv
+    assert _digest(d) == before
+
+
+def test_failed_job_exit_1_names_job_and_exception(capsys, tmp_path):
+    d = tmp_path / "f"
+    code, out, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--set", "fail_job=n=8/width=0",
+                          "--out", str(d), "--quiet", "--no-report")
+    assert code == 1
+    assert "job n=8/width=0: RuntimeError: toy: job n=8/width=0 fails on purpose" in err
+    assert "4/8 trials complete" in out
+
+
+def test_plugins_missing_skipped_broken_surface_working_added(monkeypatch, tmp_path, capsys):
+    (tmp_path / "good_plugin.py").write_text(textwrap.dedent("""
+        def add_parser(sub):
+            p = sub.add_parser("hello", help="say hello")
+            p.add_argument("--name", default="world")
+            p.set_defaults(func=lambda args: print("hello", args.name) or 3)
+    """))
+    (tmp_path / "broken_plugin.py").write_text("import a_dependency_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PLUGINS", ("polarity.no_such_plugin", "good_plugin"))
+    code, out, _ = _run(capsys, "hello", "--name", "polarity")
+    assert code == 3 and out.strip() == "hello polarity"
+    assert "toy" in cli.build_parser()._subparsers._group_actions[0].choices["hello"].format_help()
+    monkeypatch.setattr(cli, "PLUGINS", ("broken_plugin",))
+    with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_not_installed"):
+        cli.build_parser()
+
+
+def test_python_dash_m_polarity_help():
+    r = subprocess.run([sys.executable, "-m", "polarity", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "experiments:" in r.stdout and "toy" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "polarity", "run", "nope"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("polarity: error: unknown experiment 'nope'")
+
+
+def test_progress_bar_only_on_a_terminal():
+    import io
+
+    from polarity.engine.progress import Progress
+
+    quiet = Progress(10, 2, stream=io.StringIO())
+    assert not quiet.enabled
+    quiet.update(3)
+    quiet.close()
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = TTY()
+    with Progress(10, 2, desc="toy", stream=s) as bar:
+        assert bar.enabled
+        bar.update(3)
+    assert "5/10" in s.getvalue() and "trial" in s.getvalue()
+    s2 = TTY()
+    assert not Progress(10, stream=s2, quiet=True).enabled and s2.getvalue() == ""
