@@ -173,6 +173,18 @@ def test_cifar_jpeg_order_and_cache(tmp_path, monkeypatch):
     assert torch.equal(rebuilt.train_x, d.train_x)
 
 
+def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
+    tar = tmp_path / "cifar10-jpeg.tar.gz"
+    _fake_cifar_tar(tar, per_class=(2, 1))
+    monkeypatch.setenv("POLARITY_CIFAR10_JPEG", str(tar))
+    monkeypatch.setattr(images, "_PARALLEL_MIN", 0)
+    monkeypatch.setenv("POLARITY_CACHE", str(tmp_path / "c1"))
+    par = load_dataset("cifar10", source="offline", workers=2)
+    monkeypatch.setenv("POLARITY_CACHE", str(tmp_path / "c2"))
+    ser = load_dataset("cifar10", source="offline", workers=1)
+    assert torch.equal(par.train_x, ser.train_x) and torch.equal(par.test_y, ser.test_y)
+
+
 def test_cifar_truncated_tarball(tmp_path, monkeypatch):
     tar = tmp_path / "cifar10-jpeg.tar.gz"
     _fake_cifar_tar(tar)
@@ -256,3 +268,27 @@ def test_cifar10_jpeg_full_splits():
     assert torch.equal(again.train_x[:1000], d.train_x[:1000])
     m = d.train_x[:10000].float().mean(dim=(0, 2, 3))
     assert torch.allclose(m, torch.tensor(d.mean), atol=1.5)
+
+
+def test_auto_prefers_torchvision_files_under_root(tmp_path, monkeypatch):
+    """``source="auto"`` uses torchvision's files when they are under root (no download)."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {"train_x": rng.integers(0, 256, (12, 28, 28)), "train_y": np.arange(12) % 10,
+              "test_x": rng.integers(0, 256, (5, 28, 28)), "test_y": np.arange(5)}
+    for k, stem in images.FMNIST_FILES.items():
+        (raw / stem).write_bytes(_idx_bytes(arrays[k]))
+    d = load_dataset("fmnist", root=tmp_path)  # auto
+    assert d.label == "Fashion-MNIST"
+    assert d.train_x.shape == (12, 1, 28, 28) and d.train_x.dtype == torch.uint8
+    assert np.array_equal(d.train_x[:, 0].numpy(), arrays["train_x"])
+    assert d.test_y.tolist() == list(range(5)) and d.test_y.dtype == torch.int64
+
+
+def test_decoding_inside_a_daemon_process_is_serial(monkeypatch):
+    import multiprocessing as mp
+
+    assert images._can_fork_pool() == ("fork" in mp.get_all_start_methods())
+    monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
+    assert not images._can_fork_pool()

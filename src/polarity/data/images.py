@@ -83,6 +83,7 @@ CIFAR_JPEG_NAME = "cifar10-jpeg.tar.gz"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
 _CACHE_VERSION = 1
+_PARALLEL_MIN = 2000  # images per split below which decoding stays in one process
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -600,21 +601,36 @@ def _decode_cached(key: str, entries_fn, workers, size, classes, source, mode=No
     for split, ms in split_members.items():
         blobs = [m[3] for m in ms]
         chunks = [blobs[i::nworkers] for i in range(nworkers)] if nworkers > 1 else [blobs]
-        if nworkers > 1 and len(blobs) > 2000:
+        arr = None
+        if nworkers > 1 and len(blobs) >= _PARALLEL_MIN and _can_fork_pool():
             import multiprocessing as mp
 
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            with ctx.Pool(nworkers) as pool:
-                parts = pool.map(_decode_chunk, [(c, size, mode) for c in chunks])
-            arr = np.empty((len(blobs),) + parts[0].shape[1:], dtype=np.uint8)
-            for i, part in enumerate(parts):
-                arr[i::nworkers] = part
-        else:
+            try:
+                with mp.get_context("fork").Pool(nworkers) as pool:
+                    parts = pool.map(_decode_chunk, [(c, size, mode) for c in chunks])
+            except DatasetCorruptError:
+                raise
+            except Exception as e:  # a pool that cannot start: decode in this process
+                warnings.warn(f"parallel decoding failed ({type(e).__name__}: {e}); decoding in one process",
+                              stacklevel=3)
+            else:
+                arr = np.empty((len(blobs),) + parts[0].shape[1:], dtype=np.uint8)
+                for i, part in enumerate(parts):
+                    arr[i::nworkers] = part
+        if arr is None:
             arr = _decode_chunk((blobs, size, mode))
         out[f"{split}_x"] = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
         out[f"{split}_y"] = np.array([list(classes).index(m[1]) for m in ms], dtype=np.int64)
     _save_cache(cdir, key, meta_path, out, source)
     return _to_tensors(out)
+
+
+def _can_fork_pool() -> bool:
+    """Worker processes only where that is safe: fork available and not inside a daemonic
+    process (e.g. a multiprocessing pool worker of the engine, which may not have children)."""
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
 def _common_size(blobs, source):
