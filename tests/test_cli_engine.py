@@ -100,6 +100,7 @@ def test_help_lists_experiments_presets_conditions(capsys):
     (["run", "toy", "--set", "colour=red"], "experiment 'toy' has no hparam 'colour'"),
     (["run", "toy", "--source", "imagenet"], "--source does not apply to experiment 'toy'"),
     (["run", "toy", "--workers", "0"], "--workers must be >= 1"),
+    (["run", "toy", "--device", "tpu9"], "--device 'tpu9'"),
     (["export", "/nonexistent/dir", "--csv", "x.csv"], "/nonexistent/dir is not a directory"),
     (["report", "/nonexistent/dir"], "/nonexistent/dir is not a directory"),
 ])
@@ -162,9 +163,7 @@ def test_plugins_missing_skipped_broken_surface_working_added(monkeypatch, tmp_p
         cli.build_parser()
 
 
-def test_python_dash_m_polarity_help():
-    r = subprocess.run([sys.executable, "-m", "polarity", "--help"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "experiments:" in r.stdout and "toy" in r.stdout
+def test_python_dash_m_polarity_user_error():
     r = subprocess.run([sys.executable, "-m", "polarity", "run", "nope"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("polarity: error: unknown experiment 'nope'")
@@ -191,3 +190,12 @@ def test_progress_bar_only_on_a_terminal():
     assert "5/10" in s.getvalue() and "trial" in s.getvalue()
     s2 = TTY()
     assert not Progress(10, stream=s2, quiet=True).enabled and s2.getvalue() == ""
+
+
+def test_cuda_device_without_cuda_is_a_user_error(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = _run(capsys, "run", "toy", "--device", "cuda", "--out", str(tmp_path / "x"))
+    assert code == 2 and "CUDA is not available" in err and not (tmp_path / "x").exists()

@@ -12,6 +12,7 @@ identical numbers whatever the executor and worker count.  Only the driver write
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -129,13 +130,22 @@ class LocalExecutor(Executor):
             self._saved = None
 
 
-def _pool_init(threads: int) -> None:
+def _pool_init(threads: int, parent: int) -> None:
     import os
+    import threading
 
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
 
     torch.set_num_threads(threads)
+
+    def watch() -> None:  # a driver killed with SIGKILL must not leave workers behind
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="polarity-parent-watch", daemon=True).start()
 
 
 class PoolExecutor(Executor):
@@ -154,7 +164,7 @@ class PoolExecutor(Executor):
         import multiprocessing as mp
 
         self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                           initializer=_pool_init, initargs=(thread_count(hp),))
+                                           initializer=_pool_init, initargs=(thread_count(hp), os.getpid()))
         futures = {self.pool.submit(execute_job, name, hp, job, device): job for job in jobs}
         try:
             for fut in cf.as_completed(futures):
@@ -236,6 +246,18 @@ class RayExecutor(Executor):
         if self._started:
             self.ray.shutdown()
             self._started = False
+
+
+def check_device(device: str, executor: str = "local") -> None:
+    """A clear error for a device string torch does not know, or CUDA where there is none."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ExperimentError(f"--device {device!r}: {e}") from None
+    if d.type == "cuda" and executor == "local" and not torch.cuda.is_available():
+        raise ExperimentError(f"--device {device}: CUDA is not available on this machine")
 
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None) -> Executor:

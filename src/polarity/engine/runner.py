@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from .. import experiments
 from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
 from ..store import FILENAME, Store, StoreError
-from .executors import Outcome, make_executor
+from .executors import Outcome, check_device, make_executor
 from .progress import Progress
 from .spec import Spec, SpecError, hparams_from_dict, spec_diff
 
@@ -204,6 +204,7 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
     log = log or (lambda msg: print(msg, file=sys.stderr))
     exp = experiments.get(spec.experiment)
     exp.validate(spec.hp)
+    check_device(device, executor)
     out = Path(out)
     trials, jobs = plan(exp, spec.hp)
     store = prepare_run_dir(out, spec, command)
