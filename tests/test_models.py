@@ -91,6 +91,19 @@ def test_checkpoint_errors(tmp_path, tv_state_dict):
         load_backbone_(alexnet(), partial)
 
 
+def test_imagenet_weights_offline_error(monkeypatch, tmp_path):
+    """Without internet (and no cached copy) the torchvision path says so and suggests a file."""
+    import urllib.error
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="needs internet.*local checkpoint"):
+        imagenet_state_dict("IMAGENET1K_V1")
+
+
 def test_compact_forward_shapes_and_registry():
     torch.set_num_threads(1)
     m = build_model("compact", 10)

@@ -9,7 +9,8 @@ Datasets (``load_dataset(name, root=None, source="auto")``):
 * ``"folder:<path>"``: any ImageFolder-style directory ``<path>/{train,test}/<class>/<image>``
   (``val/`` is accepted in place of ``test/``); decoded once with PIL to uint8 at one fixed size
   (all images are resized to the most common training-image size unless ``image_size`` is given)
-  and cached like the CIFAR JPEG copy. Mean and standard deviation are computed on its train split.
+  and cached like the CIFAR JPEG copy; always 3 channels (grey images are converted to RGB). Mean
+  and standard deviation are computed on its train split; the label is the folder's name.
 
 Sources:
 
@@ -21,7 +22,8 @@ Sources:
   or ``root``), parsed here (IDX format, magic numbers and sizes checked); CIFAR-10 from the JPEG
   copy ``cifar10-jpeg.tar.gz`` (``$POLARITY_CIFAR10_JPEG``, ``root``, then
   ``../shared/data/cifar10-jpeg.tar.gz`` next to the repository or the working directory).
-* ``"auto"``: torchvision's files when they are already under ``root`` (no download), else offline.
+* ``"auto"``: torchvision's files when they are already under ``root`` (or its default above; no
+  download), else offline.
 
 Order of the offline copies. Fashion-MNIST keeps the official order of the IDX files. The CIFAR JPEG
 copy stores ``<split>/<class>/NNNN.jpg`` with NNNN the image's index *within its class*, so the
@@ -94,7 +96,7 @@ class DatasetCorruptError(ValueError):
     """A dataset file exists but is truncated or malformed; the message names the file."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageData:
     """A whole dataset in memory: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``."""
 
@@ -379,8 +381,8 @@ def _load_torchvision(name: str, root, download: bool) -> ImageData:
 
 
 def _torchvision_present(name: str, root) -> bool:
-    if root is None and not os.environ.get("POLARITY_DATA"):
-        return False
+    """torchvision's files already under root (or its default: $POLARITY_DATA, else
+    ~/.cache/polarity/torchvision, where source="torchvision" downloads)."""
     r = _torchvision_root(root)
     if name == "fmnist":
         raw = r / "FashionMNIST" / "raw"
