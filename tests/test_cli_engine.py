@@ -58,6 +58,9 @@ def test_export_has_contract_columns(toy_run, capsys, tmp_path):
     assert sorted(df["width"].unique()) == [0, 3] and set(df["condition"]) == {"a", "b"}
     assert df.groupby(["condition", "n", "width", "trial"]).size().eq(hp.epochs).all()
     assert len(pd.read_csv(tcsv)) == 16
+    code, out, _ = _run(capsys, "export", str(toy_run), "--csv", "-")
+    assert code == 0 and out.splitlines()[0].startswith(",".join(EPOCH_COLUMNS))
+    assert len(out.splitlines()) == len(df) + 1
 
 
 def test_report_header_and_csv(toy_run, capsys):

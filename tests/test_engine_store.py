@@ -93,3 +93,23 @@ def test_meta_round_trip(tmp_path):
         s.set_meta({"elapsed_s": 3.0})
         assert s.meta() == {"spec_hash": "abc", "elapsed_s": 3.0}
         assert math.isclose(s.meta()["elapsed_s"], 3.0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_floats = st.floats(allow_nan=True, allow_infinity=False, width=64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(_floats, _floats, _floats, _floats, _floats), min_size=1, max_size=6))
+def test_metrics_round_trip_exactly(tmp_path_factory, rows):
+    d = tmp_path_factory.mktemp("rt")
+    recs = [EpochRecord(i + 1, *r[:4], {"x": r[4]}) for i, r in enumerate(rows)]
+    with Store(d / "r.sqlite") as s:
+        s.commit_job("toy", "j", [TrialResult(TrialKey("a", 3, 0, 0), 1, 0.0, recs)])
+        ep = s.epochs_frame()
+    got = ep[["train_loss", "train_acc", "val_loss", "val_acc", "x"]].to_numpy()
+    for g, r in zip(got, rows):
+        for a, b in zip(g, r):
+            assert (math.isnan(a) and math.isnan(b)) or a == b

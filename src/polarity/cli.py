@@ -152,23 +152,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = ["polarity", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None
     summary = engine.run_spec(spec, out, executor=args.executor, workers=args.workers, address=args.address,
                               device=args.device, quiet=args.quiet, command=command)
-    report = None
-    if not args.no_report:
-        report = engine.write_report(out)
     done = summary.skipped_trials + summary.computed_trials
     print(f"{done}/{summary.total_trials} trials complete in {out} "
           f"({summary.computed_trials} computed now, {summary.skipped_trials} already there; "
-          f"{summary.elapsed_s:.1f} s)")
-    print(f"results: {Path(out) / 'results.sqlite'}")
-    if report is not None:
-        print(f"report:  {report}")
+          f"{summary.elapsed_s:.1f} s)", flush=True)
+    print(f"results: {Path(out) / 'results.sqlite'}", flush=True)
+    code = 0
+    if not args.no_report:
+        try:
+            print(f"report:  {engine.write_report(out)}", flush=True)
+        except ExperimentError:
+            raise
+        except Exception:  # noqa: BLE001 - a broken report must not hide that the results are safe
+            import traceback
+
+            traceback.print_exc()
+            print(f"polarity: error: writing the report failed (above); the results are saved in {out}; "
+                  f"retry with `polarity report {out}`", file=sys.stderr)
+            code = EXIT_FAILED
     if summary.failures:
         print(f"error: {len(summary.failures)} job(s) failed (details in {Path(out) / 'errors.log'}); "
               "their trials were not recorded, rerun the same command to retry them:", file=sys.stderr)
         for f in summary.failures:
             print(f"  job {f.job}: {f.error}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        code = EXIT_FAILED
+    return code
 
 
 def cmd_export(args: argparse.Namespace) -> int:
