@@ -98,7 +98,7 @@ def test_meta_round_trip(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_floats = st.floats(allow_nan=True, allow_infinity=False, width=64)
+_floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
 
 @settings(max_examples=40, deadline=None)
@@ -113,3 +113,13 @@ def test_metrics_round_trip_exactly(tmp_path_factory, rows):
     for g, r in zip(got, rows):
         for a, b in zip(g, r):
             assert (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_non_numeric_and_oddly_named_extras(tmp_path):
+    recs = [EpochRecord(1, 0.1, 0.2, 0.3, 0.4, {"tag": "warmup", 'q"k': 1.5}),
+            EpochRecord(2, 0.1, 0.2, 0.3, 0.4, {"tag": "main"})]
+    with Store(tmp_path / "r.sqlite") as s:
+        s.commit_job("toy", "j", [TrialResult(TrialKey("a", 3, 0, 0), 1, 0.0, recs)])
+        ep = s.epochs_frame()
+    assert ep["tag"].tolist() == ["warmup", "main"]
+    assert ep['q"k'].iloc[0] == 1.5 and math.isnan(ep['q"k'].iloc[1])

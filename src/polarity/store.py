@@ -113,17 +113,38 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+_KEYS: dict[str, str] = {}
+
+
+def _scalar_json(v: Any) -> str:
+    if hasattr(v, "item"):  # numpy / torch scalars
+        v = v.item()
+    if type(v) is float:
+        if v != v:
+            return "null"  # NaN
+        if v in (math.inf, -math.inf):
+            return "1e999" if v > 0 else "-1e999"  # parsed back as +-inf by json and SQLite
+        return repr(v)  # shortest round-trip representation
+    if type(v) is int:
+        return str(v)
+    return json.dumps(v, sort_keys=True, default=_json_default)
+
+
 def _extra_json(extra: Mapping[str, Any] | None) -> str | None:
+    """Per-epoch extras as compact JSON (hand-written: this runs once per stored epoch)."""
     if not extra:
         return None
-    out = {}
-    for k, v in extra.items():
-        if hasattr(v, "item"):
-            v = v.item()
-        if isinstance(v, float) and math.isnan(v):
-            v = None
-        out[str(k)] = v
-    return _json(out)
+    parts = []
+    for k in sorted(extra):
+        kj = _KEYS.get(k)
+        if kj is None:
+            kj = _KEYS.setdefault(k, json.dumps(str(k)))
+        parts.append(f"{kj}:{_scalar_json(extra[k])}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _f(x: Any) -> float | None:
+    return x if type(x) is float else _num(x)  # NaN is stored as NULL by SQLite
 
 
 class Store:
@@ -266,8 +287,8 @@ class Store:
                 c.executemany(
                     "INSERT INTO epochs(trial_id, epoch, train_loss, train_acc, val_loss, val_acc, extra)"
                     " VALUES (?,?,?,?,?,?,?)",
-                    [(tid, int(e.epoch), _num(e.train_loss), _num(e.train_acc), _num(e.val_loss),
-                      _num(e.val_acc), _extra_json(e.extra)) for e in r.epochs])
+                    [(tid, int(e.epoch), _f(e.train_loss), _f(e.train_acc), _f(e.val_loss),
+                      _f(e.val_acc), _extra_json(e.extra)) for e in r.epochs])
                 inserted += 1
             return inserted
 
@@ -275,28 +296,45 @@ class Store:
 
     # -- frames ----------------------------------------------------------------------------
     def epochs_frame(self):
-        """Tidy per-epoch frame: the contract columns plus one column per extra key."""
-        import numpy as np
+        """Tidy per-epoch frame: the contract columns plus one column per extra key, sorted by
+        (experiment, condition, n, width, trial, epoch)."""
         import pandas as pd
 
-        rows = self.conn.execute(
-            "SELECT t.experiment, t.condition, t.n, t.width, t.trial, e.epoch, e.train_loss,"
-            " e.train_acc, e.val_loss, e.val_acc, e.extra FROM epochs e JOIN trials t ON t.id = e.trial_id"
-            " WHERE t.status = 'complete'"
-            " ORDER BY t.experiment, t.condition, t.n, t.width, t.trial, e.epoch").fetchall()
-        df = pd.DataFrame([r[:10] for r in rows], columns=EPOCH_COLUMNS)
+        metric_cols = ["train_loss", "train_acc", "val_loss", "val_acc"]
+        trials = pd.DataFrame.from_records(
+            self.conn.execute("SELECT id, experiment, condition, n, width, trial FROM trials"
+                              " WHERE status = 'complete'").fetchall(),
+            columns=["trial_id", "experiment", "condition", "n", "width", "trial"])
+        try:  # let SQLite's JSON1 parse the extras (much faster than json.loads per row)
+            keys = sorted(r[0] for r in self.conn.execute(
+                "SELECT DISTINCT j.key FROM epochs e, json_each(e.extra) j WHERE e.extra IS NOT NULL"))
+            if any('"' in k for k in keys):
+                raise ValueError("key needs quoting")
+            sel = "".join(", json_extract(extra, ?)" for _ in keys)
+            rows = self.conn.execute(
+                f"SELECT trial_id, epoch, {', '.join(metric_cols)}{sel} FROM epochs",
+                [f'$."{k}"' for k in keys]).fetchall()
+            epochs = pd.DataFrame.from_records(rows, columns=["trial_id", "epoch", *metric_cols, *keys])
+        except (sqlite3.OperationalError, ValueError):
+            rows = self.conn.execute(
+                f"SELECT trial_id, epoch, {', '.join(metric_cols)}, extra FROM epochs").fetchall()
+            extras = [json.loads(r[6]) if r[6] else {} for r in rows]
+            keys = sorted({k for e in extras for k in e})
+            epochs = pd.DataFrame.from_records([r[:6] for r in rows], columns=["trial_id", "epoch", *metric_cols])
+            for k in keys:
+                epochs[k] = [e.get(k) for e in extras]
+        df = trials.merge(epochs, on="trial_id", how="inner").drop(columns="trial_id")
         for col in ("n", "width", "trial", "epoch"):
             df[col] = df[col].astype("int64")
-        for col in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        for col in metric_cols:
             df[col] = df[col].astype("float64")
-        extras = [json.loads(r[10]) if r[10] else {} for r in rows]
-        keys = sorted({k for e in extras for k in e})
         for k in keys:
-            vals = [e.get(k) for e in extras]
-            if all(v is None or isinstance(v, (int, float)) for v in vals):
-                df[k] = np.array([np.nan if v is None else float(v) for v in vals], dtype=float)
-            else:
-                df[k] = vals
+            if df[k].dtype == object:
+                try:
+                    df[k] = df[k].astype("float64")  # None -> NaN
+                except (TypeError, ValueError):
+                    pass  # non-numeric extra: keep as objects
+        df = df[EPOCH_COLUMNS + keys]
         if len(df):
             df = df.sort_values(["experiment", "condition", "n", "width", "trial", "epoch"],
                                 kind="stable").reset_index(drop=True)
