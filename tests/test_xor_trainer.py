@@ -32,12 +32,14 @@ def _reference(hp, kw, groups, cols, conds, seeds, gi, ci, generator=None):
 GROUPS = [(0, 20), (0, 40), (1, 40), (1, 100)]
 
 
-@pytest.mark.parametrize("reset", ["flip", "posCon", "zero"])
-def test_batched_equals_one_by_one(reset):
+@pytest.mark.parametrize("reset,fused", [("flip", True), ("posCon", True), ("zero", True),
+                                         ("flip", False), ("posCon", False)])
+def test_batched_equals_one_by_one(reset, fused):
     hp = XorHparams(epochs=6, dtype="float64", reset=reset)
     cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12), ("fluid-sufficient", 5)]
     kw, seeds, conds = prepare_job(hp, GROUPS, cols)
-    res = train_batched(**kw, check_violations=True)
+    res = train_batched(**kw, check_violations=True, fused=fused)
+    assert res.fused == fused
     for gi in range(len(GROUPS)):
         for ci, (_, w) in enumerate(cols):
             net, hist = _reference(hp, kw, GROUPS, cols, conds, seeds, gi, ci)

@@ -164,6 +164,281 @@ def initial_state(seed: int, width: int, condition: Condition, dim: int = 5) -> 
     return p, tmpl
 
 
+# ----------------------------------------------------------------------------- fused CPU kernels
+# Parameters live in a "transposed" layout: fc1.weight as W1T [G, C, d, Hp], b1 and w2 [G, C, Hp],
+# b2 [G, C].  For one network (g, c), W1T[g, c] is a C-contiguous [d, Hp] matrix whose rows run
+# over the hidden units, which is what the kernels vectorise over.
+try:
+    import numba as _nb
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    HAVE_NUMBA = False
+
+if HAVE_NUMBA:
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _logits_one(xt, w1t, b1, w2, b2, width, z):
+        # xt [d, nv] (samples contiguous, so the sample loop vectorises); w1t [d, Hp];
+        # only the first ``width`` (real) hidden units are visited
+        d, nv = xt.shape
+        zero = np.zeros(1, dtype=z.dtype)[0]
+        for i in range(nv):
+            z[i] = b2
+        j = 0
+        if d == 5:
+            x0, x1, x2, x3, x4 = xt[0], xt[1], xt[2], xt[3], xt[4]
+            while j + 4 <= width:  # four hidden units per pass over the samples
+                c0, c1, c2, c3 = b1[j], b1[j + 1], b1[j + 2], b1[j + 3]
+                v0, v1, v2, v3 = w2[j], w2[j + 1], w2[j + 2], w2[j + 3]
+                p00, p01, p02, p03 = w1t[0, j], w1t[0, j + 1], w1t[0, j + 2], w1t[0, j + 3]
+                p10, p11, p12, p13 = w1t[1, j], w1t[1, j + 1], w1t[1, j + 2], w1t[1, j + 3]
+                p20, p21, p22, p23 = w1t[2, j], w1t[2, j + 1], w1t[2, j + 2], w1t[2, j + 3]
+                p30, p31, p32, p33 = w1t[3, j], w1t[3, j + 1], w1t[3, j + 2], w1t[3, j + 3]
+                p40, p41, p42, p43 = w1t[4, j], w1t[4, j + 1], w1t[4, j + 2], w1t[4, j + 3]
+                for i in range(nv):
+                    e0, e1, e2, e3, e4 = x0[i], x1[i], x2[i], x3[i], x4[i]
+                    a0 = c0 + e0 * p00 + e1 * p10 + e2 * p20 + e3 * p30 + e4 * p40
+                    a1 = c1 + e0 * p01 + e1 * p11 + e2 * p21 + e3 * p31 + e4 * p41
+                    a2 = c2 + e0 * p02 + e1 * p12 + e2 * p22 + e3 * p32 + e4 * p42
+                    a3 = c3 + e0 * p03 + e1 * p13 + e2 * p23 + e3 * p33 + e4 * p43
+                    z[i] += (v0 * max(a0, zero) + v1 * max(a1, zero)) + (v2 * max(a2, zero) + v3 * max(a3, zero))
+                j += 4
+        while j < width:
+            bj, vj = b1[j], w2[j]
+            for i in range(nv):
+                a = bj
+                for k in range(d):
+                    a += xt[k, i] * w1t[k, j]
+                z[i] += vj * max(a, zero)
+            j += 1
+
+    @_nb.njit(cache=True, nogil=True)
+    def _hits(z, y):
+        k = 0
+        for i in range(z.shape[0]):
+            if (z[i] > 0) == (y[i] > 0.5):
+                k += 1
+        return k
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _val_serial(xt, y, w1t, b1, w2, b2, widths, z, hits):
+        G, C = b2.shape
+        for g in range(G):
+            for c in range(C):
+                _logits_one(xt[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z[g, c])
+                hits[g, c] = _hits(z[g, c], y[g])
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    def _val_parallel(xt, y, w1t, b1, w2, b2, widths, z, hits):
+        G, C = b2.shape
+        for gc in _nb.prange(G * C):
+            g, c = gc // C, gc % C
+            _logits_one(xt[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z[g, c])
+            hits[g, c] = _hits(z[g, c], y[g])
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _adam(p, m, v, gr, ss, bc2s, eps, omb1, b2_, omb2):
+        # torch.optim.Adam (single tensor): m.lerp_(g, 1-b1); v.mul_(b2).addcmul_(g, g, 1-b2);
+        # p.addcdiv_(m, sqrt(v)/bc2s + eps, value=-ss)
+        for i in range(p.shape[0]):
+            g = gr[i]
+            mi = m[i] + omb1 * (g - m[i])
+            vi = v[i] * b2_ + omb2 * g * g
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _sigmoid_grad(z, y, inv, out):
+        # d BCE / d z of one sample of a batch-mean loss, in the parameters' dtype
+        out[0] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
+        return out[0]
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _step_one5(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, A, inv, width, zout):
+        """Forward + backward of a 5-input network, four samples per pass over the hidden units
+        (so the hidden loop vectorises with the inputs held in registers).  Accumulates the
+        gradients of the batch-mean BCE into gw1 [5, Hp], gb1, gw2, gb2 (zeroed by the caller)."""
+        zero = np.zeros(1, dtype=b1.dtype)[0]
+        W0, W1, W2, W3, W4 = w1t[0], w1t[1], w1t[2], w1t[3], w1t[4]
+        G0, G1, G2, G3, G4 = gw1[0], gw1[1], gw1[2], gw1[3], gw1[4]
+        A0, A1, A2, A3 = A[0], A[1], A[2], A[3]
+        tmp = np.empty(1, dtype=b1.dtype)
+        hits = 0
+        for i0 in range(0, cnt, 4):
+            ns = min(4, cnt - i0)
+            r0 = rows[i0]
+            r1 = rows[i0 + 1] if ns > 1 else r0
+            r2 = rows[i0 + 2] if ns > 2 else r0
+            r3 = rows[i0 + 3] if ns > 3 else r0
+            x00, x01, x02, x03, x04 = xs[r0, 0], xs[r0, 1], xs[r0, 2], xs[r0, 3], xs[r0, 4]
+            x10, x11, x12, x13, x14 = xs[r1, 0], xs[r1, 1], xs[r1, 2], xs[r1, 3], xs[r1, 4]
+            x20, x21, x22, x23, x24 = xs[r2, 0], xs[r2, 1], xs[r2, 2], xs[r2, 3], xs[r2, 4]
+            x30, x31, x32, x33, x34 = xs[r3, 0], xs[r3, 1], xs[r3, 2], xs[r3, 3], xs[r3, 4]
+            z0 = zero
+            z1 = zero
+            z2 = zero
+            z3 = zero
+            for j in range(width):
+                bj, vj = b1[j], w2[j]
+                u0, u1, u2, u3, u4 = W0[j], W1[j], W2[j], W3[j], W4[j]
+                a0 = bj + x00 * u0 + x01 * u1 + x02 * u2 + x03 * u3 + x04 * u4
+                a1 = bj + x10 * u0 + x11 * u1 + x12 * u2 + x13 * u3 + x14 * u4
+                a2 = bj + x20 * u0 + x21 * u1 + x22 * u2 + x23 * u3 + x24 * u4
+                a3 = bj + x30 * u0 + x31 * u1 + x32 * u2 + x33 * u3 + x34 * u4
+                A0[j] = a0
+                A1[j] = a1
+                A2[j] = a2
+                A3[j] = a3
+                z0 += vj * max(a0, zero)
+                z1 += vj * max(a1, zero)
+                z2 += vj * max(a2, zero)
+                z3 += vj * max(a3, zero)
+            c = b2[0]
+            z0 += c
+            z1 += c
+            z2 += c
+            z3 += c
+            y0 = ys[r0]
+            zout[i0] = z0
+            hits += (z0 > 0) == (y0 > 0.5)
+            d0 = _sigmoid_grad(z0, y0, inv, tmp)
+            d1 = zero
+            d2 = zero
+            d3 = zero
+            if ns > 1:
+                y1 = ys[r1]
+                zout[i0 + 1] = z1
+                hits += (z1 > 0) == (y1 > 0.5)
+                d1 = _sigmoid_grad(z1, y1, inv, tmp)
+            if ns > 2:
+                y2 = ys[r2]
+                zout[i0 + 2] = z2
+                hits += (z2 > 0) == (y2 > 0.5)
+                d2 = _sigmoid_grad(z2, y2, inv, tmp)
+            if ns > 3:
+                y3 = ys[r3]
+                zout[i0 + 3] = z3
+                hits += (z3 > 0) == (y3 > 0.5)
+                d3 = _sigmoid_grad(z3, y3, inv, tmp)
+            gb2[0] += (d0 + d1) + (d2 + d3)
+            for j in range(width):
+                vj = w2[j]
+                a0, a1, a2, a3 = A0[j], A1[j], A2[j], A3[j]
+                gw2[j] += (d0 * max(a0, zero) + d1 * max(a1, zero)) + (d2 * max(a2, zero) + d3 * max(a3, zero))
+                h0 = d0 * vj if a0 > zero else zero
+                h1 = d1 * vj if a1 > zero else zero
+                h2 = d2 * vj if a2 > zero else zero
+                h3 = d3 * vj if a3 > zero else zero
+                gb1[j] += (h0 + h1) + (h2 + h3)
+                G0[j] += (x00 * h0 + x10 * h1) + (x20 * h2 + x30 * h3)
+                G1[j] += (x01 * h0 + x11 * h1) + (x21 * h2 + x31 * h3)
+                G2[j] += (x02 * h0 + x12 * h1) + (x22 * h2 + x32 * h3)
+                G3[j] += (x03 * h0 + x13 * h1) + (x23 * h2 + x33 * h3)
+                G4[j] += (x04 * h0 + x14 * h1) + (x24 * h2 + x34 * h3)
+        return hits
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout):
+        d = xs.shape[1]
+        a = np.empty(b1.shape[0], dtype=b1.dtype)
+        zero = np.zeros(1, dtype=b1.dtype)[0]
+        tmp = np.empty(1, dtype=b1.dtype)
+        hits = 0
+        for bi in range(cnt):
+            r = rows[bi]
+            for j in range(width):
+                a[j] = b1[j]
+            for k in range(d):
+                xk = xs[r, k]
+                for j in range(width):
+                    a[j] += xk * w1t[k, j]
+            z = b2[0]
+            for j in range(width):
+                z += w2[j] * max(a[j], zero)
+            zout[bi] = z
+            y = ys[r]
+            if (z > 0) == (y > 0.5):
+                hits += 1
+            dz = _sigmoid_grad(z, y, inv, tmp)
+            gb2[0] += dz
+            for j in range(width):  # branch-free, so that it vectorises
+                aj = a[j]
+                gw2[j] += dz * max(aj, zero)
+                a[j] = dz * w2[j] if aj > zero else zero  # reuse a as dh
+            for k in range(d):
+                xk = xs[r, k]
+                for j in range(width):
+                    gw1[k, j] += xk * a[j]
+            for j in range(width):
+                gb1[j] += a[j]
+        return hits
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _step_one(xs, ys, rows, cnt, w1t, b1, w2, b2, mw1, mb1, mw2, mb2, vw1, vb1, vw2, vb2,
+                  sc, width, zout, gw1, gb1, gw2, gb2, A):
+        """One Adam step of one network on the samples ``rows[:cnt]``; returns #correct.
+        gw1 [d, Hp], gb1, gw2 [Hp], gb2 [1], A [4, Hp]: scratch."""
+        d = xs.shape[1]
+        zero = np.zeros(1, dtype=b1.dtype)[0]
+        for k in range(d):
+            for j in range(width):
+                gw1[k, j] = zero
+        for j in range(width):
+            gb1[j] = zero
+            gw2[j] = zero
+        gb2[0] = zero
+        inv = sc[0]  # 1 / cnt
+        if d == 5:
+            hits = _step_one5(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, A, inv, width, zout)
+        else:
+            hits = _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout)
+        ss, bc2s, eps, omb1, b2_, omb2 = sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
+        for k in range(d):
+            _adam(w1t[k, :width], mw1[k, :width], vw1[k, :width], gw1[k, :width], ss, bc2s, eps, omb1, b2_, omb2)
+        _adam(b1[:width], mb1[:width], vb1[:width], gb1[:width], ss, bc2s, eps, omb1, b2_, omb2)
+        _adam(w2[:width], mw2[:width], vw2[:width], gw2[:width], ss, bc2s, eps, omb1, b2_, omb2)
+        _adam(b2, mb2, vb2, gb2, ss, bc2s, eps, omb1, b2_, omb2)
+        return hits
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _step_serial(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
+                     sc, widths, zout, hits):
+        G, C, d, Hp = W1T.shape
+        gw1 = np.empty((d, Hp), dtype=B1.dtype)
+        gb1 = np.empty(Hp, dtype=B1.dtype)
+        gw2 = np.empty(Hp, dtype=B1.dtype)
+        gb2 = np.empty(1, dtype=B1.dtype)
+        A = np.empty((4, Hp), dtype=B1.dtype)
+        for g in range(G):
+            if cnt[g] == 0:
+                continue
+            for c in range(C):
+                hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
+                                        B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
+                                        VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
+                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, A)
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    def _step_parallel(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
+                       sc, widths, zout, hits):
+        G, C, d, Hp = W1T.shape
+        for gc in _nb.prange(G * C):
+            g, c = gc // C, gc % C
+            if cnt[g] == 0:
+                continue
+            gw1 = np.empty((d, Hp), dtype=B1.dtype)
+            gb1 = np.empty(Hp, dtype=B1.dtype)
+            gw2 = np.empty(Hp, dtype=B1.dtype)
+            gb2 = np.empty(1, dtype=B1.dtype)
+            A = np.empty((4, Hp), dtype=B1.dtype)
+            hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
+                                    B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
+                                    VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
+                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, A)
+
+
 # ----------------------------------------------------------------------------- batched trainer
 @dataclass
 class BatchedResult:
@@ -176,6 +451,12 @@ class BatchedResult:
     switch: torch.Tensor | None  # [epochs, 2, groups, columns] or None
     params: dict[str, torch.Tensor]  # fc1.weight [G,C,Hp,d], fc1.bias [G,C,Hp], fc2.weight [G,C,Hp], fc2.bias [G,C]
     violations: torch.Tensor | None = None  # [steps] total template violations after each step (check mode)
+    fused: bool = False  # which path ran (numba kernels or torch ops)
+
+
+def _softplus_neg(u: torch.Tensor) -> torch.Tensor:
+    """``softplus(-u) = relu(-u) + log(1 + exp(-|u|))`` (the BCE of logit z with u = (2y-1) z)."""
+    return torch.log(torch.exp(-u.abs()).add_(1)).add_((-u).clamp_min_(0))
 
 
 def train_batched(
@@ -185,7 +466,7 @@ def train_batched(
     widths: Sequence[int], *, epochs: int, lr: float = 0.03, batch_size: int = 32,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, eps_mode: str = "torch",
     reset_eps: float = 1e-3, generator: torch.Generator | None = None, sign_switch: bool = False,
-    check_violations: bool = False, val_chunk_bytes: int = 1 << 21,
+    check_violations: bool = False, fused: bool | None = None,
 ) -> BatchedResult:
     """Train ``G x C`` networks at once.
 
@@ -195,13 +476,13 @@ def train_batched(
     ``fc1.bias [G,C,Hp]``, ``fc2.weight [G,C,Hp]``, ``fc2.bias [G,C]`` (zero beyond each column's
     width).  ``templates``: ``fc1.weight``/``fc2.weight`` int8 sign tensors of the same shapes (0 =
     free: fluid columns and padding).  ``column_reset[c]``: the reset method of column c (None for
-    fluid).  ``widths[c]``: the true width of column c.
+    fluid).  ``widths[c]``: the true width of column c.  ``fused``: use the numba kernels (CPU,
+    float32/float64; default when available) or the torch ops (any device).
     """
     from ..freeze import reset_
 
     dev, dt = x_train.device, x_train.dtype
-    W1i = init["fc1.weight"]
-    G, C, Hp, d = W1i.shape
+    G, C, Hp, d = init["fc1.weight"].shape
     CH = C * Hp
     B = batch_size
     beta1, beta2 = betas
@@ -211,24 +492,33 @@ def train_batched(
         raise ValueError("group_trial, group_n and perms need one entry per group")
     if len(widths) != C or len(column_reset) != C:
         raise ValueError("widths and column_reset need one entry per column")
+    can_fuse = HAVE_NUMBA and dev.type == "cpu" and dt in (torch.float32, torch.float64)
+    if fused is None:
+        fused = can_fuse
+    elif fused and not can_fuse:
+        raise ValueError("fused=True needs numba, a CPU device and float32/float64 data")
 
-    # ---- one flat parameter buffer (param-major: every block is a contiguous [G, ...] tensor)
-    sizes = [G * CH * d, G * CH, G * CH, G * C]
+    # ---- one flat parameter buffer (param-major: every block is a contiguous tensor)
+    sizes = [G * d * CH, G * CH, G * CH, G * C]
     offs = np.concatenate([[0], np.cumsum(sizes)])
     P = int(offs[-1])
+
+    def views(buf):
+        return (buf[offs[0]:offs[1]].view(G, C, d, Hp), buf[offs[1]:offs[2]].view(G, C, Hp),
+                buf[offs[2]:offs[3]].view(G, C, Hp), buf[offs[3]:offs[4]].view(G, C))
+
     flat = torch.empty(P, dtype=dt, device=dev)
-    views = lambda buf: (buf[offs[0]:offs[1]].view(G, C, Hp, d), buf[offs[1]:offs[2]].view(G, C, Hp),
-                         buf[offs[2]:offs[3]].view(G, C, Hp), buf[offs[3]:offs[4]].view(G, C))
-    W1, b1, w2, b2 = views(flat)
-    W1.copy_(init["fc1.weight"]); b1.copy_(init["fc1.bias"]); w2.copy_(init["fc2.weight"]); b2.copy_(init["fc2.bias"])
+    W1T, b1, w2, b2 = views(flat)
+    W1T.copy_(init["fc1.weight"].transpose(2, 3))
+    b1.copy_(init["fc1.bias"]); w2.copy_(init["fc2.weight"]); b2.copy_(init["fc2.bias"])
     grad = torch.zeros(P, dtype=dt, device=dev)
-    gW1, gb1, gw2, gb2 = views(grad)
+    gW1T, gb1, gw2, gb2 = views(grad)
     m = torch.zeros(P, dtype=dt, device=dev)
     v = torch.zeros(P, dtype=dt, device=dev)
 
-    # templates per reset method (int8, contiguous, same shapes as the parameters)
-    T1 = templates["fc1.weight"].to(device=dev, dtype=torch.int8)
-    T2 = templates["fc2.weight"].to(device=dev, dtype=torch.int8)
+    # templates per reset method (int8, contiguous, same layout as the parameters)
+    T1 = templates["fc1.weight"].to(device=dev, dtype=torch.int8).transpose(2, 3).contiguous()
+    T2 = templates["fc2.weight"].to(device=dev, dtype=torch.int8).contiguous()
     resets = []
     for meth in sorted({r for r in column_reset if r is not None}):
         sel = torch.tensor([r == meth for r in column_reset], device=dev)
@@ -237,7 +527,7 @@ def train_batched(
 
     def do_resets():
         for meth, t1, t2 in resets:
-            reset_(W1, t1, meth, reset_eps, gen)
+            reset_(W1T, t1, meth, reset_eps, gen)
             reset_(w2, t2, meth, reset_eps, gen)
 
     # ---- schedule: batches per epoch per group, masks, index tables
@@ -245,8 +535,8 @@ def train_batched(
     gn = np.asarray(group_n, dtype=np.int64)
     nb = -(-gn // B)  # batches per epoch
     S = int(nb.max())
-    x_flat = x_train.reshape(T * n_max, d)
-    y_flat = y_train.reshape(T * n_max)
+    x_flat = x_train.reshape(T * n_max, d).contiguous()
+    y_flat = y_train.reshape(T * n_max).contiguous()
     base = np.asarray(group_trial, dtype=np.int64) * n_max
     idx = np.zeros((epochs, G, S * B), dtype=np.int64)
     wts = np.zeros((G, S * B), dtype=np.float64)
@@ -262,112 +552,150 @@ def train_batched(
     counts = wts3.sum(-1)  # [S,G]
     active = counts > 0  # [S,G]
     all_active = bool(active.all())
-    w_t = torch.from_numpy(wts3.copy()).to(device=dev, dtype=dt)  # [S,G,B]
-    # loss weights: 1/count for real samples (mean over the batch), 0 for padding
-    lw_t = torch.from_numpy((wts3 / np.maximum(counts, 1)[..., None]).copy()).to(device=dev, dtype=dt)
     partial = not bool((wts3 == 1).all())
 
     # Adam scalars per (epoch, step, group), computed in float64 on the host like torch.optim.Adam
-    if not all_active:
-        tcount = np.cumsum(np.tile(active, (epochs, 1)), axis=0).reshape(epochs, S, G)  # step counts
-        tc = np.maximum(tcount, 1).astype(np.float64)
-        bc1 = 1.0 - beta1 ** tc
-        bc2s = np.sqrt(1.0 - beta2 ** tc)
-        act = np.broadcast_to(active, (epochs, S, G))
-        ss = np.where(act, lr / bc1, 0.0)
-        epsv = np.full_like(bc2s, eps) if eps_mode == "torch" else eps / bc2s
-        adam_tab = torch.from_numpy(np.stack([ss, bc2s, epsv, act * (1 - beta1), np.where(act, beta2, 1.0),
-                                              act * (1 - beta2)], axis=2)).to(device=dev, dtype=dt)  # [E,S,6,G]
-        # per-element group index for the flat buffer
-        elem_group = torch.cat([torch.arange(G, device=dev).repeat_interleave(s // G) for s in sizes])
+    tcount = np.cumsum(np.tile(active, (epochs, 1)), axis=0).reshape(epochs, S, G)  # step counts
+    tc = np.maximum(tcount, 1).astype(np.float64)
+    act = np.broadcast_to(active, (epochs, S, G))
+    ss_tab = np.where(act, lr / (1.0 - beta1 ** tc), 0.0)
+    bc2s_tab = np.sqrt(1.0 - beta2 ** tc)
+    eps_tab = np.full_like(bc2s_tab, eps) if eps_mode == "torch" else eps / bc2s_tab
 
     # validation data per group
     gt = torch.as_tensor(np.asarray(group_trial), device=dev)
     xv = x_val.index_select(0, gt)  # [G, nv, d]
-    yv = y_val.index_select(0, gt).unsqueeze(-1)  # [G, nv, 1]
+    yv = y_val.index_select(0, gt)  # [G, nv]
     nv = xv.shape[1]
-    chunk = max(1, min(G, val_chunk_bytes // max(1, nv * CH * xv.element_size())))
+    sv = (2 * yv - 1).view(G, 1, nv)  # BCE(z, y) = softplus(-(2y-1) z)
 
     # records
     rec = torch.zeros(epochs, 4, G, C, dtype=torch.float32, device=dev)
     sw = torch.zeros(epochs, 2, G, C, dtype=torch.float32, device=dev) if sign_switch else None
     viol_log = torch.zeros(epochs * S, dtype=torch.int64, device=dev) if check_violations else None
     gn_t = torch.as_tensor(gn, device=dev, dtype=dt).view(G, 1)
-    tr_loss = torch.zeros(G, C, dtype=dt, device=dev)
-    tr_acc = torch.zeros(G, C, dtype=dt, device=dev)
     if sign_switch:
         wmask = torch.zeros(C, Hp, dtype=torch.float32, device=dev)
         for c, h in enumerate(widths):
             wmask[c, :h] = 1
         denom1 = (wmask.sum(1) * d).view(1, C)
         denom2 = wmask.sum(1).view(1, C)
-        prev1, prev2 = torch.sign(W1), torch.sign(w2)
+        prev1, prev2 = torch.sign(W1T), torch.sign(w2)
+
+    if fused:
+        widths_np = np.asarray(widths, dtype=np.int64)
+        par = torch.get_num_threads() > 1
+        step_k = _step_parallel if par else _step_serial
+        val_k = _val_parallel if par else _val_serial
+        np_dt = np.float32 if dt == torch.float32 else np.float64
+        xs_np, ys_np = x_flat.numpy(), y_flat.numpy()
+        pv = [t.numpy() for t in views(flat)]
+        mv = [t.numpy() for t in views(m)]
+        vv = [t.numpy() for t in views(v)]
+        idx_np = idx_t.numpy()
+        cnt_np = counts.astype(np.int64)  # [S, G]
+        # per (epoch, step, group): 1/cnt, step size, sqrt(bc2), eps, 1-b1, b2, 1-b2
+        sc_np = np.empty((epochs, S, G, 7), dtype=np_dt)
+        sc_np[..., 0] = 1.0 / np.maximum(counts, 1)[None]
+        sc_np[..., 1], sc_np[..., 2], sc_np[..., 3] = ss_tab, bc2s_tab, eps_tab
+        sc_np[..., 4], sc_np[..., 5], sc_np[..., 6] = 1 - beta1, beta2, 1 - beta2
+        zt = torch.zeros(G, C, S, B, dtype=dt)  # training logits of the epoch (for the train loss)
+        zt_np = zt.numpy()
+        zt_flat = zt.view(G, C, S * B)
+        ys_ep = torch.zeros(G, 1, S * B, dtype=dt)
+        wts_t = torch.from_numpy(wts).to(dt).view(G, 1, S * B)
+        hits_t = torch.zeros(G, C, dtype=torch.int64)
+        hits_np = hits_t.numpy()
+        xvt_np = xv.transpose(1, 2).contiguous().numpy()  # [G, d, nv]
+        yv_np = yv.contiguous().numpy()
+        zv_t = torch.zeros(G, C, nv, dtype=dt)
+        zv_np = zv_t.numpy()
+        vhits_t = torch.zeros(G, C, dtype=torch.int64)
+        vhits_np = vhits_t.numpy()
+    else:
+        if not all_active:
+            adam_tab = torch.from_numpy(np.stack([ss_tab, bc2s_tab, eps_tab, act * (1 - beta1),
+                                                  np.where(act, beta2, 1.0), act * (1 - beta2)],
+                                                 axis=2)).to(device=dev, dtype=dt)  # [E,S,6,G]
+            elem_group = torch.cat([torch.arange(G, device=dev).repeat_interleave(s // G) for s in sizes])
+        w_t = torch.from_numpy(wts3.copy()).to(device=dev, dtype=dt)  # [S,G,B]
+        chunk = max(1, min(G, (1 << 22) // max(1, nv * CH * x_train.element_size())))
+        lw_t = torch.from_numpy((wts3 / np.maximum(counts, 1)[..., None]).copy()).to(device=dev, dtype=dt)
+        tr_loss = torch.zeros(G, C, dtype=dt, device=dev)
+        tr_acc = torch.zeros(G, C, dtype=dt, device=dev)
 
     do_resets()  # no-op when the start is compliant (it is, by construction)
     step_no = 0
     for e in range(epochs):
-        tr_loss.zero_()
-        tr_acc.zero_()
+        if fused:
+            hits_t.zero_()
+        else:
+            tr_loss.zero_()
+            tr_acc.zero_()
         for s in range(S):
-            ii = idx_t[e, s].reshape(-1)
-            Xb = x_flat.index_select(0, ii).view(G, B, d)
-            yb = y_flat.index_select(0, ii).view(G, B, 1)
-            # forward
-            pre = torch.baddbmm(b1.view(G, 1, CH), Xb, W1.view(G, CH, d).transpose(1, 2))  # [G,B,CH]
-            h = torch.relu(pre)
-            h4 = h.view(G, B, C, Hp)
-            z = torch.linalg.vecdot(h4, w2.view(G, 1, C, Hp)) + b2.view(G, 1, C)  # [G,B,C]
-            # metrics (Keras-style running train metrics, pre-update)
-            bce = torch.nn.functional.softplus(z) - yb * z
-            ws = w_t[s].unsqueeze(-1)  # [G,B,1]
-            if partial:
-                tr_loss.add_((bce * ws).sum(1))
-                tr_acc.add_(((z > 0) == (yb > 0.5)).to(dt).mul_(ws).sum(1))
+            if fused:
+                step_k(xs_np, ys_np, idx_np[e, s], cnt_np[s], *pv, *mv, *vv, sc_np[e, s], widths_np,
+                       zt_np[:, :, s], hits_np)
             else:
-                tr_loss.add_(bce.sum(1))
-                tr_acc.add_(((z > 0) == (yb > 0.5)).to(dt).sum(1))
-            # backward of mean BCE per network
-            dz = (torch.sigmoid(z) - yb).mul_(lw_t[s].unsqueeze(-1))  # [G,B,C]
-            torch.sum(dz, 1, out=gb2)
-            torch.sum(dz.unsqueeze(-1) * h4, 1, out=gw2)
-            dh = (dz.unsqueeze(-1) * w2.view(G, 1, C, Hp)).mul_((pre > 0).view(G, B, C, Hp))  # [G,B,C,Hp]
-            dh3 = dh.view(G, B, CH)
-            torch.bmm(dh3.transpose(1, 2), Xb, out=gW1.view(G, CH, d))
-            torch.sum(dh3, 1, out=gb1.view(G, CH))
-            # Adam (torch.optim.Adam single-tensor semantics), masked per group when needed
-            if all_active:
-                t = e * S + s + 1
-                bc1 = 1.0 - beta1 ** t
-                bc2s = math.sqrt(1.0 - beta2 ** t)
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                den = (v.sqrt() / bc2s).add_(eps if eps_mode == "torch" else eps / bc2s)
-                flat.addcdiv_(m, den, value=-(lr / bc1))
-            else:
-                tab = adam_tab[e, s].index_select(1, elem_group)  # [6, P]
-                ss_, bc2s_, eps_, w1_, b2_, w2_ = tab.unbind(0)
-                m.lerp_(grad, w1_)
-                v.mul_(b2_).addcmul_(grad * w2_, grad)
-                den = (v.sqrt() / bc2s_).add_(eps_)
-                flat.sub_((m / den).mul_(ss_))
+                ii = idx_t[e, s].reshape(-1)
+                Xb = x_flat.index_select(0, ii).view(G, B, d)
+                yb = y_flat.index_select(0, ii).view(G, 1, B)
+                pre = torch.matmul(Xb.unsqueeze(1), W1T).add_(b1.unsqueeze(2))  # [G,C,B,Hp]
+                h = torch.relu(pre)
+                z = torch.matmul(h, w2.unsqueeze(-1)).squeeze(-1).add_(b2.unsqueeze(-1))  # [G,C,B]
+                # Keras-style running train metrics, measured before the update
+                bce = torch.nn.functional.softplus(z) - yb * z
+                hit = ((z > 0) == (yb > 0.5)).to(dt)
+                if partial:
+                    ws = w_t[s].unsqueeze(1)  # [G,1,B]
+                    bce, hit = bce * ws, hit * ws
+                tr_loss.add_(bce.sum(-1))
+                tr_acc.add_(hit.sum(-1))
+                # backward of each network's mean BCE
+                dz = (torch.sigmoid(z) - yb).mul_(lw_t[s].unsqueeze(1))  # [G,C,B]
+                torch.sum(dz, -1, out=gb2)
+                gw2.copy_(torch.matmul(dz.unsqueeze(2), h).squeeze(2))
+                dh = (dz.unsqueeze(-1) * w2.unsqueeze(2)).mul_(pre > 0)  # [G,C,B,Hp]
+                gW1T.copy_(torch.matmul(Xb.transpose(1, 2).unsqueeze(1), dh))
+                torch.sum(dh, 2, out=gb1)
+                # Adam (torch.optim.Adam single-tensor semantics), masked per group when needed
+                if all_active:
+                    ss, bc2s, ee = float(ss_tab[e, s, 0]), float(bc2s_tab[e, s, 0]), float(eps_tab[e, s, 0])
+                    m.lerp_(grad, 1 - beta1)
+                    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    flat.addcdiv_(m, (v.sqrt() / bc2s).add_(ee), value=-ss)
+                else:
+                    ss_, bc2s_, eps_, w1_, b2_, w2_ = adam_tab[e, s].index_select(1, elem_group).unbind(0)
+                    m.lerp_(grad, w1_)
+                    v.mul_(b2_).addcmul_(grad * w2_, grad)
+                    flat.sub_((m / (v.sqrt() / bc2s_).add_(eps_)).mul_(ss_))
             do_resets()
             if check_violations:
-                viol_log[step_no] = ((W1 * T1) < 0).sum() + ((w2 * T2) < 0).sum()
+                viol_log[step_no] = ((W1T * T1) < 0).sum() + ((w2 * T2) < 0).sum()
             step_no += 1
-        rec[e, 0] = (tr_loss / gn_t).float()
-        rec[e, 1] = (tr_acc / gn_t).float()
+        # train metrics of the epoch
+        if fused:
+            ys_ep.copy_(y_flat[idx_t[e].permute(1, 0, 2).reshape(G, 1, S * B)])
+            u = zt_flat * (2 * ys_ep - 1)
+            rec[e, 0] = (_softplus_neg(u) * wts_t).sum(-1) / gn_t
+            rec[e, 1] = hits_t / gn_t
+        else:
+            rec[e, 0] = tr_loss / gn_t
+            rec[e, 1] = tr_acc / gn_t
         # validation
-        W1t = W1.view(G, CH, d).transpose(1, 2)
-        for g0 in range(0, G, chunk):
-            g1 = min(G, g0 + chunk)
-            hv = torch.baddbmm(b1.view(G, 1, CH)[g0:g1], xv[g0:g1], W1t[g0:g1]).relu_()
-            zv = torch.linalg.vecdot(hv.view(g1 - g0, nv, C, Hp), w2[g0:g1].view(g1 - g0, 1, C, Hp))
-            zv += b2[g0:g1].view(g1 - g0, 1, C)
-            yy = yv[g0:g1]
-            rec[e, 2, g0:g1] = (torch.nn.functional.softplus(zv) - yy * zv).mean(1)
-            rec[e, 3, g0:g1] = ((zv > 0) == (yy > 0.5)).float().mean(1)
+        if fused:
+            val_k(xvt_np, yv_np, pv[0], pv[1], pv[2], pv[3], widths_np, zv_np, vhits_np)
+            rec[e, 2] = _softplus_neg(zv_t * sv).mean(-1)
+            rec[e, 3] = vhits_t / nv
+        else:
+            for g0 in range(0, G, chunk):
+                g1 = min(G, g0 + chunk)
+                hv = torch.matmul(xv[g0:g1].unsqueeze(1), W1T[g0:g1]).add_(b1[g0:g1].unsqueeze(2)).relu_()
+                zv = torch.matmul(hv, w2[g0:g1].unsqueeze(-1)).squeeze(-1).add_(b2[g0:g1].unsqueeze(-1))
+                rec[e, 2, g0:g1] = _softplus_neg(zv * sv[g0:g1]).mean(-1)
+                rec[e, 3, g0:g1] = ((zv > 0) == (sv[g0:g1] > 0)).float().mean(-1)
         if sign_switch:
-            s1, s2 = torch.sign(W1), torch.sign(w2)
+            s1, s2 = torch.sign(W1T), torch.sign(w2)
             sw[e, 0] = (s1 != prev1).sum((2, 3)).float() / denom1
             sw[e, 1] = (s2 != prev2).sum(2).float() / denom2
             prev1, prev2 = s1, s2
@@ -375,9 +703,9 @@ def train_batched(
     return BatchedResult(
         train_loss=rec[:, 0].cpu(), train_acc=rec[:, 1].cpu(), val_loss=rec[:, 2].cpu(),
         val_acc=rec[:, 3].cpu(), switch=sw.cpu() if sw is not None else None,
-        params={"fc1.weight": W1.cpu().clone(), "fc1.bias": b1.cpu().clone(),
+        params={"fc1.weight": W1T.transpose(2, 3).cpu().contiguous(), "fc1.bias": b1.cpu().clone(),
                 "fc2.weight": w2.cpu().clone(), "fc2.bias": b2.cpu().clone()},
-        violations=viol_log.cpu() if viol_log is not None else None)
+        violations=viol_log.cpu() if viol_log is not None else None, fused=fused)
 
 
 # ----------------------------------------------------------------------------- one network alone
