@@ -213,3 +213,34 @@ def test_template_export_cli_writes_a_loadable_file(tmp_path, monkeypatch, capsy
     assert _cli(["template", "export", "--source", "pretrained:mnist", "--dataset", "cifar10",
                  "--out", str(tmp_path / "x.pol")]) == 2
     assert "unknown source dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_imagenet_checkpoint_source_onto_alexnet_with_new_head(tmp_path):
+    """'imagenet:<file>' with a torchvision-layout checkpoint: the 1000-way layer is kept as a
+    hidden layer (head='append') and gets the source's signs; the new head keeps its own."""
+    from torchvision.models import alexnet as tv_alexnet
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "alexnet.pth"
+    torch.save(tv_alexnet(weights=None).state_dict(), ckpt)
+    src = load_source(f"imagenet:{ckpt}", "alexnet")
+    assert src.label == "IN" and "classifier.6.weight" in src.template
+    target = build_model("alexnet", 10, head="append")
+    init_glorot_(target, 3)
+    init = {k: v.clone() for k, v in target.named_parameters()}
+    t = src.polarity_template(target)
+    impose(target, t, "flip")
+    p = dict(target.named_parameters())
+    for name in ("features.0.weight", "classifier.1.weight", "classifier.6.weight"):
+        # exact zeros (a few in 37M uniform draws) carry no sign: compare where both have one
+        on = (src.template[name] != 0) & (init[name].detach() != 0)
+        assert on.float().mean() > 0.999
+        assert torch.equal(torch.sign(p[name].detach()).to(torch.int8)[on], src.template[name][on])
+        assert torch.equal(p[name].detach().abs(), init[name].abs())
+    assert torch.equal(p["classifier.8.weight"].detach(), init["classifier.8.weight"])
+    copied = src.transfer_weights(target)
+    assert "classifier.6.weight" in copied and "classifier.8.weight" not in copied
+    replace = build_model("alexnet", 10, head="replace")
+    t2 = src.polarity_template(replace)  # the 1000-way layer has no counterpart: dropped
+    assert t2["classifier.6.weight"].shape == (10, 4096)
