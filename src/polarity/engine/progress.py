@@ -2,6 +2,7 @@
 or when asked to be quiet."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -11,10 +12,18 @@ class Progress:
         self.enabled = not quiet and bool(getattr(stream, "isatty", lambda: False)())
         self.bar = None
         if self.enabled:
+            import shutil
+
             from tqdm import tqdm
 
+            try:
+                cols, lines = os.get_terminal_size(stream.fileno())
+            except (AttributeError, OSError, ValueError):
+                cols, lines = shutil.get_terminal_size((0, 0))
+            # a pty without a size (cols/lines 0) would hide the bar
+            size = {"dynamic_ncols": True} if cols > 0 and lines > 0 else {"ncols": 100, "nrows": 24}
             self.bar = tqdm(total=total, initial=done, desc=desc, unit="trial", file=stream,
-                            dynamic_ncols=True, smoothing=0.1)
+                            smoothing=0.1, **size)
 
     def update(self, n: int) -> None:
         if self.bar is not None:
