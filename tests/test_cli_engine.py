@@ -202,3 +202,34 @@ def test_cuda_device_without_cuda_is_a_user_error(capsys, tmp_path):
         pytest.skip("this machine has CUDA")
     code, _, err = _run(capsys, "run", "toy", "--device", "cuda", "--out", str(tmp_path / "x"))
     assert code == 2 and "CUDA is not available" in err and not (tmp_path / "x").exists()
+
+
+def test_experiment_cli_field_flag_sets_the_hparam(monkeypatch, tmp_path):
+    """An experiment's ``cli_fields`` become flags of `polarity run` (e.g. --source X)."""
+    import dataclasses
+
+    from polarity import engine
+    from polarity.experiments.toy import Toy, ToyHparams
+
+    @dataclasses.dataclass(frozen=True)
+    class HP(ToyHparams):
+        source: str = "none"
+
+    class Sourced(Toy):
+        name = "toy-sourced"
+        Hparams = HP
+        presets = {"quick": HP(ns=(8,))}
+        cli_fields = {"source": "where the template comes from"}
+
+    monkeypatch.setitem(experiments.REGISTRY, "toy-sourced", Sourced())
+    seen = {}
+
+    def fake_run_spec(spec, out, **kw):
+        seen["hp"] = spec.hp
+        raise experiments.ExperimentError("stop here")
+
+    monkeypatch.setattr(engine, "run_spec", fake_run_spec)
+    run_help = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "--source SOURCE" in run_help and "toy-sourced" in run_help
+    code = cli.main(["run", "toy-sourced", "--source", "pretrained:cifar10", "--out", str(tmp_path / "x")])
+    assert code == 2 and seen["hp"].source == "pretrained:cifar10"
