@@ -221,7 +221,12 @@ class RayExecutor(Executor):
 
     def run(self, name, hp, jobs, device):
         ray = self.ray
-        remote = ray.remote(num_cpus=1, max_retries=0)(execute_job)
+        if str(device).startswith("cuda"):
+            # one GPU per task; Ray sets CUDA_VISIBLE_DEVICES, so the task's device is plain "cuda"
+            remote = ray.remote(num_cpus=1, num_gpus=1, max_retries=0)(execute_job)
+            device = "cuda"
+        else:
+            remote = ray.remote(num_cpus=1, max_retries=0)(execute_job)
         refs = {remote.remote(name, hp, job, device): job for job in jobs}
         pending = list(refs)
         try:
