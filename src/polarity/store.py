@@ -40,7 +40,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .experiments.base import ExperimentError, TrialKey, TrialResult
 

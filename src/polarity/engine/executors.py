@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..experiments.base import ExperimentError, Job, TrialResult
 

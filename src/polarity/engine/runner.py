@@ -21,7 +21,7 @@ from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hpara
 from ..store import FILENAME, Store, StoreError
 from .executors import Outcome, check_device, make_executor
 from .progress import Progress
-from .spec import Spec, SpecError, hparams_from_dict, spec_diff
+from .spec import Spec, hparams_from_dict, spec_diff
 
 SPEC_FILE = "spec.json"
 

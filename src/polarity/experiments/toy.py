@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import register
 from .base import EpochRecord, Experiment, Job, TrialKey, TrialResult, trial_seed
