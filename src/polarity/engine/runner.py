@@ -233,6 +233,9 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
                     if not quiet:
                         bar.write(f"job {job.key} failed: {outcome.error}")
                     continue
+                if outcome.results and not any(r.wall_s for r in outcome.results):
+                    for r in outcome.results:  # the experiment did not time its trials: share the job's time
+                        r.wall_s = outcome.wall_s / len(outcome.results)
                 n_new = sum(1 for r in outcome.results if r.key not in done)
                 try:
                     store.commit_job(spec.experiment, job.key, outcome.results, hardware=outcome.hardware,
