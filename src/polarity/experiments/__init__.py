@@ -23,9 +23,9 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for mod in _MODULES:
         importlib.import_module(mod)
+    _loaded = True
 
 
 def get(name: str) -> Experiment:
