@@ -88,14 +88,19 @@ def _finish(fig, ax, out: Path, title, xlabel, ylabel, logx, overlay, x, summary
         xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         ax.plot(xs, ys, "--", lw=1.5, color="k" if not extra else None, label=label)
         extra.append(pd.DataFrame({"group": label, x: xs, ycol: ys}))
-    if logx:
+    vals = summary[ycol].to_numpy(dtype=float) if ycol in summary else np.array([])
+    if not np.isfinite(vals).any() and not extra:
+        ax.text(0.5, 0.5, "no trial reached it" if ycol == "median" else "no data",
+                transform=ax.transAxes, ha="center", va="center")
+    elif logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or ycol)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
