@@ -213,6 +213,53 @@ if HAVE_NUMBA:
                 z[i] += vj * max(a, zero)
             j += 1
 
+    _F32 = np.float32
+    _LOG2E = np.float32(1.4426950408889634)
+    _LN2_HI = np.float32(0.693145751953125)
+    _LN2_LO = np.float32(1.428606765330187e-06)
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _bce_exp(z, y, n, tb, kb):
+        # tb[i] * 2^kb[i] = exp(-|u_i|), u = (2y - 1) z, in float32: range reduction + degree-7
+        # polynomial (relative error < 1e-7); no libm call, so the loop vectorises
+        for i in range(n):
+            u = _F32((2.0 * y[i] - 1.0) * z[i])
+            x = -min(abs(u), _F32(80.0))
+            k = np.floor(x * _LOG2E + _F32(0.5))
+            r = x - k * _LN2_HI - k * _LN2_LO
+            tb[i] = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
+                _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
+            kb[i] = np.int32(k)
+
+    @_nb.njit(cache=True, nogil=True)
+    def _bce_scale(tb, kb, n):
+        ti = tb.view(np.int32)
+        for i in range(n):
+            ti[i] += kb[i] << 23
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _bce_log(z, y, n, tb):
+        # softplus(-u) = relu(-u) + log1p(t), t = exp(-|u|) in (0, 1]: log1p(t) = 2 atanh(t / (2 + t))
+        for i in range(n):
+            t = tb[i]
+            q = _F32(t / (_F32(2.0) + t))
+            q2 = q * q
+            lg = _F32(2.0) * q * (_F32(1.0) + q2 * (_F32(1 / 3) + q2 * (_F32(1 / 5) + q2 * (_F32(1 / 7) + q2 * (
+                _F32(1 / 9) + q2 * (_F32(1 / 11) + q2 * (_F32(1 / 13) + q2 * _F32(1 / 15))))))))
+            u = _F32((_F32(2.0) * y[i] - _F32(1.0)) * z[i])
+            tb[i] = max(-u, _F32(0.0)) + lg
+        s = 0.0
+        for i in range(n):
+            s += tb[i]
+        return s
+
+    @_nb.njit(cache=True, nogil=True)
+    def _bce_sum(z, y, n, tb, kb):
+        """sum over i < n of BCE(logit z_i, label y_i) (float32 terms, float64 sum)."""
+        _bce_exp(z, y, n, tb, kb)
+        _bce_scale(tb, kb, n)
+        return _bce_log(z, y, n, tb)
+
     @_nb.njit(cache=True, nogil=True)
     def _hits(z, y):
         k = 0
@@ -222,20 +269,51 @@ if HAVE_NUMBA:
         return k
 
     @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _val_serial(xt, y, w1t, b1, w2, b2, widths, z, hits):
+    def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, kb, out):
+        _logits_one(xt, w1t, b1, w2, b2, width, z)
+        nv = z.shape[0]
+        out[0] = _bce_sum(z, y, nv, tb, kb) / nv
+        out[1] = _hits(z, y) / nv
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _val_serial(xt, y, w1t, b1, w2, b2, widths, out):
+        """Validation loss and accuracy of every network: out [2, G, C]."""
         G, C = b2.shape
+        nv = xt.shape[2]
+        z = np.empty(nv, dtype=b1.dtype)
+        tb = np.empty(nv, dtype=np.float32)
+        kb = np.empty(nv, dtype=np.int32)
+        o = np.empty(2, dtype=np.float64)
         for g in range(G):
             for c in range(C):
-                _logits_one(xt[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z[g, c])
-                hits[g, c] = _hits(z[g, c], y[g])
+                _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, kb, o)
+                out[0, g, c] = o[0]
+                out[1, g, c] = o[1]
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
-    def _val_parallel(xt, y, w1t, b1, w2, b2, widths, z, hits):
+    def _val_parallel(xt, y, w1t, b1, w2, b2, widths, out):
         G, C = b2.shape
+        nv = xt.shape[2]
         for gc in _nb.prange(G * C):
             g, c = gc // C, gc % C
-            _logits_one(xt[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z[g, c])
-            hits[g, c] = _hits(z[g, c], y[g])
+            z = np.empty(nv, dtype=b1.dtype)
+            tb = np.empty(nv, dtype=np.float32)
+            kb = np.empty(nv, dtype=np.int32)
+            o = np.empty(2, dtype=np.float64)
+            _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, kb, o)
+            out[0, g, c] = o[0]
+            out[1, g, c] = o[1]
+
+    @_nb.njit(cache=True, nogil=True)
+    def _train_loss(zt, ys, gn, out):
+        """Epoch train loss per network from the logits recorded during the epoch:
+        zt [G, C, S*B], ys [G, S*B] (labels in the same order), gn [G] valid samples."""
+        G, C, L = zt.shape
+        tb = np.empty(L, dtype=np.float32)
+        kb = np.empty(L, dtype=np.int32)
+        for g in range(G):
+            for c in range(C):
+                out[g, c] = _bce_sum(zt[g, c], ys[g], gn[g], tb, kb) / gn[g]
 
     @_nb.njit(cache=True, fastmath=True, nogil=True)
     def _adam(p, m, v, gr, ss, bc2s, eps, omb1, b2_, omb2):
@@ -601,17 +679,16 @@ def train_batched(
         sc_np[..., 4], sc_np[..., 5], sc_np[..., 6] = 1 - beta1, beta2, 1 - beta2
         zt = torch.zeros(G, C, S, B, dtype=dt)  # training logits of the epoch (for the train loss)
         zt_np = zt.numpy()
-        zt_flat = zt.view(G, C, S * B)
-        ys_ep = torch.zeros(G, 1, S * B, dtype=dt)
-        wts_t = torch.from_numpy(wts).to(dt).view(G, 1, S * B)
+        ys_ep = torch.zeros(G, S * B, dtype=dt)
         hits_t = torch.zeros(G, C, dtype=torch.int64)
         hits_np = hits_t.numpy()
         xvt_np = xv.transpose(1, 2).contiguous().numpy()  # [G, d, nv]
         yv_np = yv.contiguous().numpy()
-        zv_t = torch.zeros(G, C, nv, dtype=dt)
-        zv_np = zv_t.numpy()
-        vhits_t = torch.zeros(G, C, dtype=torch.int64)
-        vhits_np = vhits_t.numpy()
+        vout_t = torch.zeros(2, G, C, dtype=torch.float64)
+        vout_np = vout_t.numpy()
+        tl_t = torch.zeros(G, C, dtype=torch.float64)
+        tl_np = tl_t.numpy()
+        gn_np = gn.copy()
     else:
         if not all_active:
             adam_tab = torch.from_numpy(np.stack([ss_tab, bc2s_tab, eps_tab, act * (1 - beta1),
@@ -675,18 +752,17 @@ def train_batched(
             step_no += 1
         # train metrics of the epoch
         if fused:
-            ys_ep.copy_(y_flat[idx_t[e].permute(1, 0, 2).reshape(G, 1, S * B)])
-            u = zt_flat * (2 * ys_ep - 1)
-            rec[e, 0] = (_softplus_neg(u) * wts_t).sum(-1) / gn_t
+            ys_ep.copy_(y_flat[idx_t[e].permute(1, 0, 2).reshape(G, S * B)])
+            _train_loss(zt_np.reshape(G, C, S * B), ys_ep.numpy(), gn_np, tl_np)
+            rec[e, 0] = tl_t
             rec[e, 1] = hits_t / gn_t
         else:
             rec[e, 0] = tr_loss / gn_t
             rec[e, 1] = tr_acc / gn_t
         # validation
         if fused:
-            val_k(xvt_np, yv_np, pv[0], pv[1], pv[2], pv[3], widths_np, zv_np, vhits_np)
-            rec[e, 2] = _softplus_neg(zv_t * sv).mean(-1)
-            rec[e, 3] = vhits_t / nv
+            val_k(xvt_np, yv_np, pv[0], pv[1], pv[2], pv[3], widths_np, vout_np)
+            rec[e, 2:4] = vout_t
         else:
             for g0 in range(0, G, chunk):
                 g1 = min(G, g0 + chunk)
