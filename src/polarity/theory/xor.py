@@ -27,15 +27,17 @@ values is impossible for any network with a nonzero noise weight: along a noise 
 and ``y`` tends to an affine function of the relevant pair plus a term linear in ``t``; either
 that slope is nonzero (then all far points get one sign) or it cancels and what is left is an
 affine function of ``(x1, x2)``, which cannot realise XOR.  We therefore require correct
-classification for all noise values in every *bounded* set B (e.g. a ball holding any
-probability 1 - delta of the noise).  That is equivalent to the noise-free problem: (=>) take
-``z = 0`` in B - wait, B need not contain 0, so take B large enough to contain 0; (<=) a
-noise-free solution has a positive margin on the compact support, and since the noise weights'
-magnitudes are free they can be made so small that ``|sum_k n_jk z_k| < margin / (H max|v|)``
-on B.  Positive magnitudes can be arbitrarily small, so "nonzero" costs nothing; hence **the
-signs of the noise weights are irrelevant** and only ``(s1, s2, sv)`` of a unit (plus its bias
-sign, if constrained) matters.  With free hidden biases the equivalence holds for *every*
-bounded B, because a fixed noise value only shifts each hidden bias.
+classification for all noise values in every *bounded* set B (e.g. a ball holding probability
+1 - delta of the noise, for any delta > 0).  That is equivalent to the noise-free problem:
+(=>) a large enough B contains ``z = 0``, where the noise weights do nothing; (<=) a noise-free
+solution has a positive margin m on the compact support, and since the noise weights'
+magnitudes are free (positive, but as small as we like) they can be chosen so that
+``|sum_k n_jk z_k| < m / (2 H max|v_j|)`` on B.  Hence **the signs of the noise weights are
+irrelevant**: only ``(s1, s2, sv)`` of a unit (and its bias sign, if constrained) matters.  With
+free hidden biases the equivalence holds for *every* nonempty bounded B (a fixed noise value
+only shifts each hidden bias).  Without hidden biases the noise could act as a noisy bias,
+but never one of a fixed sign with probability -> 1 (``n . z`` has mean/sd at most sqrt(3)),
+so it cannot make an otherwise impossible template classify all but a vanishing fraction.
 
 Strictness and closures
 -----------------------
@@ -109,17 +111,41 @@ program (``scipy.optimize.linprog``) per pattern combination, in the original pa
 
 Squares (the XOR-5D support)
 ----------------------------
-See `squares_representable` (appended below the corners code) for what is decided exactly
-there and how.
+The four corners lie inside the squares, so squares-representable implies corners-
+representable; the converse fails.  A useful unit can no longer act on its home square alone
+(separating the home square from both neighbours with a normal in the home quadrant needs
+``b > 20 a`` and ``a > 20 b``), so e.g. two useful units of one label are not enough.  Two
+checks bracket the exact answer (`squares_representable`):
 
-The reference formula (SPEC §7)
--------------------------------
+* *no-split* (sufficient): magnitudes exist with which no hidden hyperplane cuts a square.
+  Then ``y`` is affine on each square, and right on a square iff right at its 4 vertices; for
+  each choice of square-level activation patterns (a unit with free bias realises {q, A},
+  {q, B} or all four) that is one LP - exact for this restriction;
+* *grid MILP* (necessary): exact mixed-integer classification of a 3 x 3 grid of points per
+  square (big-M ReLU encoding on a box, which homogeneity allows).
+
+They agree on every multiset of up to 3 unit types and on 40 random infeasible multisets of 4
+(checked while building this module), so we take the no-split answer as the decision.  For
+free hidden and output biases it reduces to a rule on unit types (`_squares_rule`, equal to the
+no-split LP on all multisets of up to 4 types and on 1,500 random ones of up to 13; the tests
+re-check samples): representable iff (a) useful units at 3 distinct corners, or (b) a useful
+and a harmful unit at one corner q plus one more unit that is not useful at q, or (c) a useful
+unit at q and harmful units at the three other corners.  Minimal width: 3 (vs 2 on the corners).
+This rule is derived and verified, not proved; the probabilities built on it are exact given it.
+
+The reference formula (SPEC §7) and which network it describes
+--------------------------------------------------------------
 Each unit draws one of ``2^(d+1)`` equally likely sign patterns (d input signs and the output
-sign), half "useful"; P(H) = P(at least 3 *distinct* useful patterns among H units).  It counts
-sign patterns, not network function: patterns that differ only in noise-input signs are
-distinct for it but identical for the network, and it asks for 3 useful patterns where the
-XOR-5D network (free biases) needs 2 of the same label.  The network variant whose exact
-P(H) it tracks is discussed in `exact_probability`; the table in the README compares them.
+sign), half "useful"; P(H) = P(at least 3 *distinct* useful patterns among H units).  Its
+"useful" is exactly SPEC §4's sufficient rule (output sign = product of the two relevant input
+signs), and "3 distinct useful patterns" is clause (a) of the squares rule - the variant whose
+assumptions it matches is the XOR-5D network on its squares (``"xor5d"``: hidden and output
+biases present and free, noise inputs present).  But it counts sign patterns, not network
+function: patterns that differ only in noise-input signs are distinct for it and identical for
+the network (with ``d = 2`` - relevant signs only - it is exactly P(clause (a)), a lower bound
+on the xor5d curve), and it ignores clauses (b) and (c), which let useful-plus-harmful
+combinations represent XOR.  So it sits below the exact xor5d curve at every width
+(0.11 vs 0.35 at H = 3, 0.47 vs 0.80 at H = 5).
 """
 from __future__ import annotations
 
@@ -474,6 +500,8 @@ def _lp_one(units, patterns, ob) -> bool:
     if cb is not None:
         bounds.append(cb)
     nv = len(bounds)
+    if nv == 0:  # no parameters at all: y = 0 everywhere
+        return False
     rows, rhs = [], []
     for k, (x1, x2) in enumerate(CORNERS):
         y = np.zeros(nv)
@@ -824,6 +852,8 @@ def _squares_nosplit_lp(units, patterns, ob) -> bool:
     if cb is not None:
         bounds.append(cb)
     nv = len(bounds)
+    if nv == 0:  # no parameters at all: y = 0 everywhere
+        return False
     rows, rhs = [], []
     for (x1, x2), l, k in zip(pts, lab, sq):
         y = np.zeros(nv)
