@@ -244,3 +244,20 @@ def test_imagenet_checkpoint_source_onto_alexnet_with_new_head(tmp_path):
     replace = build_model("alexnet", 10, head="replace")
     t2 = src.polarity_template(replace)  # the 1000-way layer has no counterpart: dropped
     assert t2["classifier.6.weight"].shape == (10, 4096)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_source_total(text):
+    """Any string either parses to a known kind or raises TransferError (never anything else)."""
+    try:
+        spec = parse_source(text)
+    except TransferError as e:
+        assert repr(text.strip())[:10] in str(e) or "source" in str(e)
+    else:
+        assert spec.kind in ("imagenet", "pretrained", "none")
+        if spec.kind == "pretrained":
+            assert spec.dataset in ("fmnist", "cifar10")

@@ -78,7 +78,7 @@ class ImageHparams:
     data_root: str | None = None
     data_source: str = "auto"
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
 
 
 def _cutoffs_for(primary: float, lo: float, hi: float) -> tuple[float, ...]:
@@ -99,8 +99,8 @@ def _presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi: flo
                          threads=4)
     quick = ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
                          source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=3,
-                         epochs=10, batch_size=50, lr=1e-3, val_size=800, cutoff=cutoff,
-                         cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4)
+                         epochs=10, batch_size=50, lr=1e-3, val_size=600, cutoff=cutoff,
+                         cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, threads=1)
     tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
                                val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1)
     return {"quick": quick, "paper": paper, "tiny": tiny}
@@ -515,7 +515,7 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
           f"Architecture `{hp.arch}` at {hp.in_size}x{hp.in_size}, transfer source `{hp.source}`, "
           f"{hp.epochs} epochs, batch {hp.batch_size}, Adam lr {hp.lr}, reset `{hp.reset}`, "
           f"validation = {'the whole test split' if hp.val_size is None else f'the first {hp.val_size} test images'}; "
-          f"{pt.groupby('condition').size().max()} trials per condition over n = "
+          f"{pt.groupby(['condition', 'n']).size().max()} trials per condition and n, n = "
           f"{', '.join(str(v) for v in sorted(pt['n'].unique()))}. Cut-off {hp.cutoff:g}.", ""]
     if "source_val_acc" in ex and ex["source_val_acc"].notna().any():
         md += [f"Source network ({slabel}) validation accuracy on its own task: "
