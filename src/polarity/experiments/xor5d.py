@@ -334,87 +334,94 @@ if HAVE_NUMBA:
         return out[0]
 
     @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _step_one5(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, A, inv, width, zout):
-        """Forward + backward of a 5-input network, four samples per pass over the hidden units
-        (so the hidden loop vectorises with the inputs held in registers).  Accumulates the
-        gradients of the batch-mean BCE into gw1 [5, Hp], gb1, gw2, gb2 (zeroed by the caller)."""
+    def _exp_neg_abs(z, n, tb, kb):
+        # tb[i] = exp(-|z_i|) in float32 (range reduction + polynomial + exponent bits; vectorises)
+        for i in range(n):
+            x = -min(abs(_F32(z[i])), _F32(80.0))
+            k = np.floor(x * _LOG2E + _F32(0.5))
+            r = x - k * _LN2_HI - k * _LN2_LO
+            tb[i] = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
+                _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
+            kb[i] = np.int32(k)
+        _bce_scale(tb, kb, n)
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    def _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+                      inv, width, zout, exact_exp):
+        """Forward + backward of one 5-input network over its batch, vectorised over the samples
+        (cost ~ width x batch with a small fixed part, good for narrow networks).  Writes the
+        gradients of the batch-mean BCE into gw1 [5, >=width], gb1, gw2, gb2; returns #correct.
+        Scratch: xT [5, B], A [>=width, B], zb, db [B] (param dtype), tb [B] f32, kb [B] i32."""
         zero = np.zeros(1, dtype=b1.dtype)[0]
-        W0, W1, W2, W3, W4 = w1t[0], w1t[1], w1t[2], w1t[3], w1t[4]
-        G0, G1, G2, G3, G4 = gw1[0], gw1[1], gw1[2], gw1[3], gw1[4]
-        A0, A1, A2, A3 = A[0], A[1], A[2], A[3]
-        tmp = np.empty(1, dtype=b1.dtype)
+        x0, x1, x2, x3, x4 = xT[0], xT[1], xT[2], xT[3], xT[4]
+        for i in range(cnt):
+            r = rows[i]
+            x0[i] = xs[r, 0]
+            x1[i] = xs[r, 1]
+            x2[i] = xs[r, 2]
+            x3[i] = xs[r, 3]
+            x4[i] = xs[r, 4]
+        c = b2[0]
+        for i in range(cnt):
+            zb[i] = c
+        for j in range(width):
+            bj, vj = b1[j], w2[j]
+            u0, u1, u2, u3, u4 = w1t[0, j], w1t[1, j], w1t[2, j], w1t[3, j], w1t[4, j]
+            Aj = A[j]
+            for i in range(cnt):
+                a = bj + x0[i] * u0 + x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
+                Aj[i] = a
+                zb[i] += vj * max(a, zero)
         hits = 0
-        for i0 in range(0, cnt, 4):
-            ns = min(4, cnt - i0)
-            r0 = rows[i0]
-            r1 = rows[i0 + 1] if ns > 1 else r0
-            r2 = rows[i0 + 2] if ns > 2 else r0
-            r3 = rows[i0 + 3] if ns > 3 else r0
-            x00, x01, x02, x03, x04 = xs[r0, 0], xs[r0, 1], xs[r0, 2], xs[r0, 3], xs[r0, 4]
-            x10, x11, x12, x13, x14 = xs[r1, 0], xs[r1, 1], xs[r1, 2], xs[r1, 3], xs[r1, 4]
-            x20, x21, x22, x23, x24 = xs[r2, 0], xs[r2, 1], xs[r2, 2], xs[r2, 3], xs[r2, 4]
-            x30, x31, x32, x33, x34 = xs[r3, 0], xs[r3, 1], xs[r3, 2], xs[r3, 3], xs[r3, 4]
-            z0 = zero
-            z1 = zero
-            z2 = zero
-            z3 = zero
-            for j in range(width):
-                bj, vj = b1[j], w2[j]
-                u0, u1, u2, u3, u4 = W0[j], W1[j], W2[j], W3[j], W4[j]
-                a0 = bj + x00 * u0 + x01 * u1 + x02 * u2 + x03 * u3 + x04 * u4
-                a1 = bj + x10 * u0 + x11 * u1 + x12 * u2 + x13 * u3 + x14 * u4
-                a2 = bj + x20 * u0 + x21 * u1 + x22 * u2 + x23 * u3 + x24 * u4
-                a3 = bj + x30 * u0 + x31 * u1 + x32 * u2 + x33 * u3 + x34 * u4
-                A0[j] = a0
-                A1[j] = a1
-                A2[j] = a2
-                A3[j] = a3
-                z0 += vj * max(a0, zero)
-                z1 += vj * max(a1, zero)
-                z2 += vj * max(a2, zero)
-                z3 += vj * max(a3, zero)
-            c = b2[0]
-            z0 += c
-            z1 += c
-            z2 += c
-            z3 += c
-            y0 = ys[r0]
-            zout[i0] = z0
-            hits += (z0 > 0) == (y0 > 0.5)
-            d0 = _sigmoid_grad(z0, y0, inv, tmp)
-            d1 = zero
-            d2 = zero
-            d3 = zero
-            if ns > 1:
-                y1 = ys[r1]
-                zout[i0 + 1] = z1
-                hits += (z1 > 0) == (y1 > 0.5)
-                d1 = _sigmoid_grad(z1, y1, inv, tmp)
-            if ns > 2:
-                y2 = ys[r2]
-                zout[i0 + 2] = z2
-                hits += (z2 > 0) == (y2 > 0.5)
-                d2 = _sigmoid_grad(z2, y2, inv, tmp)
-            if ns > 3:
-                y3 = ys[r3]
-                zout[i0 + 3] = z3
-                hits += (z3 > 0) == (y3 > 0.5)
-                d3 = _sigmoid_grad(z3, y3, inv, tmp)
-            gb2[0] += (d0 + d1) + (d2 + d3)
-            for j in range(width):
-                vj = w2[j]
-                a0, a1, a2, a3 = A0[j], A1[j], A2[j], A3[j]
-                gw2[j] += (d0 * max(a0, zero) + d1 * max(a1, zero)) + (d2 * max(a2, zero) + d3 * max(a3, zero))
-                h0 = d0 * vj if a0 > zero else zero
-                h1 = d1 * vj if a1 > zero else zero
-                h2 = d2 * vj if a2 > zero else zero
-                h3 = d3 * vj if a3 > zero else zero
-                gb1[j] += (h0 + h1) + (h2 + h3)
-                G0[j] += (x00 * h0 + x10 * h1) + (x20 * h2 + x30 * h3)
-                G1[j] += (x01 * h0 + x11 * h1) + (x21 * h2 + x31 * h3)
-                G2[j] += (x02 * h0 + x12 * h1) + (x22 * h2 + x32 * h3)
-                G3[j] += (x03 * h0 + x13 * h1) + (x23 * h2 + x33 * h3)
-                G4[j] += (x04 * h0 + x14 * h1) + (x24 * h2 + x34 * h3)
+        if exact_exp:
+            for i in range(cnt):
+                z = zb[i]
+                y = ys[rows[i]]
+                zout[i] = z
+                hits += (z > 0) == (y > 0.5)
+                db[i] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
+        else:
+            _exp_neg_abs(zb, cnt, tb, kb)
+            for i in range(cnt):
+                z = zb[i]
+                y = ys[rows[i]]
+                zout[i] = z
+                hits += (z > 0) == (y > 0.5)
+                t = tb[i]
+                s = (_F32(1.0) if z >= 0 else t) / (_F32(1.0) + t)
+                db[i] = (s - y) * inv
+        s2 = zero
+        for i in range(cnt):
+            s2 += db[i]
+        gb2[0] = s2
+        for j in range(width):
+            vj = w2[j]
+            Aj = A[j]
+            sw = zero
+            sb = zero
+            s0 = zero
+            s1 = zero
+            s2 = zero
+            s3 = zero
+            s4 = zero
+            for i in range(cnt):
+                a = Aj[i]
+                dz = db[i]
+                h = dz * vj if a > zero else zero
+                sw += dz * max(a, zero)
+                sb += h
+                s0 += x0[i] * h
+                s1 += x1[i] * h
+                s2 += x2[i] * h
+                s3 += x3[i] * h
+                s4 += x4[i] * h
+            gw2[j] = sw
+            gb1[j] = sb
+            gw1[0, j] = s0
+            gw1[1, j] = s1
+            gw1[2, j] = s2
+            gw1[3, j] = s3
+            gw1[4, j] = s4
         return hits
 
     @_nb.njit(cache=True, fastmath=True, nogil=True)
@@ -455,22 +462,23 @@ if HAVE_NUMBA:
 
     @_nb.njit(cache=True, fastmath=True, nogil=True)
     def _step_one(xs, ys, rows, cnt, w1t, b1, w2, b2, mw1, mb1, mw2, mb2, vw1, vb1, vw2, vb2,
-                  sc, width, zout, gw1, gb1, gw2, gb2, A):
+                  sc, width, zout, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb, exact_exp):
         """One Adam step of one network on the samples ``rows[:cnt]``; returns #correct.
-        gw1 [d, Hp], gb1, gw2 [Hp], gb2 [1], A [4, Hp]: scratch."""
+        gw1 [d, Hp], gb1, gw2 [Hp], gb2 [1] and the rest: scratch."""
         d = xs.shape[1]
-        zero = np.zeros(1, dtype=b1.dtype)[0]
-        for k in range(d):
-            for j in range(width):
-                gw1[k, j] = zero
-        for j in range(width):
-            gb1[j] = zero
-            gw2[j] = zero
-        gb2[0] = zero
         inv = sc[0]  # 1 / cnt
         if d == 5:
-            hits = _step_one5(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, A, inv, width, zout)
+            hits = _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db,
+                                 tb, kb, inv, width, zout, exact_exp)
         else:
+            zero = np.zeros(1, dtype=b1.dtype)[0]
+            for k in range(d):
+                for j in range(width):
+                    gw1[k, j] = zero
+            for j in range(width):
+                gb1[j] = zero
+                gw2[j] = zero
+            gb2[0] = zero
             hits = _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout)
         ss, bc2s, eps, omb1, b2_, omb2 = sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
         for k in range(d):
@@ -480,15 +488,19 @@ if HAVE_NUMBA:
         _adam(b2, mb2, vb2, gb2, ss, bc2s, eps, omb1, b2_, omb2)
         return hits
 
+    @_nb.njit(cache=True, nogil=True)
+    def _scratch(d, Hp, B, dtype_like):
+        return (np.empty((d, Hp), dtype=dtype_like.dtype), np.empty(Hp, dtype=dtype_like.dtype),
+                np.empty(Hp, dtype=dtype_like.dtype), np.empty(1, dtype=dtype_like.dtype),
+                np.empty((d, B), dtype=dtype_like.dtype), np.empty((Hp, B), dtype=dtype_like.dtype),
+                np.empty(B, dtype=dtype_like.dtype), np.empty(B, dtype=dtype_like.dtype),
+                np.empty(B, dtype=np.float32), np.empty(B, dtype=np.int32))
+
     @_nb.njit(cache=True, fastmath=True, nogil=True)
     def _step_serial(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
-                     sc, widths, zout, hits):
+                     sc, widths, zout, hits, exact_exp):
         G, C, d, Hp = W1T.shape
-        gw1 = np.empty((d, Hp), dtype=B1.dtype)
-        gb1 = np.empty(Hp, dtype=B1.dtype)
-        gw2 = np.empty(Hp, dtype=B1.dtype)
-        gb2 = np.empty(1, dtype=B1.dtype)
-        A = np.empty((4, Hp), dtype=B1.dtype)
+        gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb = _scratch(d, Hp, rows.shape[1], B1)
         for g in range(G):
             if cnt[g] == 0:
                 continue
@@ -496,25 +508,23 @@ if HAVE_NUMBA:
                 hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
                                         B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
                                         VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, A)
+                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+                                        exact_exp)
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
     def _step_parallel(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
-                       sc, widths, zout, hits):
+                       sc, widths, zout, hits, exact_exp):
         G, C, d, Hp = W1T.shape
         for gc in _nb.prange(G * C):
             g, c = gc // C, gc % C
             if cnt[g] == 0:
                 continue
-            gw1 = np.empty((d, Hp), dtype=B1.dtype)
-            gb1 = np.empty(Hp, dtype=B1.dtype)
-            gw2 = np.empty(Hp, dtype=B1.dtype)
-            gb2 = np.empty(1, dtype=B1.dtype)
-            A = np.empty((4, Hp), dtype=B1.dtype)
+            gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb = _scratch(d, Hp, rows.shape[1], B1)
             hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
                                     B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
                                     VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, A)
+                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+                                    exact_exp)
 
 
 # ----------------------------------------------------------------------------- batched trainer
@@ -666,6 +676,9 @@ def train_batched(
         step_k = _step_parallel if par else _step_serial
         val_k = _val_parallel if par else _val_serial
         np_dt = np.float32 if dt == torch.float32 else np.float64
+        # the sigmoid of the training step: libm exp in float64 runs (exact checks), a vectorised
+        # float32 exp (relative error < 1e-7, below float32 resolution of the result) otherwise
+        exact_exp = dt == torch.float64
         xs_np, ys_np = x_flat.numpy(), y_flat.numpy()
         pv = [t.numpy() for t in views(flat)]
         mv = [t.numpy() for t in views(m)]
@@ -712,7 +725,7 @@ def train_batched(
         for s in range(S):
             if fused:
                 step_k(xs_np, ys_np, idx_np[e, s], cnt_np[s], *pv, *mv, *vv, sc_np[e, s], widths_np,
-                       zt_np[:, :, s], hits_np)
+                       zt_np[:, :, s], hits_np, exact_exp)
             else:
                 ii = idx_t[e, s].reshape(-1)
                 Xb = x_flat.index_select(0, ii).view(G, B, d)

@@ -1,0 +1,102 @@
+"""Benchmark of the batched XOR-5D trainer (issue 4).  Prints ONE JSON line.
+
+* ``fig1_s``: wall time of every job of the ``fig1`` preset (11 sample sizes x 50 trials x 3
+  conditions = 1650 networks, width 64, 100 epochs, validation every epoch) through
+  ``Experiment.run_job`` — i.e. including data generation, initialisation and the assembly of the
+  per-epoch ``TrialResult`` records, excluding the results database.
+* ``naive_trial_s``: one network trained alone (``XORNet`` + ``torch.optim.Adam`` + the
+  Freeze-SGD reset for frozen conditions + a validation pass per epoch), in this process,
+  averaged over the fig1 sample sizes and its three conditions.  To keep the benchmark short
+  only ``naive_epochs`` epochs are timed and the time is scaled to the preset's 100 epochs
+  (``naive_scaled_from_epochs`` says so).
+* ``batched_trial_s`` = ``fig1_s`` / networks; ``speedup`` = naive / batched.
+* ``fig4_s``: wall time of the ``fig4`` preset: widths {2..29, 30, 32, 48, 64} x 50 trials x 3
+  conditions at every fig1 sample size (n = 8 ... 500), 52,800 networks (``--fig4-n500`` times
+  only n = 500 instead, 4,800 networks).  Jobs group networks by batches-per-epoch and width
+  bucket (padding waste ~10%).
+* The numba kernels are compiled (or loaded from cache) before timing.
+
+Goals on one CPU core: fig1_s <= 10, speedup >= 40, fig4_s <= 120.  torch and numba use one
+thread.  Usage: ``python benchmarks/xor5d.py [--skip-fig4] [--fig4-n500] [--naive-epochs K]``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def run_preset(exp, hp) -> tuple[float, int, float]:
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    n = 0
+    for job in exp.jobs(hp):
+        n += len(exp.run_job(hp, job))
+    return time.perf_counter() - t0, n, time.process_time() - c0
+
+
+def naive_trial_s(hp, epochs: int) -> float:
+    from polarity.data.xor import trial_data
+    from polarity.experiments.base import trial_seed
+    from polarity.experiments.xor5d import epoch_permutations, initial_state, parse_condition, train_single
+    from polarity.models.mlp import XORNet
+
+    seed = trial_seed(hp.seed, 0)
+    data = trial_data(seed, max(hp.sample_sizes), hp.n_val)
+    xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    times = []
+    for n in hp.sample_sizes:
+        x, y = (torch.from_numpy(a) for a in data.train(n))
+        perms = epoch_permutations(seed, len(y), epochs)
+        for cname in hp.conditions:
+            cond = parse_condition(cname, hp.reset)
+            p, tm = initial_state(seed, hp.widths[0], cond)
+            net = XORNet(hp.widths[0])
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in p.items()})
+            t0 = time.perf_counter()
+            train_single(net, x, y, perms, {k: torch.from_numpy(v) for k, v in tm.items()}, cond.reset,
+                         lr=hp.lr, batch_size=hp.batch_size, eps=hp.adam_eps, x_val=xv, y_val=yv,
+                         generator=torch.Generator().manual_seed(0))
+            times.append((time.perf_counter() - t0) * hp.epochs / epochs)
+    return float(np.mean(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--skip-fig4", action="store_true")
+    ap.add_argument("--fig4-n500", action="store_true", help="time fig4 at n=500 only")
+    ap.add_argument("--naive-epochs", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from polarity.experiments import get
+
+    exp = get("xor5d")
+    fig1 = exp.presets["fig1"]
+    warm = dataclasses.replace(fig1, trials=1, epochs=1, sample_sizes=(8, 40))
+    for j in exp.jobs(warm):  # compile / load the kernels
+        exp.run_job(warm, j)
+    out: dict = {"device": "cpu", "threads": 1, "cpu": platform.processor() or platform.machine()}
+    fig1_s, nets, fig1_cpu = run_preset(exp, fig1)
+    out.update(fig1_s=round(fig1_s, 3), fig1_cpu_s=round(fig1_cpu, 3), fig1_networks=nets)
+    naive = naive_trial_s(fig1, args.naive_epochs)
+    batched = fig1_s / nets
+    out.update(naive_trial_s=round(naive, 4), naive_scaled_from_epochs=args.naive_epochs,
+               batched_trial_s=round(batched, 6), speedup=round(naive / batched, 1))
+    if not args.skip_fig4:
+        name = "fig4-n500" if args.fig4_n500 else "fig4"
+        fig4_s, n4, fig4_cpu = run_preset(exp, exp.presets[name])
+        out.update(fig4_preset=name, fig4_s=round(fig4_s, 3), fig4_cpu_s=round(fig4_cpu, 3), fig4_networks=n4)
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
