@@ -686,7 +686,11 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     save(fig, "learning_curves_images.png")
 
     # ---- C.5: sign switches of fluid-rand
-    sw_cols = [c for c in epochs.columns if str(c).startswith("switch/")]
+    def layer_key(col):  # network order: features.* before classifier.*, numeric indices
+        parts = str(col)[len("switch/"):].split(".")
+        return (parts[0] == "classifier", [int(q) if q.isdigit() else -1 for q in parts])
+
+    sw_cols = sorted((c for c in epochs.columns if str(c).startswith("switch/")), key=layer_key)
     fr = epochs[epochs["condition"] == "fluid-rand"]
     if sw_cols and len(fr):
         sw = fr.groupby(["n", "epoch"])[sw_cols].median().reset_index()
@@ -699,7 +703,7 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
             for i, col in enumerate(sw_cols):
                 ax.plot(f["epoch"], f[col], color=cmap(i / max(len(sw_cols) - 1, 1)),
                         label=col[len("switch/"):])
-            ax.set_yscale("symlog", linthresh=1e-4)
+            ax.set_yscale("log", nonpositive="mask")
             ax.set_title(f"n = {nn}", fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("fraction of signs switched")
