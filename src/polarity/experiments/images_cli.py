@@ -112,5 +112,6 @@ def _info(args) -> int:
         n = max(v.numel(), 1)
         pos = int((v > 0).sum()) / n
         neg = int((v < 0).sum()) / n
-        print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {1 - pos - neg:7.3f}")
+        free = int((v == 0).sum()) / n
+        print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {free:7.3f}")
     return 0
