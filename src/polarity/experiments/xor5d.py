@@ -34,17 +34,30 @@ trains freely.  Frozen conditions apply ``polarity.freeze.reset_`` after every A
 
 Batched trainer
 ---------------
-A job is a set of *groups* (trial, n) times a set of *columns* (condition, width).  All networks of
-a job train as one tensor program: the first layer of a group is one ``baddbmm`` over the
-concatenated columns (they share the group's batch), the output layer and the hand-written
-backward pass are batched elementwise ops and ``bmm``; Adam runs on one flat buffer holding every
-parameter of every network.  Groups with fewer batches per epoch sit out (masked) the steps they
-don't have: their parameters, moments and Adam step count stay untouched, so every network follows
-exactly its own ``torch.optim.Adam`` trajectory.  Columns narrower than the job's width are
-zero-padded: padded units have zero weights, zero gradients and zero Adam moments, so they stay
-exactly zero and contribute nothing.  Everything is recorded on the device and copied to the host
-once per job.  ``jobs()`` groups networks by batches-per-epoch and by width bucket so that masking
-and padding waste little.
+A job is a set of *groups* (trial, n) times a set of *columns* (condition, width); every network
+of the job trains in one program over a network axis.  Parameters, Adam moments and gradients
+live in flat buffers with a [group, column, ...] layout.  Two interchangeable paths:
+
+* ``fused`` (default on CPU; numba): one kernel call per optimizer step runs, for every network,
+  the forward pass, the hand-written backward pass of the batch-mean BCE and the Adam update
+  (``torch.optim.Adam``'s single-tensor arithmetic, bias corrections computed in float64 on the
+  host as torch does); one kernel call per epoch runs every network's validation pass (logits,
+  BCE, accuracy).  Loops vectorise over samples / hidden units.  In float32 runs the sigmoid of
+  the training step and the BCE use a vectorised float32 exp/log (relative error < 1e-7, below
+  float32 resolution); float64 runs use libm's exp for the step (that is what the exactness
+  tests use).
+* ``torch`` (any device, e.g. CUDA; ``fused=False``): the same step as batched ``matmul``s and
+  elementwise ops over the [group, column] axes.
+
+Either way, per step: a host-built index table gives every group its batch (no host syncs in the
+loop); groups with fewer batches per epoch sit out (masked) the steps they don't have, and their
+parameters, moments and Adam step count stay untouched, so every network follows exactly its own
+``torch.optim.Adam`` trajectory (tests: float64, 1e-9).  Columns narrower than the job's width
+are zero-padded: padded units have zero weights, gradients and moments, stay exactly zero and are
+skipped by the kernels.  After every step ``polarity.freeze.reset_`` runs once per reset method
+on the whole batched kernel tensors (template 0 for fluid columns and padding).  Records stay on
+the device and reach the host once per job.  ``jobs()`` groups networks by batches-per-epoch and
+by width bucket (``merge_ratio``) so that masking and padding waste little.
 
 posRand draws (values in (0, 1e-3]) come from one generator per job, seeded by ``hp.seed`` and the
 job key, so they depend on the job's composition (a deterministic function of ``hp``): results are
@@ -204,6 +217,13 @@ if HAVE_NUMBA:
                     a3 = c3 + e0 * p03 + e1 * p13 + e2 * p23 + e3 * p33 + e4 * p43
                     z[i] += (v0 * max(a0, zero) + v1 * max(a1, zero)) + (v2 * max(a2, zero) + v3 * max(a3, zero))
                 j += 4
+            while j < width:  # the remaining units one at a time
+                bj, vj = b1[j], w2[j]
+                u0, u1, u2, u3, u4 = w1t[0, j], w1t[1, j], w1t[2, j], w1t[3, j], w1t[4, j]
+                for i in range(nv):
+                    a = bj + x0[i] * u0 + x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
+                    z[i] += vj * max(a, zero)
+                j += 1
         while j < width:
             bj, vj = b1[j], w2[j]
             for i in range(nv):
@@ -1024,7 +1044,7 @@ class Xor5D(Experiment):
                                     {"switch/fc1.weight": s[i][0], "switch/fc2.weight": s[i][1]})
                         for i, e in enumerate(epochs_r)]
             else:
-                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i]) for i, e in enumerate(epochs_r)]
+                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i], {}) for i, e in enumerate(epochs_r)]
             cond = conds[ci]
             out.append(TrialResult(k, seeds[k.trial], per_net, recs, extra={
                 "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
