@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default="fmnist")
     ap.add_argument("--in-size", type=int, default=None, help="default: 32 compact, 227 alexnet")
     ap.add_argument("--width", type=float, default=0.5, help="compact width multiplier")
-    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=50, help="default: the quick preset's")
     ap.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
