@@ -1194,7 +1194,7 @@ def xor_report(hp: XorHparams, epochs, trials, outdir: Path) -> str:
         if len(fl):
             long = fl.melt(id_vars=["epoch"], value_vars=sw, var_name="layer", value_name="switch")
             F.plot_band(long, "epoch", "switch", outdir / "switch_fluid_rand", by="layer",
-                        title=f"fluid-rand: fraction of weights switching sign per epoch (H={main_w})",
+                        title=f"fluid-rand: sign switches per epoch (H={main_w})",
                         ylabel="sign-switch fraction (median, 25-75%)")
             fig("switch_fluid_rand", "Polarity dynamics — fluid-rand sign-switch fraction per epoch (all n)")
     lines += [f"### Results (cells: error median [25%, 75%] / epochs to {c0:g} / success)", ""]
