@@ -1079,14 +1079,18 @@ def _theory_curves(widths: Sequence[int]) -> dict[str, tuple[list, list]]:
         pass
     exact = getattr(mod, "exact_probability", None)
     if exact is not None:
-        try:
-            vals = []
-            for w in ws:
-                r = exact(w)
-                vals.append(float(r[0] if isinstance(r, tuple) else r))
-            out["theory: exact (corners)"] = (ws, vals)
-        except Exception:  # noqa: BLE001
-            pass
+        # the variant that is this experiment's network on its own support (biases free, noise
+        # inputs present, the quadrant squares); fall back to the theory module's default
+        for label, kw in (("theory: exact (xor5d network)", {"variant": "xor5d"}), ("theory: exact", {})):
+            try:
+                vals = []
+                for w in ws:
+                    r = exact(w, **kw)
+                    vals.append(float(r[0] if isinstance(r, tuple) else r))
+                out[label] = (ws, vals)
+                break
+            except Exception:  # noqa: BLE001 - an overlay is optional
+                continue
     return out
 
 
