@@ -149,6 +149,10 @@ def test_bad_hparams_are_named():
         exp.validate(dataclasses.replace(q, reset="flop"))
     with pytest.raises(ExperimentError, match="trains on 'cifar10'"):
         exp.validate(dataclasses.replace(q, dataset="fmnist"))
+    with pytest.raises(ExperimentError, match="val_size"):
+        exp.validate(dataclasses.replace(q, val_size=0))
+    with pytest.raises(ExperimentError, match="cut-offs"):
+        exp.validate(dataclasses.replace(q, cutoffs=(0.5, 50.0)))
     with pytest.raises(ExperimentError, match="need a transfer source"):
         exp.validate(dataclasses.replace(q, source="none"))
     exp.validate(dataclasses.replace(q, source="none", conditions=("fluid-rand", "frozen-rand")))

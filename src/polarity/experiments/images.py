@@ -220,6 +220,13 @@ class ImageExperiment(Experiment):
             raise ExperimentError(f"sample_sizes must be positive integers, got {hp.sample_sizes}")
         if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
             raise ExperimentError("trials, epochs and batch_size must be >= 1")
+        if hp.val_size is not None and hp.val_size < 1:
+            raise ExperimentError(f"val_size must be >= 1 or none (the whole test split), got {hp.val_size}")
+        if hp.in_size < 8:
+            raise ExperimentError(f"in_size must be >= 8, got {hp.in_size}")
+        bad = [c for c in (hp.cutoff, *hp.cutoffs) if not 0.0 < c <= 1.0]
+        if bad:
+            raise ExperimentError(f"cut-offs are validation accuracies in (0, 1]; got {bad}")
         from .. import RESET_METHODS
 
         if hp.reset not in RESET_METHODS:
