@@ -938,6 +938,9 @@ class Xor5D(Experiment):
                    "5->H->1 ReLU net, all trials x conditions of a job batched in one tensor program.")
     Hparams = XorHparams
     conditions = BASE_CONDITIONS
+    cli_fields = {"reset": "default Freeze-SGD reset of frozen conditions without '@method' "
+                           "(posCon|posRand|zero|flip)",
+                  "variant": "XOR data: xor (reference generator) | gaussian (Gaussian parity)"}
     presets = {
         "fig1": XorHparams(sign_switch=True),
         "fig4": XorHparams(widths=FIG4_WIDTHS, sample_sizes=FIG1_N),
