@@ -461,18 +461,17 @@ def _bias_bounds(mode) -> tuple[float | None, float | None] | None:
     return (None, None) if m == 0 else ((0, None) if m > 0 else (None, 0))
 
 
-@lru_cache(maxsize=None)
-def _unit_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
-    """Activation patterns (bitmask over the points) a unit with these signs can realise with its
-    active points strictly positive - every other weakly-satisfied pattern gives the same outputs
-    as one of these."""
+def _realisable_patterns(points, groups, s1: int, s2: int, bias_key) -> tuple[int, ...]:
+    """Bitmasks over the point groups (bit k = active on every point of group k) that a unit with
+    input signs (s1, s2) and bias mode ``bias_key`` realises: one LP feasibility check each, with
+    active points strictly positive (margin 1) and inactive points at most 0."""
     from scipy.optimize import linprog
 
     bb = _bias_bounds(bias_key)
     pats = []
     for mask in range(16):
         rows, rhs = [], []
-        for k, (x1, x2) in enumerate(CORNERS):
+        for (x1, x2), k in zip(points, groups):
             coef = [s1 * x1, s2 * x2] + ([1.0] if bb is not None else [])
             if (mask >> k) & 1:
                 rows.append([-c for c in coef]); rhs.append(-1.0)
@@ -484,6 +483,14 @@ def _unit_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
         if res.status == 0:
             pats.append(mask)
     return tuple(pats)
+
+
+@lru_cache(maxsize=None)
+def _unit_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
+    """Activation patterns (bitmask over the points) a unit with these signs can realise with its
+    active points strictly positive - every other weakly-satisfied pattern gives the same outputs
+    as one of these."""
+    return _realisable_patterns(CORNERS, range(len(CORNERS)), s1, s2, bias_key)
 
 
 def _lp_one(units, patterns, ob) -> bool:
@@ -815,25 +822,8 @@ def _square_vertices(n: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _square_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
     """Square-level activation patterns (bitmask over the 4 squares) that a unit with these
     signs realises without splitting any square (active on a whole square or inactive on it)."""
-    from scipy.optimize import linprog
-
     pts, _, sq = _square_vertices(2)
-    bb = _bias_bounds(bias_key)
-    pats = []
-    for mask in range(16):
-        rows, rhs = [], []
-        for (x1, x2), k in zip(pts, sq):
-            coef = [s1 * x1, s2 * x2] + ([1.0] if bb is not None else [])
-            if (mask >> k) & 1:
-                rows.append([-c for c in coef]); rhs.append(-1.0)
-            else:
-                rows.append(coef); rhs.append(0.0)
-        bounds = [(0, None), (0, None)] + ([bb] if bb is not None else [])
-        res = linprog(np.zeros(len(bounds)), A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds,
-                      method="highs")
-        if res.status == 0:
-            pats.append(mask)
-    return tuple(pats)
+    return _realisable_patterns(pts, sq, s1, s2, bias_key)
 
 
 def _squares_nosplit_lp(units, patterns, ob) -> bool:
