@@ -292,31 +292,29 @@ class Template(Mapping):
                     f"{tuple(params[k].shape)}"
                 )
 
-    def violations(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, int]:
-        """Entries with ``W * T < 0`` per parameter."""
+    def _weights(self, module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, detached weight, sign tensor on the weight's device) after a :meth:`check`."""
         self.check(module)
         params = _named_tensors(module)
-        out = {}
-        with torch.no_grad():
-            for k, t in self._signs.items():
-                w = params[k].detach()
-                out[k] = int(((w * t.to(w.device, w.dtype)) < 0).sum())
-        return out
+        for k, t in self._signs.items():
+            w = params[k].detach()
+            yield k, w, t.to(w.device)
 
+    @torch.no_grad()
+    def violations(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, int]:
+        """Entries with ``W * T < 0`` per parameter."""
+        return {k: int(((w * t.to(w.dtype)) < 0).sum()) for k, w, t in self._weights(module)}
+
+    @torch.no_grad()
     def agreement(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Fraction of constrained entries whose sign equals the template's, per parameter
         (zeros do not agree)."""
-        self.check(module)
-        params = _named_tensors(module)
         out = {}
-        with torch.no_grad():
-            for k, t in self._signs.items():
-                w = params[k].detach()
-                td = t.to(w.device)
-                mask = td != 0
-                n = int(mask.sum())
-                same = int(((torch.sign(w).to(torch.int8) == td) & mask).sum())
-                out[k] = same / n if n else float("nan")
+        for k, w, t in self._weights(module):
+            mask = t != 0
+            n = int(mask.sum())
+            same = int(((torch.sign(w).to(torch.int8) == t) & mask).sum())
+            out[k] = same / n if n else float("nan")
         return out
 
     # ----------------------------------------------------------------- storage
