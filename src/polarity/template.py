@@ -350,6 +350,9 @@ class Template(Mapping):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + struct.pack("<I", len(hbytes)) + hbytes + payload)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
