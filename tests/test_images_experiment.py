@@ -156,3 +156,38 @@ def test_bad_hparams_are_named():
     with pytest.raises(ExperimentError, match="need a transfer source"):
         exp.validate(dataclasses.replace(q, source="none"))
     exp.validate(dataclasses.replace(q, source="none", conditions=("fluid-rand", "frozen-rand")))
+
+
+def _write_folder_dataset(root, classes=("circle", "square", "stripe"), n_train=8, n_test=4):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (12, 12, 3), dtype=np.uint8)
+                img[..., k] += 150  # a class-coloured image
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_generic_images_experiment_on_a_users_folder(tmp_path, source_cache):
+    """`polarity run images --dataset folder:/path`: a 3-class folder dataset, source pretrained
+    on Fashion-MNIST (10 classes; the head is never transferred)."""
+    root = _write_folder_dataset(tmp_path / "shapes")
+    exp = get("images")
+    hp = dataclasses.replace(exp.presets["tiny"], dataset=f"folder:{root}", source="pretrained:fmnist",
+                             sample_sizes=(12,), epochs=1, batch_size=6, val_size=None, in_size=16,
+                             pretrain_n=48)
+    exp.validate(hp)
+    (job,) = exp.jobs(hp)
+    results = exp.run_job(hp, job)
+    assert sorted(r.key.condition for r in results) == sorted(CONDITIONS)
+    for r in results:
+        assert r.extra["dataset_label"] == "shapes"
+        if r.key.condition.startswith("frozen-"):
+            assert r.extra["final_violations"] == 0
+    with pytest.raises(Exception, match="needs a dataset"):
+        exp.validate(exp.presets["tiny"])

@@ -255,7 +255,7 @@ def _read_cached(d: Path, spec: SourceSpec, arch: str) -> Source | None:
     return Source(spec, arch, state, template, meta)
 
 
-def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes: int = 10,
+def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes: int | None = 10,
                 model_kwargs: Mapping[str, Any] | None = None,
                 pretrain: PretrainConfig | None = None, device: str = "cpu",
                 log: Callable[[str], None] | None = None,
@@ -264,7 +264,8 @@ def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes:
 
     ``model_kwargs`` are passed to ``polarity.models.build_model`` for the source network of a
     ``pretrained:`` source (e.g. ``in_size``, ``width``); the source network has ``num_classes``
-    outputs.  ``imagenet`` needs ``arch="alexnet"``.  ``cache_dir`` overrides the cache root
+    outputs (``None``: as many as its dataset has classes; the head is never transferred, so a
+    target with another number of classes can use it).  ``imagenet`` needs ``arch="alexnet"``.  ``cache_dir`` overrides the cache root
     (default :func:`cache_root`); entries live in ``<root>/sources/<hash>/``.
     """
     spec = source if isinstance(source, SourceSpec) else parse_source(source)
@@ -324,7 +325,7 @@ def _load_imagenet(spec: SourceSpec, arch: str) -> Source:
                   {"source": spec.text, "arch": arch, "cached": False})
 
 
-def _pretrain(spec: SourceSpec, arch: str, num_classes: int, model_kwargs: Mapping[str, Any],
+def _pretrain(spec: SourceSpec, arch: str, num_classes: int | None, model_kwargs: Mapping[str, Any],
               cfg: PretrainConfig, key: Mapping[str, Any], d: Path, device: str,
               log: Callable[[str], None] | None) -> Source:
     from .data.images import BatchTransform, first_n, load_dataset
@@ -333,6 +334,8 @@ def _pretrain(spec: SourceSpec, arch: str, num_classes: int, model_kwargs: Mappi
 
     t0 = time.perf_counter()
     data = load_dataset(spec.dataset, root=cfg.data_root, source=cfg.data_source)
+    if num_classes is None:
+        num_classes = len(data.classes)
     if len(data.classes) != num_classes:
         raise TransferError(f"source dataset {spec.dataset!r} has {len(data.classes)} classes; the "
                             f"target needs a source network with {num_classes} outputs")

@@ -209,7 +209,14 @@ class ImageExperiment(Experiment):
         super().validate(hp)
         from ..transfer import TransferError, parse_source
 
-        if hp.dataset != self.dataset:
+        if self.dataset is None:  # the generic experiment: any dataset the loaders know
+            if not (hp.dataset in ("fmnist", "cifar10")
+                    or (hp.dataset.startswith("folder:") and len(hp.dataset) > len("folder:"))):
+                raise ExperimentError(
+                    f"experiment {self.name!r} needs a dataset: --dataset fmnist | cifar10 | "
+                    f"folder:/path/to/images (train/ and test/ with one sub-folder per class); "
+                    f"got {hp.dataset!r}")
+        elif hp.dataset != self.dataset:
             raise ExperimentError(f"experiment {self.name!r} trains on {self.dataset!r}, "
                                   f"hparams say dataset={hp.dataset!r}")
         if hp.arch not in ("compact", "alexnet"):
@@ -242,7 +249,7 @@ class ImageExperiment(Experiment):
             raise ExperimentError(f"source {hp.source!r} holds torchvision AlexNet weights: it needs "
                                   f"arch=alexnet (got {hp.arch!r}); the compact network takes "
                                   "pretrained:<dataset>")
-        if spec.kind == "pretrained" and spec.dataset == self.dataset:
+        if spec.kind == "pretrained" and spec.dataset == hp.dataset:
             raise ExperimentError(f"source {hp.source!r} is the target dataset itself; "
                                   "transfer from another dataset")
 
@@ -291,7 +298,7 @@ def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
     return {"head": hp.head}
 
 
-def get_source(hp: ImageHparams, num_classes: int, device: str = "cpu", log=None):
+def get_source(hp: ImageHparams, num_classes: int | None, device: str = "cpu", log=None):
     from ..transfer import PretrainConfig, load_source
 
     pre = PretrainConfig(n=hp.pretrain_n, epochs=hp.pretrain_epochs, batch_size=hp.batch_size,
@@ -358,7 +365,7 @@ def run_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
 
     source = None
     if any(c in NEEDS_SOURCE for c in conditions):
-        source = get_source(hp, num_classes, device=device)
+        source = get_source(hp, None, device=device)
     source_label = source.label if source is not None else "none"
     src_template = None
     src_names: list[str] = []
@@ -781,3 +788,19 @@ class CIFAR10Experiment(ImageExperiment):
     description = ("CIFAR-10 image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer vs "
                    "weight transfer, six conditions")
     presets = _presets("cifar10", "fmnist", 0.5, 0.3, 0.6, CIFAR_PAPER_N, (100, 400, 1600))
+
+
+@register
+class ImageFolderExperiment(ImageExperiment):
+    """The same protocol on any dataset: a user's image folder, or fmnist / cifar10."""
+
+    name = "images"
+    dataset = None
+    description = ("Polarity vs weight transfer on any image dataset (--dataset folder:/path | fmnist "
+                   "| cifar10), six conditions; presets as the fmnist/cifar10 experiments")
+    cli_fields = {**ImageExperiment.cli_fields,
+                  "dataset": "folder:/path/to/images (train/, test/, one sub-folder per class) | "
+                             "fmnist | cifar10"}
+    presets = {k: dataclasses.replace(v, dataset="folder:")
+               for k, v in _presets("folder:", "cifar10", 0.5, 0.3, 0.9, CIFAR_PAPER_N,
+                                    (100, 400, 1600)).items()}
