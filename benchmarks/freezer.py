@@ -4,7 +4,8 @@ parameters and a fused Adam step, all measured in this process.
     .venv/bin/python benchmarks/freezer.py [--violations 0.01] [--repeats 7] [--device cpu]
 
 Prints one JSON line.  ``reset_over_copy`` and ``reset_over_fused_adam`` are the ratios that
-matter (goals: <= 1.5 each); ``naive_over_copy`` is the dense
+matter (goals: <= 1.5 each); the CPU reset runs on one thread, so ``reset_over_copy_1thread``
+compares it with a one-thread copy.  ``naive_over_copy`` is the dense
 ``where(w*t < 0, t*rand_like(w)*eps, w)`` for reference.
 """
 from __future__ import annotations
@@ -71,6 +72,12 @@ def main() -> None:
     copy_s = timeit(lambda: torch._foreach_copy_(params_data, compliant), lambda: None,
                     args.repeats, device)
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    copy_1t_s = timeit(lambda: torch._foreach_copy_(params_data, compliant), lambda: None,
+                       args.repeats, device)
+    torch.set_num_threads(threads)
+
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
@@ -100,10 +107,12 @@ def main() -> None:
         "reset": args.reset,
         "reset_s": round(reset_s, 5),
         "copy_s": round(copy_s, 5),
+        "copy_1thread_s": round(copy_1t_s, 5),
         "fused_adam_s": round(fused_adam_s, 5),
         "naive_dense_s": round(naive_s, 5),
         "reset_over_copy": round(reset_s / copy_s, 3),
         "reset_over_fused_adam": round(reset_s / fused_adam_s, 3),
+        "reset_over_copy_1thread": round(reset_s / copy_1t_s, 3),
         "naive_over_copy": round(naive_s / copy_s, 2),
     }))
 

@@ -98,7 +98,7 @@ def _presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi: flo
                          batch_size=1000, lr=1e-3, val_size=None, cutoff=cutoff, cutoffs=cuts,
                          threads=4)
     quick = ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
-                         source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=3,
+                         source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=6,
                          epochs=10, batch_size=50, lr=1e-3, val_size=600, cutoff=cutoff,
                          cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, threads=1)
     tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
