@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONUNBUFFERED=1
 .venv/bin/polarity run xor5d --preset fig1 --out runs/xor5d-fig1 "$@"
-.venv/bin/polarity run fmnist --preset quick --source pretrained:cifar10 --out runs/fmnist-quick "$@"
+.venv/bin/polarity run fmnist --preset quick --source pretrained:cifar10 --workers 2 --out runs/fmnist-quick "$@"
 echo
 echo "reports: runs/xor5d-fig1/report/report.md  runs/fmnist-quick/report/report.md"
