@@ -216,6 +216,10 @@ class ImageExperiment(Experiment):
                     f"experiment {self.name!r} needs a dataset: --dataset fmnist | cifar10 | "
                     f"folder:/path/to/images (train/ and test/ with one sub-folder per class); "
                     f"got {hp.dataset!r}")
+            folder = Path(hp.dataset[len("folder:"):]).expanduser() if hp.dataset.startswith("folder:") else None
+            if folder is not None and not (folder / "train").is_dir():
+                raise ExperimentError(f"folder dataset {folder} has no train/ sub-folder (expected "
+                                      f"{folder}/{{train,test}}/<class>/<image>)")
         elif hp.dataset != self.dataset:
             raise ExperimentError(f"experiment {self.name!r} trains on {self.dataset!r}, "
                                   f"hparams say dataset={hp.dataset!r}")
