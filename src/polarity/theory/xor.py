@@ -493,12 +493,14 @@ def _unit_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
     return _realisable_patterns(CORNERS, range(len(CORNERS)), s1, s2, bias_key)
 
 
-def _lp_one(units, patterns, ob) -> bool:
+def _fixed_pattern_lp(units, patterns, ob, points, labels, groups) -> bool:
+    """One LP: is there a magnitude assignment under which every unit is active exactly on the
+    point groups its pattern says (bit k of ``mask`` for group k) and the output classifies every
+    point with margin 1?  Variables per unit: a, b, [beta]; then the output bias [c]."""
     from scipy.optimize import linprog
 
-    # variables per unit: a, b, [beta]; then [c]
     cols, bounds = [], []
-    for (s1, s2, sv, bkey), _ in zip(units, patterns):
+    for (s1, s2, sv, bkey) in units:
         bb = _bias_bounds(bkey)
         cols.append(len(bounds))
         bounds += [(0, None), (0, None)] + ([bb] if bb is not None else [])
@@ -510,13 +512,12 @@ def _lp_one(units, patterns, ob) -> bool:
     if nv == 0:  # no parameters at all: y = 0 everywhere
         return False
     rows, rhs = [], []
-    for k, (x1, x2) in enumerate(CORNERS):
+    for (x1, x2), lab, k in zip(points, labels, groups):
         y = np.zeros(nv)
         for (s1, s2, sv, bkey), mask, j in zip(units, patterns, cols):
-            has_b = _bias_bounds(bkey) is not None
             pre = np.zeros(nv)
             pre[j], pre[j + 1] = s1 * x1, s2 * x2
-            if has_b:
+            if _bias_bounds(bkey) is not None:
                 pre[j + 2] = 1.0
             if (mask >> k) & 1:
                 rows.append(-pre); rhs.append(0.0)
@@ -525,9 +526,13 @@ def _lp_one(units, patterns, ob) -> bool:
                 rows.append(pre); rhs.append(0.0)
         if c_idx is not None:
             y[c_idx] += 1.0
-        rows.append(-LABELS[k] * y); rhs.append(-1.0)
+        rows.append(-lab * y); rhs.append(-1.0)
     res = linprog(np.zeros(nv), A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
     return res.status == 0
+
+
+def _lp_one(units, patterns, ob) -> bool:
+    return _fixed_pattern_lp(units, patterns, ob, CORNERS, LABELS, range(len(CORNERS)))
 
 
 def _lp_representable(rel, out, hb, ob) -> bool:
@@ -829,39 +834,8 @@ def _square_patterns(s1: int, s2: int, bias_key) -> tuple[int, ...]:
 def _squares_nosplit_lp(units, patterns, ob) -> bool:
     """One LP: units active/inactive on whole squares as given; the output is then affine on each
     square, so it has the right sign on the square iff it has it at the square's 4 vertices."""
-    from scipy.optimize import linprog
-
     pts, lab, sq = _square_vertices(2)
-    cols, bounds = [], []
-    for (s1, s2, sv, bkey) in units:
-        bb = _bias_bounds(bkey)
-        cols.append(len(bounds))
-        bounds += [(0, None), (0, None)] + ([bb] if bb is not None else [])
-    cb = _bias_bounds(ob)
-    c_idx = len(bounds) if cb is not None else None
-    if cb is not None:
-        bounds.append(cb)
-    nv = len(bounds)
-    if nv == 0:  # no parameters at all: y = 0 everywhere
-        return False
-    rows, rhs = [], []
-    for (x1, x2), l, k in zip(pts, lab, sq):
-        y = np.zeros(nv)
-        for (s1, s2, sv, bkey), mask, j in zip(units, patterns, cols):
-            pre = np.zeros(nv)
-            pre[j], pre[j + 1] = s1 * x1, s2 * x2
-            if _bias_bounds(bkey) is not None:
-                pre[j + 2] = 1.0
-            if (mask >> k) & 1:
-                rows.append(-pre); rhs.append(0.0)
-                y += sv * pre
-            else:
-                rows.append(pre); rhs.append(0.0)
-        if c_idx is not None:
-            y[c_idx] += 1.0
-        rows.append(-l * y); rhs.append(-1.0)
-    res = linprog(np.zeros(nv), A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
-    return res.status == 0
+    return _fixed_pattern_lp(units, patterns, ob, pts, lab, sq)
 
 
 def _unit_keys(rel, out, hb):
