@@ -550,24 +550,31 @@ def _lp_representable(rel, out, hb, ob) -> bool:
             if _lp_representable(r, o, hb, ob):
                 return True
         return False
-    if isinstance(hb, str):
-        bkeys = [hb] * rel.shape[0]
-    else:
-        bkeys = [int(b) for b in np.asarray(hb).tolist()]
+    return _any_pattern_choice(rel, out, hb, ob, _unit_patterns, _lp_one)
+
+
+def _unit_keys(rel, out, hb):
+    """Hidden-unit sign types (s1, s2, output sign, bias key) with their counts, in a fixed order."""
+    bkeys = [hb] * rel.shape[0] if isinstance(hb, str) else [int(b) for b in np.asarray(hb).tolist()]
     kinds: dict[tuple, int] = {}
     for (s1, s2), sv, bk in zip(rel.tolist(), out.tolist(), bkeys):
         kinds[(s1, s2, sv, bk)] = kinds.get((s1, s2, sv, bk), 0) + 1
+    return sorted(kinds.items(), key=str)
+
+
+def _any_pattern_choice(rel, out, hb, ob, patterns_of, lp) -> bool:
+    """Try every choice of distinct non-empty activation patterns per unit type (units of one type
+    beyond the number of its patterns add nothing); True when ``lp`` finds magnitudes for one."""
     per_kind = []
-    for key, count in sorted(kinds.items(), key=str):
-        pats = [p for p in _unit_patterns(key[0], key[1], key[3]) if p]
-        k = min(count, len(pats))
-        per_kind.append([(key, combo) for combo in itertools.combinations(pats, k)])
+    for key, count in _unit_keys(rel, out, hb):
+        pats = [p for p in patterns_of(key[0], key[1], key[3]) if p]
+        per_kind.append([(key, combo) for combo in itertools.combinations(pats, min(count, len(pats)))])
     for choice in itertools.product(*per_kind):
         units, pats = [], []
         for key, combo in choice:
             for p in combo:
                 units.append(key); pats.append(p)
-        if _lp_one(units, pats, ob):
+        if lp(units, pats, ob):
             return True
     return False
 
@@ -838,28 +845,9 @@ def _squares_nosplit_lp(units, patterns, ob) -> bool:
     return _fixed_pattern_lp(units, patterns, ob, pts, lab, sq)
 
 
-def _unit_keys(rel, out, hb):
-    bkeys = [hb] * rel.shape[0] if isinstance(hb, str) else [int(b) for b in np.asarray(hb).tolist()]
-    kinds: dict[tuple, int] = {}
-    for (s1, s2), sv, bk in zip(rel.tolist(), out.tolist(), bkeys):
-        kinds[(s1, s2, sv, bk)] = kinds.get((s1, s2, sv, bk), 0) + 1
-    return sorted(kinds.items(), key=str)
-
-
 def _squares_sufficient(rel, out, hb, ob) -> bool:
     """Sufficient: a solution in which no unit splits a square (exact for that restriction)."""
-    per_kind = []
-    for key, count in _unit_keys(rel, out, hb):
-        pats = [p for p in _square_patterns(key[0], key[1], key[3]) if p]
-        per_kind.append([(key, combo) for combo in itertools.combinations(pats, min(count, len(pats)))])
-    for choice in itertools.product(*per_kind):
-        units, pats = [], []
-        for key, combo in choice:
-            for p in combo:
-                units.append(key); pats.append(p)
-        if _squares_nosplit_lp(units, pats, ob):
-            return True
-    return False
+    return _any_pattern_choice(rel, out, hb, ob, _square_patterns, _squares_nosplit_lp)
 
 
 def _squares_necessary(rel, out, hb, ob, grid: int = 3, tol: float = 1e-7) -> bool:
