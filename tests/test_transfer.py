@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from polarity import Freezer, Template, impose
+from polarity import Template, impose
 from polarity.models import build_model, head_names, init_glorot_
 from polarity.transfer import (PretrainConfig, TransferError, clear_memo, load_source,
                                parse_source, polarity_template, transfer_weights)

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 def _reference(hp, kw, groups, cols, conds, seeds, gi, ci, generator=None):
     """Train network (group gi, column ci) alone: own XORNet + torch.optim.Adam."""
-    (t, n), (cname, w), cond = groups[gi], cols[ci], conds[ci]
+    (t, n), (_, w), cond = groups[gi], cols[ci], conds[ci]
     dt = getattr(torch, hp.dtype)
     p, tm = initial_state(seeds[t], w, cond, hp.dim)
     net = XORNet(w, hp.dim).to(dt)

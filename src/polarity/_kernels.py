@@ -13,7 +13,6 @@ import os
 import numpy as np
 
 try:  # pragma: no cover - exercised implicitly
-    import numba
     from numba import njit
 
     AVAILABLE = os.environ.get("POLARITY_NO_NUMBA", "") == ""

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Mapping
-from typing import Sequence
-
 import torch
 from torch import nn
 

@@ -66,7 +66,6 @@ reproducible for a given ``hp``; everything else about a network depends only on
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import time
@@ -1145,7 +1144,7 @@ def xor_report(hp: XorHparams, epochs, trials, outdir: Path) -> str:
              "[xor5d_summary.csv](xor5d_summary.csv).", ""]
 
     def fig(name, title):
-        lines.extend([f"![{title}]({name}.png)", f"", f"{title} — data: [{name}.csv]({name}.csv)", ""])
+        lines.extend([f"![{title}]({name}.png)", "", f"{title} — data: [{name}.csv]({name}.csv)", ""])
 
     base = pt[~pt["condition"].str.contains("@")] if pt["condition"].str.contains("@").any() else pt
     at_w = base[base["width"] == main_w]

@@ -20,7 +20,6 @@ the comparison does not hinge on one particular order).
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 from typing import Sequence
 

@@ -154,7 +154,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -358,12 +358,8 @@ def _decide_groups(groups: Sequence[tuple[tuple[_Cone, ...], int]], out_bias: in
 # ----------------------------------------------------------------------------- templates
 
 def _as_sign_array(name: str, x, shape=None, allow_zero: bool = True) -> np.ndarray:
-    try:
-        import torch  # noqa: F401
-        if hasattr(x, "detach"):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{name} must be numeric signs (+1/-1{'/0' if allow_zero else ''}), got dtype {a.dtype}")
