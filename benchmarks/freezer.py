@@ -4,8 +4,8 @@ parameters and a fused Adam step, all measured in this process.
     .venv/bin/python benchmarks/freezer.py [--violations 0.01] [--repeats 7] [--device cpu]
 
 Prints one JSON line.  ``reset_over_copy`` and ``reset_over_fused_adam`` are the ratios that
-matter (goals: <= 1.5 each); the CPU reset runs on one thread, so ``reset_over_copy_1thread``
-compares it with a one-thread copy.  ``naive_over_copy`` is the dense
+matter (goals: <= 1.5 each).  The CPU reset uses as many threads as torch (``torch_threads``);
+``reset_over_copy_1thread`` compares it with a one-thread copy.  ``naive_over_copy`` is the dense
 ``where(w*t < 0, t*rand_like(w)*eps, w)`` for reference.
 """
 from __future__ import annotations

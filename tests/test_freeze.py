@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from polarity import RESET_METHODS, Freezer, Template, impose, reset_, switch_fraction
-from polarity import _kernels
+from polarity import _kernels, freeze
 from polarity.freeze import _reset_torch
 
 OPTIMIZERS = {
@@ -212,3 +212,30 @@ def test_switch_fraction(small_net):
 
 def test_fused_path_is_used_for_float32_cpu():
     assert _kernels.AVAILABLE
+
+
+@pytest.mark.parametrize("method", RESET_METHODS)
+def test_fused_kernel_result_does_not_depend_on_threads_or_chunks(method, monkeypatch):
+    """Large parameters are split over threads (and very large ones into int32-countable
+    chunks): the split must not change a single value, posRand draws included."""
+    g = torch.Generator().manual_seed(7)
+    n = _kernels.PARALLEL_MIN * 2 + 12_345                 # odd size, above the parallel cut-off
+    w = torch.randn(n, generator=g)
+    t = torch.randint(-1, 2, (n,), generator=g).to(torch.int8)
+    code = freeze._CODES[method]
+    results = []
+    for threads, chunk_max in [(1, 1 << 30), (2, 1 << 30), (1, 100_003), (2, 100_003)]:
+        monkeypatch.setattr(_kernels, "_CHUNK_MAX", chunk_max)
+        a = w.clone()
+        k = _kernels.reset_numpy(a.numpy(), t.numpy(), code, 1e-3, 12345, threads=threads)
+        results.append((k, a))
+    k0, a0 = results[0]
+    assert k0 == int(((w * t) < 0).sum()) > 0
+    for k, a in results[1:]:
+        assert k == k0 and torch.equal(a, a0)
+    if method != "posRand":
+        ref = w.clone()
+        _reset_torch(ref, t, method, 1e-3, None)
+        assert torch.equal(a0, ref)
+    if method == "zero":
+        assert not torch.signbit(a0[(w * t) < 0]).any()   # +0.0, not -0.0

@@ -2,9 +2,20 @@
 
 One pass over a parameter: read ``w`` and the int8 template, give the entries with ``w * t < 0``
 their new value.  posRand draws come from a counter-based generator (a hash of the entry's index
-and a per-step seed), so they do not depend on how the work is split.  These kernels
-cost about as much as one copy of the parameter; a dense ``torch.where`` with ``rand_like`` costs
-tens of copies on a CPU.  Other devices and dtypes use the torch path in ``freeze.py``.
+and a per-step seed), so they do not depend on how the work is split over threads.  Large
+parameters are split over numba's worker threads (as many as torch uses); on the 2-core machine
+this was tuned on, the reset of an AlexNet-sized parameter set costs about one copy of it, where
+a dense ``torch.where`` with ``rand_like`` costs tens of copies.  Other devices and dtypes use
+the torch path in ``freeze.py``.
+
+What makes the loop fast (each measured, see ``benchmarks/freezer.py``):
+
+* the hash is written in LLVM IR with 32-bit lanes: numba widens integer arithmetic to 64 bits,
+  and 64-bit vector multiplies made posRand twice as slow as the other methods;
+* the count of resets is an int32 accumulator (an int64 one halves the vector width);
+* the loop indexes a slice from 0 (a ``range(lo, hi)`` index can be negative to numba, which
+  then adds wrap-around checks that stop vectorisation);
+* the store is a select, which LLVM turns into a masked store: clean cache lines stay clean.
 """
 from __future__ import annotations
 
@@ -13,89 +24,101 @@ import os
 import numpy as np
 
 try:  # pragma: no cover - exercised implicitly
-    from numba import njit
+    import numba
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
 
     AVAILABLE = os.environ.get("POLARITY_NO_NUMBA", "") == ""
 except ImportError:  # pragma: no cover
     AVAILABLE = False
 
 POSCON, POSRAND, ZERO, FLIP = 0, 1, 2, 3
+PARALLEL_MIN = 1 << 18     # entries; smaller parameters are reset on the calling thread
+_CHUNK_MAX = 1 << 30       # the per-chunk count is an int32
 
 if AVAILABLE:
 
-    @njit(inline="always")
-    def _uniform(seed, i):
-        # murmur3's 32-bit finaliser of (i * golden + seed): 32-bit integer ops, so the loop
-        # vectorises; the top 24 bits give a uniform draw on (0, 1].
-        # (numba widens uint32 arithmetic to 64 bits: every step is cast back explicitly)
-        x = np.uint32(np.uint32(i) * np.uint32(0x9E3779B1) + seed)
-        x = np.uint32(x ^ (x >> np.uint32(16)))
-        x = np.uint32(x * np.uint32(0x85EBCA6B))
-        x = np.uint32(x ^ (x >> np.uint32(13)))
-        x = np.uint32(x * np.uint32(0xC2B2AE35))
-        x = np.uint32(x ^ (x >> np.uint32(16)))
-        return np.float32(np.uint32(x >> np.uint32(8)) + np.uint32(1)) * np.float32(1.0 / 16777216.0)
+    @intrinsic
+    def _uniform(typingctx, seed, index):
+        """Uniform draw on (0, 1] from (seed, index): murmur3's 32-bit finaliser of
+        ``index * golden + seed``, top 24 bits.  Both arguments are truncated to 32 bits."""
+        if not (isinstance(seed, types.Integer) and isinstance(index, types.Integer)):
+            return None
 
-    # One branch-free loop per method (so each vectorises): every entry is read and written,
-    # violations get their new value through a select.  Faster here than testing blocks and
-    # fixing only the few that hold a violation: with 1% violations most blocks of useful size
-    # hold one.  Entries with w * t >= 0 (compliant, zero, or free: t == 0) keep their value.
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+
+            def as32(v):
+                w = v.type.width
+                return builder.trunc(v, i32) if w > 32 else builder.zext(v, i32) if w < 32 else v
+
+            def c(v):
+                return ir.Constant(i32, v)
+
+            s, x = as32(args[0]), as32(args[1])
+            x = builder.add(builder.mul(x, c(0x9E3779B1)), s)
+            x = builder.xor(x, builder.lshr(x, c(16)))
+            x = builder.mul(x, c(0x85EBCA6B))
+            x = builder.xor(x, builder.lshr(x, c(13)))
+            x = builder.mul(x, c(0xC2B2AE35))
+            x = builder.xor(x, builder.lshr(x, c(16)))
+            x = builder.add(builder.lshr(x, c(8)), c(1))            # 1 .. 2**24
+            f = builder.sitofp(x, ir.FloatType())
+            return builder.fmul(f, ir.Constant(ir.FloatType(), 1.0 / 16777216.0))
+
+        return types.float32(seed, index), codegen
 
     @njit(cache=True, nogil=True)
-    def _poscon(w, t, eps):
-        k = 0
-        for i in range(w.size):
-            wi = w[i]
-            tf = w.dtype.type(t[i])
-            v = wi * tf < 0
-            w[i] = tf * eps if v else wi
-            k += v
-        return k
-
-    @njit(cache=True, nogil=True)
-    def _posrand(w, t, eps, seed):
-        k = 0
+    def reset_range(w, t, method, eps, seed, lo, hi):
+        """Reset ``w[lo:hi]`` against ``t[lo:hi]``; returns the number of entries reset.
+        ``method`` is loop-invariant, so LLVM specialises the loop for it."""
+        a = w[lo:hi]
+        b = t[lo:hi]
+        zero = a.dtype.type(0)
         s = np.uint32(seed & 0xFFFFFFFF)
-        for i in range(w.size):
-            wi = w[i]
-            tf = w.dtype.type(t[i])
-            v = wi * tf < 0
-            w[i] = tf * eps * _uniform(s, i) if v else wi
-            k += v
+        k = np.int32(0)
+        for i in range(a.size):
+            wi = a[i]
+            tf = a.dtype.type(b[i])
+            v = wi * tf < 0   # compliant, zero and free (t == 0) entries keep their value
+            if method == POSCON:
+                new = tf * eps
+            elif method == POSRAND:
+                new = tf * eps * _uniform(s, lo + i)
+            elif method == ZERO:
+                new = zero
+            else:
+                new = -wi
+            a[i] = new if v else wi
+            k = np.int32(k + v)
         return k
 
-    @njit(cache=True, nogil=True)
-    def _zero(w, t):
-        k = 0
-        for i in range(w.size):
-            wi = w[i]
-            v = wi * w.dtype.type(t[i]) < 0
-            w[i] = 0.0 if v else wi
-            k += v
-        return k
-
-    @njit(cache=True, nogil=True)
-    def _flip(w, t):
-        k = 0
-        for i in range(w.size):
-            wi = w[i]
-            v = wi * w.dtype.type(t[i]) < 0
-            w[i] = -wi if v else wi
-            k += v
-        return k
+    @njit(cache=True, nogil=True, parallel=True)
+    def reset_chunks(w, t, method, eps, seed, nchunks):
+        n = w.size
+        counts = np.zeros(nchunks, np.int64)
+        for c in prange(nchunks):
+            counts[c] = reset_range(w, t, method, eps, seed, n * c // nchunks, n * (c + 1) // nchunks)
+        return counts.sum()
 
 
-def reset_numpy(w: np.ndarray, t: np.ndarray, method: int, eps: float, seed: int) -> int:
-    """In-place reset of a flat float32/float64 array against a flat int8 template.
-
-    One thread: splitting large arrays over numba's OpenMP workers or over Python threads (the
-    kernels release the GIL) was 2-4x *slower* on the 2-core machine this was tuned on, where
-    torch's own OpenMP workers keep spinning after the optimizer step."""
+def reset_numpy(w: np.ndarray, t: np.ndarray, method: int, eps: float, seed: int,
+                threads: int = 1) -> int:
+    """In-place reset of a flat float32/float64 array against a flat int8 template, on up to
+    ``threads`` numba threads.  The result does not depend on ``threads``."""
     e = w.dtype.type(eps)
-    if method == POSCON:
-        return int(_poscon(w, t, e))
-    if method == POSRAND:
-        return int(_posrand(w, t, e, seed))
-    if method == ZERO:
-        return int(_zero(w, t))
-    return int(_flip(w, t))
+    n = w.size
+    chunks = -(-n // _CHUNK_MAX)
+    threads = min(max(1, int(threads)), numba.config.NUMBA_NUM_THREADS)
+    if threads == 1 or n < PARALLEL_MIN:
+        if chunks == 1:
+            return int(reset_range(w, t, method, e, seed, 0, n))
+        return sum(int(reset_range(w, t, method, e, seed, n * c // chunks, n * (c + 1) // chunks))
+                   for c in range(chunks))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return int(reset_chunks(w, t, method, e, seed, max(threads, chunks)))
+    finally:
+        numba.set_num_threads(previous)

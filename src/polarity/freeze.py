@@ -78,7 +78,9 @@ def reset_(w: torch.Tensor, t: torch.Tensor, method: str = "posRand", eps: float
     """Reset, in place, the entries of ``w`` that violate the sign tensor ``t`` (broadcastable to
     ``w``; int8 or floating).  Returns the number of entries reset as a 0-d tensor on ``w``'s
     device (no host sync).  posRand draws from ``generator`` (or, on the fused CPU path, from a
-    counter-based stream keyed by ``seed``, itself drawn from ``generator`` when not given)."""
+    counter-based stream keyed by ``seed``, itself drawn from ``generator`` when not given).
+    The fused CPU path splits large parameters over as many threads as
+    ``torch.get_num_threads()``; its result does not depend on the number of threads."""
     code = _check_method(method)
     eps = _check_eps(eps)
     with torch.no_grad():
@@ -87,7 +89,8 @@ def reset_(w: torch.Tensor, t: torch.Tensor, method: str = "posRand", eps: float
             if seed is None:
                 seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             tt = t if (t.dtype == torch.int8 and t.is_contiguous()) else t.to(torch.int8).contiguous()
-            k = _kernels.reset_numpy(w.view(-1).numpy(), tt.view(-1).numpy(), code, eps, seed)
+            k = _kernels.reset_numpy(w.view(-1).numpy(), tt.view(-1).numpy(), code, eps, seed,
+                                    threads=torch.get_num_threads())
             return torch.tensor(k)
         return _reset_torch(w, t, method, eps, generator)
 
