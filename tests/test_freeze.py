@@ -18,9 +18,15 @@ OPTIMIZERS = {
 }
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", RESET_METHODS)
-def test_no_violation_after_any_of_50_adam_steps(small_net, method):
+def test_no_violation_after_any_of_50_adam_steps(small_net, method, device):
     """Adam at a large learning rate flips many signs every step; none survive the reset."""
+    small_net.to(device)
     t = Template.random(small_net, seed=0)
     impose(small_net, t)
     opt = torch.optim.Adam(small_net.parameters(), lr=0.5)
@@ -29,9 +35,10 @@ def test_no_violation_after_any_of_50_adam_steps(small_net, method):
     g = torch.Generator().manual_seed(0)
     resets = 0
     for _ in range(50):
-        x = torch.randn(8, 3, 8, 8, generator=g)
+        x = torch.randn(8, 3, 8, 8, generator=g).to(device)
+        y = torch.randint(0, 4, (8,), generator=g).to(device)
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(small_net(x), torch.randint(0, 4, (8,), generator=g))
+        loss = torch.nn.functional.cross_entropy(small_net(x), y)
         loss.backward()
         opt.step()
         assert sum(t.violations(small_net).values()) == 0
@@ -39,16 +46,17 @@ def test_no_violation_after_any_of_50_adam_steps(small_net, method):
     assert resets > 50  # the optimizer really pushed weights across zero
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_every_optimizer_and_dtype(small_net, name, dtype):
-    model = small_net.to(dtype)
+def test_every_optimizer_and_dtype(small_net, name, dtype, device):
+    model = small_net.to(device=device, dtype=dtype)
     t = Template.random(model, seed=1)
     impose(model, t)
     opt = OPTIMIZERS[name](model.parameters())
     Freezer(model, t, seed=0).attach(opt)
     for i in range(5):
-        x = torch.randn(4, 3, 8, 8, dtype=dtype)
+        x = torch.randn(4, 3, 8, 8, dtype=dtype, device=device)
         opt.zero_grad()
         model(x).float().pow(2).sum().backward()
         opt.step()
