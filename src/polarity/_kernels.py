@@ -29,15 +29,34 @@ try:  # pragma: no cover - exercised implicitly
     from numba import njit, prange, types
     from numba.extending import intrinsic
 
-    AVAILABLE = os.environ.get("POLARITY_NO_NUMBA", "") == ""
+    NUMBA = True
 except ImportError:  # pragma: no cover
-    AVAILABLE = False
+    NUMBA = False
+# POLARITY_NO_NUMBA=1 sends the freezer down the torch path (the intrinsics stay available)
+AVAILABLE = NUMBA and os.environ.get("POLARITY_NO_NUMBA", "") == ""
 
 POSCON, POSRAND, ZERO, FLIP = 0, 1, 2, 3
 PARALLEL_MIN = 1 << 18     # entries; smaller parameters are reset on the calling thread
 _CHUNK_MAX = 1 << 30       # the per-chunk count is an int32
 
-if AVAILABLE:
+if NUMBA:
+
+    @intrinsic
+    def f32_from_bits(typingctx, bits):
+        """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (numba has no
+        scalar bit cast); e.g. ``f32_from_bits((k + 127) << 23)`` is 2**k, branch-free."""
+        if not isinstance(bits, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            v, i32 = args[0], ir.IntType(32)
+            if v.type.width > 32:
+                v = builder.trunc(v, i32)
+            elif v.type.width < 32:
+                v = builder.sext(v, i32)
+            return builder.bitcast(v, ir.FloatType())
+
+        return types.float32(bits), codegen
 
     @intrinsic
     def _uniform(typingctx, seed, index):

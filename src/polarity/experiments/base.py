@@ -17,7 +17,9 @@ an experiment never touches the database.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -63,6 +65,20 @@ class TrialResult:
     wall_s: float
     epochs: list[EpochRecord]
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable trial-level data
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while building many small acyclic objects (the
+    per-epoch records of thousands of networks): otherwise its repeated passes over the growing
+    lists cost more than building them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def trial_seed(base_seed: int, trial: int) -> int:

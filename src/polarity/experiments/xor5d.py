@@ -78,7 +78,7 @@ import torch
 
 from . import register
 from .base import (EpochRecord, Experiment, ExperimentError, Job, TrialKey, TrialResult,
-                   trial_seed)
+                   gc_paused, trial_seed)
 
 FIG1_N = (8, 20, 32, 40, 52, 60, 72, 80, 92, 100, 500)
 FIG4_WIDTHS = tuple(range(2, 30)) + (30, 32, 48, 64)
@@ -159,12 +159,16 @@ def epoch_permutations(seed: int, n: int, epochs: int) -> np.ndarray:
     return np.argsort(rng.random((epochs, n)), axis=1, kind="stable")
 
 
-def initial_state(seed: int, width: int, condition: Condition, dim: int = 5) -> tuple[dict, dict]:
+def initial_state(seed: int, width: int, condition: Condition, dim: int = 5,
+                  params: dict | None = None) -> tuple[dict, dict]:
     """The starting parameters and template of one network (numpy float32 arrays, nn.Linear
-    layout).  Template: ``{}`` for fluid conditions, else signs for fc1.weight and fc2.weight."""
+    layout).  Template: ``{}`` for fluid conditions, else signs for fc1.weight and fc2.weight.
+    ``params``: ``init_params(seed, width, dim)`` when the caller already has it (not modified)."""
     from ..models.mlp import init_params
 
-    p = {k: v.copy() for k, v in init_params(seed, width, dim).items()}
+    if params is None:
+        params = init_params(seed, width, dim)
+    p = {k: v.copy() for k, v in params.items()}
     t1 = np.sign(p["fc1.weight"])
     if condition.template == "sufficient":
         t2 = np.sign(p["fc1.weight"][:, 0] * p["fc1.weight"][:, 1])[None, :]
@@ -183,18 +187,20 @@ def initial_state(seed: int, width: int, condition: Condition, dim: int = 5) -> 
 try:
     import numba as _nb
 
+    from .._kernels import f32_from_bits
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 if HAVE_NUMBA:
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
     def _logits_one(xt, w1t, b1, w2, b2, width, z):
         # xt [d, nv] (samples contiguous, so the sample loop vectorises); w1t [d, Hp];
         # only the first ``width`` (real) hidden units are visited
         d, nv = xt.shape
-        zero = np.zeros(1, dtype=z.dtype)[0]
+        zero = z.dtype.type(0)
         for i in range(nv):
             z[i] = b2
         j = 0
@@ -237,79 +243,67 @@ if HAVE_NUMBA:
     _LN2_HI = np.float32(0.693145751953125)
     _LN2_LO = np.float32(1.428606765330187e-06)
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _bce_exp(z, y, n, tb, kb):
-        # tb[i] * 2^kb[i] = exp(-|u_i|), u = (2y - 1) z, in float32: range reduction + degree-7
-        # polynomial (relative error < 1e-7); no libm call, so the loop vectorises
-        for i in range(n):
-            u = _F32((2.0 * y[i] - 1.0) * z[i])
-            x = -min(abs(u), _F32(80.0))
-            k = np.floor(x * _LOG2E + _F32(0.5))
-            r = x - k * _LN2_HI - k * _LN2_LO
-            tb[i] = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
-                _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
-            kb[i] = np.int32(k)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+    def _exp_neg_abs1(v):
+        # exp(-|v|) in float32: range reduction, degree-7 polynomial (relative error < 1e-7) and
+        # the power of two built from its bits; no libm call, so loops using it vectorise
+        x = -min(abs(_F32(v)), _F32(80.0))
+        k = np.floor(x * _LOG2E + _F32(0.5))
+        r = x - k * _LN2_HI - k * _LN2_LO
+        p = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
+            _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
+        return p * f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
-    @_nb.njit(cache=True, nogil=True)
-    def _bce_scale(tb, kb, n):
-        ti = tb.view(np.int32)
-        for i in range(n):
-            ti[i] += kb[i] << 23
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+    def _bce1(z, y):
+        # BCE(logit z, label y) = softplus(-u), u = (2y - 1) z: relu(-u) + log1p(t), t = exp(-|u|)
+        # in (0, 1], log1p(t) = 2 atanh(t / (2 + t)) by its series
+        u = (_F32(2.0) * _F32(y) - _F32(1.0)) * _F32(z)
+        t = _exp_neg_abs1(u)
+        q = t / (_F32(2.0) + t)
+        q2 = q * q
+        lg = _F32(2.0) * q * (_F32(1.0) + q2 * (_F32(1 / 3) + q2 * (_F32(1 / 5) + q2 * (_F32(1 / 7) + q2 * (
+            _F32(1 / 9) + q2 * (_F32(1 / 11) + q2 * (_F32(1 / 13) + q2 * _F32(1 / 15))))))))
+        return max(-u, _F32(0.0)) + lg
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _bce_log(z, y, n, tb):
-        # softplus(-u) = relu(-u) + log1p(t), t = exp(-|u|) in (0, 1]: log1p(t) = 2 atanh(t / (2 + t))
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+    def _bce_hits(z, y, n, tb):
+        """(sum over i < n of BCE(logit z_i, label y_i), number of i with sign(z_i) matching
+        y_i): float32 terms (through the scratch ``tb``), float64 sum.  Vectorises: numba's
+        error_model="numpy" drops the division-by-zero branch, the count is an int32."""
+        h = np.int32(0)
         for i in range(n):
-            t = tb[i]
-            q = _F32(t / (_F32(2.0) + t))
-            q2 = q * q
-            lg = _F32(2.0) * q * (_F32(1.0) + q2 * (_F32(1 / 3) + q2 * (_F32(1 / 5) + q2 * (_F32(1 / 7) + q2 * (
-                _F32(1 / 9) + q2 * (_F32(1 / 11) + q2 * (_F32(1 / 13) + q2 * _F32(1 / 15))))))))
-            u = _F32((_F32(2.0) * y[i] - _F32(1.0)) * z[i])
-            tb[i] = max(-u, _F32(0.0)) + lg
+            zi, yi = z[i], y[i]
+            tb[i] = _bce1(zi, yi)
+            h = np.int32(h + ((zi > 0) == (yi > 0.5)))
         s = 0.0
         for i in range(n):
             s += tb[i]
-        return s
+        return s, h
 
-    @_nb.njit(cache=True, nogil=True)
-    def _bce_sum(z, y, n, tb, kb):
-        """sum over i < n of BCE(logit z_i, label y_i) (float32 terms, float64 sum)."""
-        _bce_exp(z, y, n, tb, kb)
-        _bce_scale(tb, kb, n)
-        return _bce_log(z, y, n, tb)
-
-    @_nb.njit(cache=True, nogil=True)
-    def _hits(z, y):
-        k = 0
-        for i in range(z.shape[0]):
-            if (z[i] > 0) == (y[i] > 0.5):
-                k += 1
-        return k
-
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, kb, out):
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+    def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, out):
         _logits_one(xt, w1t, b1, w2, b2, width, z)
         nv = z.shape[0]
-        out[0] = _bce_sum(z, y, nv, tb, kb) / nv
-        out[1] = _hits(z, y) / nv
+        loss, hits = _bce_hits(z, y, nv, tb)
+        out[0] = loss / nv
+        out[1] = hits / nv
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
     def _val_serial(xt, y, w1t, b1, w2, b2, widths, out):
         """Validation loss and accuracy of every network: out [2, G, C]."""
         G, C = b2.shape
         nv = xt.shape[2]
         z = np.empty(nv, dtype=b1.dtype)
         tb = np.empty(nv, dtype=np.float32)
-        kb = np.empty(nv, dtype=np.int32)
         o = np.empty(2, dtype=np.float64)
         for g in range(G):
             for c in range(C):
-                _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, kb, o)
+                _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, o)
                 out[0, g, c] = o[0]
                 out[1, g, c] = o[1]
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
     def _val_parallel(xt, y, w1t, b1, w2, b2, widths, out):
         G, C = b2.shape
         nv = xt.shape[2]
@@ -317,9 +311,8 @@ if HAVE_NUMBA:
             g, c = gc // C, gc % C
             z = np.empty(nv, dtype=b1.dtype)
             tb = np.empty(nv, dtype=np.float32)
-            kb = np.empty(nv, dtype=np.int32)
             o = np.empty(2, dtype=np.float64)
-            _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, kb, o)
+            _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, o)
             out[0, g, c] = o[0]
             out[1, g, c] = o[1]
 
@@ -329,12 +322,11 @@ if HAVE_NUMBA:
         zt [G, C, S*B], ys [G, S*B] (labels in the same order), gn [G] valid samples."""
         G, C, L = zt.shape
         tb = np.empty(L, dtype=np.float32)
-        kb = np.empty(L, dtype=np.int32)
         for g in range(G):
             for c in range(C):
-                out[g, c] = _bce_sum(zt[g, c], ys[g], gn[g], tb, kb) / gn[g]
+                out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
     def _adam(p, m, v, gr, ss, bc2s, eps, omb1, b2_, omb2):
         # torch.optim.Adam (single tensor): m.lerp_(g, 1-b1); v.mul_(b2).addcmul_(g, g, 1-b2);
         # p.addcdiv_(m, sqrt(v)/bc2s + eps, value=-ss)
@@ -346,32 +338,20 @@ if HAVE_NUMBA:
             v[i] = vi
             p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
     def _sigmoid_grad(z, y, inv, out):
         # d BCE / d z of one sample of a batch-mean loss, in the parameters' dtype
         out[0] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
         return out[0]
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _exp_neg_abs(z, n, tb, kb):
-        # tb[i] = exp(-|z_i|) in float32 (range reduction + polynomial + exponent bits; vectorises)
-        for i in range(n):
-            x = -min(abs(_F32(z[i])), _F32(80.0))
-            k = np.floor(x * _LOG2E + _F32(0.5))
-            r = x - k * _LN2_HI - k * _LN2_LO
-            tb[i] = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
-                _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
-            kb[i] = np.int32(k)
-        _bce_scale(tb, kb, n)
-
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
-    def _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+    def _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
                       inv, width, zout, exact_exp):
         """Forward + backward of one 5-input network over its batch, vectorised over the samples
         (cost ~ width x batch with a small fixed part, good for narrow networks).  Writes the
         gradients of the batch-mean BCE into gw1 [5, >=width], gb1, gw2, gb2; returns #correct.
-        Scratch: xT [5, B], A [>=width, B], zb, db [B] (param dtype), tb [B] f32, kb [B] i32."""
-        zero = np.zeros(1, dtype=b1.dtype)[0]
+        Scratch: xT [5, B], A [>=width, B], zb, db [B] (param dtype), tb [B] f32."""
+        zero = b1.dtype.type(0)
         x0, x1, x2, x3, x4 = xT[0], xT[1], xT[2], xT[3], xT[4]
         for i in range(cnt):
             r = rows[i]
@@ -400,7 +380,8 @@ if HAVE_NUMBA:
                 hits += (z > 0) == (y > 0.5)
                 db[i] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
         else:
-            _exp_neg_abs(zb, cnt, tb, kb)
+            for i in range(cnt):
+                tb[i] = _exp_neg_abs1(zb[i])
             for i in range(cnt):
                 z = zb[i]
                 y = ys[rows[i]]
@@ -443,11 +424,11 @@ if HAVE_NUMBA:
             gw1[4, j] = s4
         return hits
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
     def _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout):
         d = xs.shape[1]
         a = np.empty(b1.shape[0], dtype=b1.dtype)
-        zero = np.zeros(1, dtype=b1.dtype)[0]
+        zero = b1.dtype.type(0)
         tmp = np.empty(1, dtype=b1.dtype)
         hits = 0
         for bi in range(cnt):
@@ -479,18 +460,18 @@ if HAVE_NUMBA:
                 gb1[j] += a[j]
         return hits
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
     def _step_one(xs, ys, rows, cnt, w1t, b1, w2, b2, mw1, mb1, mw2, mb2, vw1, vb1, vw2, vb2,
-                  sc, width, zout, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb, exact_exp):
+                  sc, width, zout, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, exact_exp):
         """One Adam step of one network on the samples ``rows[:cnt]``; returns #correct.
         gw1 [d, Hp], gb1, gw2 [Hp], gb2 [1] and the rest: scratch."""
         d = xs.shape[1]
         inv = sc[0]  # 1 / cnt
         if d == 5:
             hits = _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db,
-                                 tb, kb, inv, width, zout, exact_exp)
+                                 tb, inv, width, zout, exact_exp)
         else:
-            zero = np.zeros(1, dtype=b1.dtype)[0]
+            zero = b1.dtype.type(0)
             for k in range(d):
                 for j in range(width):
                     gw1[k, j] = zero
@@ -513,13 +494,13 @@ if HAVE_NUMBA:
                 np.empty(Hp, dtype=dtype_like.dtype), np.empty(1, dtype=dtype_like.dtype),
                 np.empty((d, B), dtype=dtype_like.dtype), np.empty((Hp, B), dtype=dtype_like.dtype),
                 np.empty(B, dtype=dtype_like.dtype), np.empty(B, dtype=dtype_like.dtype),
-                np.empty(B, dtype=np.float32), np.empty(B, dtype=np.int32))
+                np.empty(B, dtype=np.float32))
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
     def _step_serial(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
                      sc, widths, zout, hits, exact_exp):
         G, C, d, Hp = W1T.shape
-        gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb = _scratch(d, Hp, rows.shape[1], B1)
+        gw1, gb1, gw2, gb2, xT, A, zb, db, tb = _scratch(d, Hp, rows.shape[1], B1)
         for g in range(G):
             if cnt[g] == 0:
                 continue
@@ -527,10 +508,10 @@ if HAVE_NUMBA:
                 hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
                                         B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
                                         VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
                                         exact_exp)
 
-    @_nb.njit(cache=True, fastmath=True, nogil=True, parallel=True)
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
     def _step_parallel(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
                        sc, widths, zout, hits, exact_exp):
         G, C, d, Hp = W1T.shape
@@ -538,11 +519,11 @@ if HAVE_NUMBA:
             g, c = gc // C, gc % C
             if cnt[g] == 0:
                 continue
-            gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb = _scratch(d, Hp, rows.shape[1], B1)
+            gw1, gb1, gw2, gb2, xT, A, zb, db, tb = _scratch(d, Hp, rows.shape[1], B1)
             hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
                                     B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
                                     VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb, kb,
+                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
                                     exact_exp)
 
 
@@ -586,7 +567,8 @@ def train_batched(
     fluid).  ``widths[c]``: the true width of column c.  ``fused``: use the numba kernels (CPU,
     float32/float64; default when available) or the torch ops (any device).
     """
-    from ..freeze import reset_
+    from .. import _kernels
+    from ..freeze import _CODES, reset_
 
     dev, dt = x_train.device, x_train.dtype
     G, C, Hp, d = init["fc1.weight"].shape
@@ -632,10 +614,25 @@ def train_batched(
         resets.append((meth, (T1 * sel.view(1, C, 1, 1)).contiguous(), (T2 * sel.view(1, C, 1)).contiguous()))
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
-    def do_resets():
-        for meth, t1, t2 in resets:
-            reset_(W1T, t1, meth, reset_eps, gen)
-            reset_(w2, t2, meth, reset_eps, gen)
+    if fused and _kernels.AVAILABLE:
+        # the fused kernel called directly: reset_()'s per-call checks and tensor wrapping cost
+        # more than the reset itself for these small parameters; one seed per call, drawn upfront
+        w1_np, w2_np = W1T.reshape(-1).numpy(), w2.reshape(-1).numpy()
+        e_np = w1_np.dtype.type(reset_eps)
+        kres = [(_CODES[meth], t1.reshape(-1).numpy(), t2.reshape(-1).numpy()) for meth, t1, t2 in resets]
+        n_seeds = 2 * len(resets) * (epochs * int(-(-max(group_n) // batch_size)) + 1)
+        seed_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        seed_it = iter(seed_rng.integers(0, 2**32, size=n_seeds, dtype=np.int64).tolist())
+
+        def do_resets():
+            for code, t1n, t2n in kres:
+                _kernels.reset_range(w1_np, t1n, code, e_np, next(seed_it), 0, w1_np.size)
+                _kernels.reset_range(w2_np, t2n, code, e_np, next(seed_it), 0, w2_np.size)
+    else:
+        def do_resets():
+            for meth, t1, t2 in resets:
+                reset_(W1T, t1, meth, reset_eps, gen)
+                reset_(w2, t2, meth, reset_eps, gen)
 
     # ---- schedule: batches per epoch per group, masks, index tables
     T, n_max = x_train.shape[0], x_train.shape[1]
@@ -878,12 +875,17 @@ def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequenc
     init = {"fc1.weight": np.zeros((G, C, Hp, d), np.float32), "fc1.bias": np.zeros((G, C, Hp), np.float32),
             "fc2.weight": np.zeros((G, C, Hp), np.float32), "fc2.bias": np.zeros((G, C), np.float32)}
     tmpl = {"fc1.weight": np.zeros((G, C, Hp, d), np.int8), "fc2.weight": np.zeros((G, C, Hp), np.int8)}
+    from ..models.mlp import init_params
+
     cache: dict = {}
+    base: dict = {}  # one initialisation per (trial, width), shared by the conditions
     for gi, (t, n) in enumerate(groups):
         for ci, ((_, w), cond) in enumerate(zip(cols, conds)):
             key = (t, w, cond.template, cond.frozen)
             if key not in cache:
-                cache[key] = initial_state(seeds[t], w, cond, d)
+                if (t, w) not in base:
+                    base[(t, w)] = init_params(seeds[t], w, d)
+                cache[key] = initial_state(seeds[t], w, cond, d, params=base[(t, w)])
             p, tm = cache[key]
             init["fc1.weight"][gi, ci, :w] = p["fc1.weight"]
             init["fc1.bias"][gi, ci, :w] = p["fc1.bias"]
@@ -1037,21 +1039,22 @@ class Xor5D(Experiment):
         per_net = wall / max(1, len(job.trials))
         epochs_r = range(1, hp.epochs + 1)
         out = []
-        for k in job.trials:
-            gi, ci = gpos[(k.trial, k.n)], cpos[(k.condition, k.width)]
-            a, b, c_, d_ = tl[gi][ci], ta[gi][ci], vl[gi][ci], va[gi][ci]
-            if swl is not None:
-                s = swl[gi][ci]
-                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i],
-                                    {"switch/fc1.weight": s[i][0], "switch/fc2.weight": s[i][1]})
-                        for i, e in enumerate(epochs_r)]
-            else:
-                recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i], {}) for i, e in enumerate(epochs_r)]
-            cond = conds[ci]
-            out.append(TrialResult(k, seeds[k.trial], per_net, recs, extra={
-                "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
-                "frozen": cond.frozen, "template": cond.template,
-                "reset": cond.reset if cond.frozen else None}))
+        with gc_paused():
+            for k in job.trials:
+                gi, ci = gpos[(k.trial, k.n)], cpos[(k.condition, k.width)]
+                a, b, c_, d_ = tl[gi][ci], ta[gi][ci], vl[gi][ci], va[gi][ci]
+                if swl is not None:
+                    s = swl[gi][ci]
+                    recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i],
+                                        {"switch/fc1.weight": s[i][0], "switch/fc2.weight": s[i][1]})
+                            for i, e in enumerate(epochs_r)]
+                else:
+                    recs = list(map(EpochRecord, epochs_r, a, b, c_, d_))
+                cond = conds[ci]
+                out.append(TrialResult(k, seeds[k.trial], per_net, recs, extra={
+                    "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
+                    "frozen": cond.frozen, "template": cond.template,
+                    "reset": cond.reset if cond.frozen else None}))
         return out
 
     # -- report
