@@ -32,10 +32,12 @@ def _reference(hp, kw, groups, cols, conds, seeds, gi, ci, generator=None):
 GROUPS = [(0, 20), (0, 40), (1, 40), (1, 100)]
 
 
-@pytest.mark.parametrize("reset,fused", [("flip", True), ("posCon", True), ("zero", True),
-                                         ("flip", False), ("posCon", False)])
-def test_batched_equals_one_by_one(reset, fused):
-    hp = XorHparams(epochs=6, dtype="float64", reset=reset)
+@pytest.mark.parametrize("reset,fused,dim", [("flip", True, 5), ("posCon", True, 5), ("zero", True, 5),
+                                             ("flip", False, 5), ("posCon", False, 5),
+                                             ("flip", True, 3), ("posCon", True, 7)])
+def test_batched_equals_one_by_one(reset, fused, dim):
+    """dim 5 takes the kernels' unrolled XOR-5D loops, other dims their generic loops."""
+    hp = XorHparams(epochs=6, dtype="float64", reset=reset, dim=dim)
     cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12), ("fluid-sufficient", 5)]
     kw, seeds, conds = prepare_job(hp, GROUPS, cols)
     res = train_batched(**kw, check_violations=True, fused=fused)
@@ -136,3 +138,22 @@ def test_bad_condition_names():
             parse_condition(bad)
     assert parse_condition("frozen-rand@flip").reset == "flip"
     assert parse_condition("frozen-rand", "zero").reset == "zero"
+
+
+def test_threaded_kernels_give_the_serial_numbers():
+    """With torch on 2 threads the trainer takes numba's parallel kernels (networks split over
+    threads); every network computes exactly as on one thread."""
+    hp = XorHparams(epochs=3)
+    cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12)]
+    kw, _, _ = prepare_job(hp, GROUPS, cols)
+    serial = train_batched(**kw, generator=torch.Generator().manual_seed(1))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = train_batched(**kw, generator=torch.Generator().manual_seed(1))
+    finally:
+        torch.set_num_threads(old)
+    for name in serial.params:
+        assert torch.equal(serial.params[name], threaded.params[name]), name
+    for field in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert torch.equal(getattr(serial, field), getattr(threaded, field)), field

@@ -327,65 +327,71 @@ if HAVE_NUMBA:
                 out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
-    def _adam(p, m, v, gr, ss, bc2s, eps, omb1, b2_, omb2):
-        # torch.optim.Adam (single tensor): m.lerp_(g, 1-b1); v.mul_(b2).addcmul_(g, g, 1-b2);
-        # p.addcdiv_(m, sqrt(v)/bc2s + eps, value=-ss)
-        for i in range(p.shape[0]):
-            g = gr[i]
-            mi = m[i] + omb1 * (g - m[i])
-            vi = v[i] * b2_ + omb2 * g * g
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
-
-    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-    def _sigmoid_grad(z, y, inv, out):
-        # d BCE / d z of one sample of a batch-mean loss, in the parameters' dtype
-        out[0] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
-        return out[0]
+    def _adam_group(P, M, V, GR, offs, G, g, s):
+        """torch.optim.Adam (single tensor) on group g's slice of every parameter block of the
+        flat buffers: m.lerp_(g, 1-b1); v.mul_(b2).addcmul_(g, g, 1-b2);
+        p.addcdiv_(m, sqrt(v)/bc2s + eps, value=-ss).  Padding has zero gradient, so it stays 0."""
+        ss, bc2s, eps, omb1, b2_, omb2 = s[1], s[2], s[3], s[4], s[5], s[6]
+        for b in range(4):
+            per = (offs[b + 1] - offs[b]) // G
+            lo = offs[b] + g * per
+            p, m, v, gr = P[lo:lo + per], M[lo:lo + per], V[lo:lo + per], GR[lo:lo + per]
+            for i in range(per):
+                gi = gr[i]
+                mi = m[i] + omb1 * (gi - m[i])
+                vi = v[i] * b2_ + omb2 * gi * gi
+                m[i] = mi
+                v[i] = vi
+                p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
-    def _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
-                      inv, width, zout, exact_exp):
-        """Forward + backward of one 5-input network over its batch, vectorised over the samples
-        (cost ~ width x batch with a small fixed part, good for narrow networks).  Writes the
-        gradients of the batch-mean BCE into gw1 [5, >=width], gb1, gw2, gb2; returns #correct.
-        Scratch: xT [5, B], A [>=width, B], zb, db [B] (param dtype), tb [B] f32."""
-        zero = b1.dtype.type(0)
-        x0, x1, x2, x3, x4 = xT[0], xT[1], xT[2], xT[3], xT[4]
+    def _net_grads(g, c, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, xT, yb, cnt, A, zb, db, tb, H,
+                   inv, width, ZO, exact_exp):
+        """Forward and backward of network (g, c) on its batch (gathered into xT [d, B] and
+        yb [B]): the gradients of the batch-mean BCE go to GW1[g, c], GB1[g, c], GW2[g, c] and
+        GB2[g, c] (only the first ``width`` units), the logits to ZO[g, c]; returns #correct.
+        Vectorised over the samples; arrays are indexed in place (no views: creating a numba
+        view costs as much as the arithmetic of a narrow network).  Scratch: A [Hp, B], zb, db,
+        H [B] (parameter dtype), tb [B] float32."""
+        d = xT.shape[0]
+        zero = B1.dtype.type(0)
+        b2v = B2[g, c]
         for i in range(cnt):
-            r = rows[i]
-            x0[i] = xs[r, 0]
-            x1[i] = xs[r, 1]
-            x2[i] = xs[r, 2]
-            x3[i] = xs[r, 3]
-            x4[i] = xs[r, 4]
-        c = b2[0]
-        for i in range(cnt):
-            zb[i] = c
-        for j in range(width):
-            bj, vj = b1[j], w2[j]
-            u0, u1, u2, u3, u4 = w1t[0, j], w1t[1, j], w1t[2, j], w1t[3, j], w1t[4, j]
-            Aj = A[j]
-            for i in range(cnt):
-                a = bj + x0[i] * u0 + x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
-                Aj[i] = a
-                zb[i] += vj * max(a, zero)
+            zb[i] = b2v
+        for j in range(width):  # forward: A = pre-activations, zb = logits
+            bj, vj = B1[g, c, j], W2[g, c, j]
+            if d == 5:  # the XOR-5D case in one pass over the samples
+                u0, u1, u2 = W1T[g, c, 0, j], W1T[g, c, 1, j], W1T[g, c, 2, j]
+                u3, u4 = W1T[g, c, 3, j], W1T[g, c, 4, j]
+                for i in range(cnt):
+                    a = (bj + xT[0, i] * u0 + xT[1, i] * u1 + xT[2, i] * u2 + xT[3, i] * u3
+                         + xT[4, i] * u4)
+                    A[j, i] = a
+                    zb[i] += vj * max(a, zero)
+            else:
+                for i in range(cnt):
+                    A[j, i] = bj
+                for k in range(d):
+                    u = W1T[g, c, k, j]
+                    for i in range(cnt):
+                        A[j, i] += xT[k, i] * u
+                for i in range(cnt):
+                    zb[i] += vj * max(A[j, i], zero)
         hits = 0
-        if exact_exp:
+        if exact_exp:  # libm exp (float64 runs, checked against torch to 1e-9)
             for i in range(cnt):
                 z = zb[i]
-                y = ys[rows[i]]
-                zout[i] = z
+                y = yb[i]
+                ZO[g, c, i] = z
                 hits += (z > 0) == (y > 0.5)
                 db[i] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
-        else:
+        else:  # vectorised float32 exp: sigmoid(z) = 1/(1+t) or t/(1+t), t = exp(-|z|)
             for i in range(cnt):
                 tb[i] = _exp_neg_abs1(zb[i])
             for i in range(cnt):
                 z = zb[i]
-                y = ys[rows[i]]
-                zout[i] = z
+                y = yb[i]
+                ZO[g, c, i] = z
                 hits += (z > 0) == (y > 0.5)
                 t = tb[i]
                 s = (_F32(1.0) if z >= 0 else t) / (_F32(1.0) + t)
@@ -393,138 +399,93 @@ if HAVE_NUMBA:
         s2 = zero
         for i in range(cnt):
             s2 += db[i]
-        gb2[0] = s2
-        for j in range(width):
-            vj = w2[j]
-            Aj = A[j]
+        GB2[g, c] = s2
+        for j in range(width):  # backward
+            vj = W2[g, c, j]
             sw = zero
             sb = zero
-            s0 = zero
-            s1 = zero
-            s2 = zero
-            s3 = zero
-            s4 = zero
-            for i in range(cnt):
-                a = Aj[i]
-                dz = db[i]
-                h = dz * vj if a > zero else zero
-                sw += dz * max(a, zero)
-                sb += h
-                s0 += x0[i] * h
-                s1 += x1[i] * h
-                s2 += x2[i] * h
-                s3 += x3[i] * h
-                s4 += x4[i] * h
-            gw2[j] = sw
-            gb1[j] = sb
-            gw1[0, j] = s0
-            gw1[1, j] = s1
-            gw1[2, j] = s2
-            gw1[3, j] = s3
-            gw1[4, j] = s4
-        return hits
-
-    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-    def _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout):
-        d = xs.shape[1]
-        a = np.empty(b1.shape[0], dtype=b1.dtype)
-        zero = b1.dtype.type(0)
-        tmp = np.empty(1, dtype=b1.dtype)
-        hits = 0
-        for bi in range(cnt):
-            r = rows[bi]
-            for j in range(width):
-                a[j] = b1[j]
-            for k in range(d):
-                xk = xs[r, k]
-                for j in range(width):
-                    a[j] += xk * w1t[k, j]
-            z = b2[0]
-            for j in range(width):
-                z += w2[j] * max(a[j], zero)
-            zout[bi] = z
-            y = ys[r]
-            if (z > 0) == (y > 0.5):
-                hits += 1
-            dz = _sigmoid_grad(z, y, inv, tmp)
-            gb2[0] += dz
-            for j in range(width):  # branch-free, so that it vectorises
-                aj = a[j]
-                gw2[j] += dz * max(aj, zero)
-                a[j] = dz * w2[j] if aj > zero else zero  # reuse a as dh
-            for k in range(d):
-                xk = xs[r, k]
-                for j in range(width):
-                    gw1[k, j] += xk * a[j]
-            for j in range(width):
-                gb1[j] += a[j]
+            if d == 5:
+                s0 = s1 = s2 = s3 = s4 = zero
+                for i in range(cnt):
+                    a = A[j, i]
+                    dz = db[i]
+                    h = dz * vj if a > zero else zero
+                    sw += dz * max(a, zero)
+                    sb += h
+                    s0 += xT[0, i] * h
+                    s1 += xT[1, i] * h
+                    s2 += xT[2, i] * h
+                    s3 += xT[3, i] * h
+                    s4 += xT[4, i] * h
+                GW1[g, c, 0, j] = s0
+                GW1[g, c, 1, j] = s1
+                GW1[g, c, 2, j] = s2
+                GW1[g, c, 3, j] = s3
+                GW1[g, c, 4, j] = s4
+            else:
+                for i in range(cnt):
+                    a = A[j, i]
+                    dz = db[i]
+                    h = dz * vj if a > zero else zero
+                    H[i] = h
+                    sw += dz * max(a, zero)
+                    sb += h
+                for k in range(d):
+                    sk = zero
+                    for i in range(cnt):
+                        sk += xT[k, i] * H[i]
+                    GW1[g, c, k, j] = sk
+            GW2[g, c, j] = sw
+            GB1[g, c, j] = sb
         return hits
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
-    def _step_one(xs, ys, rows, cnt, w1t, b1, w2, b2, mw1, mb1, mw2, mb2, vw1, vb1, vw2, vb2,
-                  sc, width, zout, gw1, gb1, gw2, gb2, xT, A, zb, db, tb, exact_exp):
-        """One Adam step of one network on the samples ``rows[:cnt]``; returns #correct.
-        gw1 [d, Hp], gb1, gw2 [Hp], gb2 [1] and the rest: scratch."""
-        d = xs.shape[1]
-        inv = sc[0]  # 1 / cnt
-        if d == 5:
-            hits = _grads5_batch(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, xT, A, zb, db,
-                                 tb, inv, width, zout, exact_exp)
-        else:
-            zero = b1.dtype.type(0)
-            for k in range(d):
-                for j in range(width):
-                    gw1[k, j] = zero
-            for j in range(width):
-                gb1[j] = zero
-                gw2[j] = zero
-            gb2[0] = zero
-            hits = _grads_generic(xs, ys, rows, cnt, w1t, b1, w2, b2, gw1, gb1, gw2, gb2, inv, width, zout)
-        ss, bc2s, eps, omb1, b2_, omb2 = sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
-        for k in range(d):
-            _adam(w1t[k, :width], mw1[k, :width], vw1[k, :width], gw1[k, :width], ss, bc2s, eps, omb1, b2_, omb2)
-        _adam(b1[:width], mb1[:width], vb1[:width], gb1[:width], ss, bc2s, eps, omb1, b2_, omb2)
-        _adam(w2[:width], mw2[:width], vw2[:width], gw2[:width], ss, bc2s, eps, omb1, b2_, omb2)
-        _adam(b2, mb2, vb2, gb2, ss, bc2s, eps, omb1, b2_, omb2)
-        return hits
+    def _gather(xs, ys, rows, cnt, xT, yb):
+        for i in range(cnt):
+            r = rows[i]
+            for k in range(xs.shape[1]):
+                xT[k, i] = xs[r, k]
+            yb[i] = ys[r]
 
     @_nb.njit(cache=True, nogil=True)
     def _scratch(d, Hp, B, dtype_like):
-        return (np.empty((d, Hp), dtype=dtype_like.dtype), np.empty(Hp, dtype=dtype_like.dtype),
-                np.empty(Hp, dtype=dtype_like.dtype), np.empty(1, dtype=dtype_like.dtype),
-                np.empty((d, B), dtype=dtype_like.dtype), np.empty((Hp, B), dtype=dtype_like.dtype),
-                np.empty(B, dtype=dtype_like.dtype), np.empty(B, dtype=dtype_like.dtype),
-                np.empty(B, dtype=np.float32))
+        dt = dtype_like.dtype
+        return (np.empty((d, B), dtype=dt), np.empty(B, dtype=dt), np.empty((Hp, B), dtype=dt),
+                np.empty(B, dtype=dt), np.empty(B, dtype=dt), np.empty(B, dtype=np.float32),
+                np.empty(B, dtype=dt))
+
+    @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+    def _group_step(xs, ys, rows, cnt, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, sc, widths, ZO, hits,
+                    exact_exp, g, xT, yb, A, zb, db, tb, H):
+        # the batch of group g is gathered once for all its columns
+        _gather(xs, ys, rows[g], cnt[g], xT, yb)
+        for c in range(W1T.shape[1]):
+            hits[g, c] += _net_grads(g, c, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, xT, yb, cnt[g], A,
+                                     zb, db, tb, H, sc[g, 0], widths[c], ZO, exact_exp)
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-    def _step_serial(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
-                     sc, widths, zout, hits, exact_exp):
+    def _step_serial(xs, ys, rows, cnt, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, P, M, V, GR, offs,
+                     sc, widths, ZO, hits, exact_exp):
+        """One Adam step of every network: groups with cnt[g] == 0 (no batch left this epoch)
+        are skipped.  W1T.. are views of the flat parameter buffer P, GW1.. of the gradient GR."""
         G, C, d, Hp = W1T.shape
-        gw1, gb1, gw2, gb2, xT, A, zb, db, tb = _scratch(d, Hp, rows.shape[1], B1)
+        xT, yb, A, zb, db, tb, H = _scratch(d, Hp, rows.shape[1], B1)
         for g in range(G):
-            if cnt[g] == 0:
-                continue
-            for c in range(C):
-                hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
-                                        B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
-                                        VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                        widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
-                                        exact_exp)
+            if cnt[g] > 0:
+                _group_step(xs, ys, rows, cnt, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, sc, widths, ZO,
+                            hits, exact_exp, g, xT, yb, A, zb, db, tb, H)
+                _adam_group(P, M, V, GR, offs, G, g, sc[g])
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
-    def _step_parallel(xs, ys, rows, cnt, W1T, B1, W2, B2, MW1, MB1, MW2, MB2, VW1, VB1, VW2, VB2,
-                       sc, widths, zout, hits, exact_exp):
+    def _step_parallel(xs, ys, rows, cnt, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, P, M, V, GR, offs,
+                       sc, widths, ZO, hits, exact_exp):
         G, C, d, Hp = W1T.shape
-        for gc in _nb.prange(G * C):
-            g, c = gc // C, gc % C
-            if cnt[g] == 0:
-                continue
-            gw1, gb1, gw2, gb2, xT, A, zb, db, tb = _scratch(d, Hp, rows.shape[1], B1)
-            hits[g, c] += _step_one(xs, ys, rows[g], cnt[g], W1T[g, c], B1[g, c], W2[g, c],
-                                    B2[g, c:c + 1], MW1[g, c], MB1[g, c], MW2[g, c], MB2[g, c:c + 1],
-                                    VW1[g, c], VB1[g, c], VW2[g, c], VB2[g, c:c + 1], sc[g],
-                                    widths[c], zout[g, c], gw1, gb1, gw2, gb2, xT, A, zb, db, tb,
-                                    exact_exp)
+        for g in _nb.prange(G):
+            if cnt[g] > 0:
+                xT, yb, A, zb, db, tb, H = _scratch(d, Hp, rows.shape[1], B1)
+                _group_step(xs, ys, rows, cnt, W1T, B1, W2, B2, GW1, GB1, GW2, GB2, sc, widths, ZO,
+                            hits, exact_exp, g, xT, yb, A, zb, db, tb, H)
+                _adam_group(P, M, V, GR, offs, G, g, sc[g])
 
 
 # ----------------------------------------------------------------------------- batched trainer
@@ -697,8 +658,9 @@ def train_batched(
         exact_exp = dt == torch.float64
         xs_np, ys_np = x_flat.numpy(), y_flat.numpy()
         pv = [t.numpy() for t in views(flat)]
-        mv = [t.numpy() for t in views(m)]
-        vv = [t.numpy() for t in views(v)]
+        gv = [t.numpy() for t in views(grad)]  # zero beyond each width, for good
+        flat_np, m_np, v_np, grad_np = flat.numpy(), m.numpy(), v.numpy(), grad.numpy()
+        offs_np = offs.astype(np.int64)
         idx_np = idx_t.numpy()
         cnt_np = counts.astype(np.int64)  # [S, G]
         # per (epoch, step, group): 1/cnt, step size, sqrt(bc2), eps, 1-b1, b2, 1-b2
@@ -740,8 +702,8 @@ def train_batched(
             tr_acc.zero_()
         for s in range(S):
             if fused:
-                step_k(xs_np, ys_np, idx_np[e, s], cnt_np[s], *pv, *mv, *vv, sc_np[e, s], widths_np,
-                       zt_np[:, :, s], hits_np, exact_exp)
+                step_k(xs_np, ys_np, idx_np[e, s], cnt_np[s], *pv, *gv, flat_np, m_np, v_np, grad_np,
+                       offs_np, sc_np[e, s], widths_np, zt_np[:, :, s], hits_np, exact_exp)
             else:
                 ii = idx_t[e, s].reshape(-1)
                 Xb = x_flat.index_select(0, ii).view(G, B, d)
