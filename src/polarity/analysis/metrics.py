@@ -39,20 +39,49 @@ def success_rate(epochs_to: np.ndarray) -> float:
 
 def per_trial(epochs, cutoffs: Sequence[float] = (0.9,), keys: Sequence[str] = KEYS):
     """Tidy per-epoch frame -> one row per trial with ``error`` (at min val loss),
-    ``final_val_acc`` and ``epochs_to_<cutoff>`` for each cut-off."""
+    ``final_val_acc`` and ``epochs_to_<cutoff>`` for each cut-off.  Vectorised over trials (a
+    full fig4 run has 52,800 of them): the same numbers as applying :func:`error_at_min_loss`
+    and :func:`epochs_to_cutoff` to each trial's epochs in order."""
     import pandas as pd
 
-    rows = []
-    for key, g in epochs.sort_values("epoch").groupby(list(keys), sort=True):
-        row = dict(zip(keys, key))
-        vl, va = g["val_loss"].to_numpy(), g["val_acc"].to_numpy()
-        row["epochs"] = len(g)
-        row["error"] = float(error_at_min_loss(vl, va))
-        row["final_val_acc"] = float(va[-1])
-        for c in cutoffs:
-            row[cutoff_column(c)] = float(epochs_to_cutoff(va, c))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    keys = list(keys)
+    cols = [cutoff_column(c) for c in cutoffs]
+    if len(epochs) == 0:
+        return pd.DataFrame(columns=[*keys, "epochs", "error", "final_val_acc", *cols])
+    df = epochs.sort_values([*keys, "epoch"], kind="mergesort")
+    kv = df[keys]
+    new = np.zeros(len(df), dtype=bool)
+    new[0] = True
+    for k in keys:
+        v = kv[k].to_numpy()
+        new[1:] |= v[1:] != v[:-1]
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(df)))
+    group = np.repeat(np.arange(len(starts)), counts)          # trial index of each row
+    pos = np.arange(len(df)) - np.repeat(starts, counts)       # 0-based epoch position
+
+    def first_where(mask):
+        """(trials with a True row, index of their first True row)."""
+        idx = np.flatnonzero(mask)
+        g = group[idx]
+        keep = np.ones(len(idx), dtype=bool)
+        keep[1:] = g[1:] != g[:-1]
+        return g[keep], idx[keep]
+
+    va = df["val_acc"].to_numpy(dtype=float)
+    loss = df["val_loss"].to_numpy(dtype=float)
+    loss = np.where(np.isnan(loss), np.inf, loss)
+    _, at_min = first_where(loss == np.minimum.reduceat(loss, starts)[group])
+    out = kv.iloc[starts].reset_index(drop=True)
+    out["epochs"] = counts
+    out["error"] = 1.0 - va[at_min]
+    out["final_val_acc"] = va[starts + counts - 1]
+    for c, col in zip(cutoffs, cols):
+        reached, first = first_where(va >= c)
+        e = np.full(len(starts), np.nan)
+        e[reached] = pos[first] + 1.0
+        out[col] = e
+    return out
 
 
 def cutoff_column(c: float) -> str:

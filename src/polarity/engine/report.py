@@ -69,8 +69,12 @@ def header(exp, spec, out: Path, epochs, trials, meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+EPOCHS_CSV_MAX_ROWS = 1_000_000  # larger tidy tables: ``polarity export`` (a 5M-row CSV takes a minute)
+
+
 def write_report(out: str | Path) -> Path:
-    """Write DIR/report/report.md and DIR/report/epochs.csv; returns the report path."""
+    """Write DIR/report/report.md and DIR/report/epochs.csv (up to ``EPOCHS_CSV_MAX_ROWS`` rows);
+    returns the report path."""
     out = Path(out)
     exp, spec, _ = load_spec(out)
     try:
@@ -83,7 +87,15 @@ def write_report(out: str | Path) -> Path:
     rdir = out / "report"
     try:
         rdir.mkdir(parents=True, exist_ok=True)
-        epochs.to_csv(rdir / "epochs.csv", index=False)
+        tidy = rdir / "epochs.csv"
+        if len(epochs) <= EPOCHS_CSV_MAX_ROWS:
+            epochs.to_csv(tidy, index=False)
+            data = "Data: [epochs.csv](epochs.csv) (one row per trial and epoch).\n"
+        else:
+            tidy.unlink(missing_ok=True)  # never leave a stale table from an earlier report
+            data = (f"Data: {len(epochs):,} epoch rows, too many for a CSV written at every report: "
+                    f"`polarity export {shlex.quote(str(out))} --csv FILE` writes them; each figure's "
+                    "CSV is beside it.\n")
     except OSError as e:
         raise RunDirError(f"cannot write report into {rdir}: {e.strerror or e}") from None
     text = header(exp, spec, out, epochs, trials, meta)
@@ -91,7 +103,7 @@ def write_report(out: str | Path) -> Path:
         section = exp.report(spec.hp, epochs, trials, rdir) or ""
     else:
         section = "_No finished trials yet._\n"
-    text += "\n" + section.strip() + "\n\nData: [epochs.csv](epochs.csv) (one row per trial and epoch).\n"
+    text += "\n" + section.strip() + "\n\n" + data
     path = rdir / "report.md"
     try:
         path.write_text(text)

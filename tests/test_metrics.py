@@ -1,0 +1,44 @@
+"""The shared per-trial measures: the vectorised ``per_trial`` against the per-trial definitions."""
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings, strategies as st
+
+from polarity.analysis.metrics import epochs_to_cutoff, error_at_min_loss, per_trial
+
+
+def _reference(frame, cutoffs):
+    rows = []
+    for (cond, n, w, t), g in frame.sort_values("epoch").groupby(["condition", "n", "width", "trial"]):
+        vl, va = g["val_loss"].to_numpy(), g["val_acc"].to_numpy()
+        row = {"condition": cond, "n": n, "width": w, "trial": t, "epochs": len(g),
+               "error": float(error_at_min_loss(vl, va)), "final_val_acc": float(va[-1])}
+        for c in cutoffs:
+            row[f"epochs_to_{c:g}"] = float(epochs_to_cutoff(va, c))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), trials=st.integers(1, 12), nan_rate=st.sampled_from([0.0, 0.2, 1.0]))
+def test_per_trial_matches_the_per_trial_definitions(seed, trials, nan_rate):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for t in range(trials):
+        e = int(rng.integers(1, 8))
+        loss = rng.choice([0.1, 0.2, 0.3], size=e)  # ties: the first epoch of the minimum counts
+        loss[rng.random(e) < nan_rate] = np.nan
+        parts.append(pd.DataFrame({
+            "condition": rng.choice(["a", "b"]), "n": int(rng.choice([8, 20])), "width": 4,
+            "trial": t, "epoch": np.arange(1, e + 1), "val_loss": loss,
+            "val_acc": rng.choice([0.5, 0.9, 0.95, np.nan], size=e)}))
+    frame = pd.concat(parts).sample(frac=1.0, random_state=seed)  # rows in any order
+    got = per_trial(frame, cutoffs=(0.9, 0.95))
+    want = _reference(frame, (0.9, 0.95))
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want[got.columns].reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_per_trial_of_nothing_has_the_columns():
+    empty = pd.DataFrame(columns=["condition", "n", "width", "trial", "epoch", "val_loss", "val_acc"])
+    assert list(per_trial(empty).columns) == ["condition", "n", "width", "trial", "epochs", "error",
+                                              "final_val_acc", "epochs_to_0.9"]
