@@ -93,3 +93,18 @@ def test_c1_style_report_and_reset_variants(xor, tmp_path):
     assert {r.extra["reset"] for r in results} == {"flip", "zero", None}
     md = xor.report(hp, _frame(results), pd.DataFrame(), tmp_path)
     assert "C.1" in md and (tmp_path / "c1_error_vs_n.png").exists()
+
+
+def test_a_network_does_not_depend_on_its_job(xor):
+    """The same (trial, n, width, condition) gives the same numbers whether it is batched with 2
+    or 4 trials, one width or two: posRand included (each network has its own reset stream)."""
+    base = dataclasses.replace(xor.presets["quick"], conditions=("frozen-rand", "fluid-rand"),
+                               sample_sizes=(40,), widths=(6,), epochs=5, lr=0.1, reset="posRand")
+    bigger = dataclasses.replace(base, trials=4, widths=(6, 7))
+
+    def run(hp):
+        return {r.key: [(e.train_loss, e.val_loss) for e in r.epochs]
+                for j in xor.jobs(hp) for r in xor.run_job(hp, j)}
+
+    small, large = run(dataclasses.replace(base, trials=2)), run(bigger)
+    assert small and all(large[k] == v for k, v in small.items())

@@ -88,10 +88,34 @@ if NUMBA:
 
         return types.float32(seed, index), codegen
 
+    @njit(inline="always")
+    def reset_value(method, wi, tf, eps, zero, seed, index):
+        """The value a violating entry ``wi`` (template sign ``tf``, in w's dtype) is reset to;
+        posRand draws from (seed, index)."""
+        if method == POSCON:
+            return tf * eps
+        if method == POSRAND:
+            return tf * eps * _uniform(seed, index)
+        if method == ZERO:
+            return zero
+        return -wi
+
+    @njit(cache=True)
+    def mix32(seed, a, b):
+        """A 32-bit hash of three integers (splitmix64's finaliser): the posRand seed of one
+        parameter at one step, so that a network's draws depend only on its own seed."""
+        x = (np.uint64(seed) ^ (np.uint64(a) * np.uint64(0x9E3779B97F4A7C15))
+             ^ (np.uint64(b) * np.uint64(0xD6E8FEB86659FD93)))
+        x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+        return np.int64(x & np.uint64(0xFFFFFFFF))
+
     @njit(cache=True, nogil=True)
     def reset_range(w, t, method, eps, seed, lo, hi):
         """Reset ``w[lo:hi]`` against ``t[lo:hi]``; returns the number of entries reset.
-        ``method`` is loop-invariant, so LLVM specialises the loop for it."""
+        posRand draws from (seed, index in ``w``).  ``method`` is loop-invariant, so LLVM
+        specialises the loop for it."""
         a = w[lo:hi]
         b = t[lo:hi]
         zero = a.dtype.type(0)
@@ -101,15 +125,7 @@ if NUMBA:
             wi = a[i]
             tf = a.dtype.type(b[i])
             v = wi * tf < 0   # compliant, zero and free (t == 0) entries keep their value
-            if method == POSCON:
-                new = tf * eps
-            elif method == POSRAND:
-                new = tf * eps * _uniform(s, lo + i)
-            elif method == ZERO:
-                new = zero
-            else:
-                new = -wi
-            a[i] = new if v else wi
+            a[i] = reset_value(method, wi, tf, eps, zero, s, lo + i) if v else wi
             k = np.int32(k + v)
         return k
 

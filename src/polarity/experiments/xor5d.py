@@ -54,15 +54,17 @@ loop); groups with fewer batches per epoch sit out (masked) the steps they don't
 parameters, moments and Adam step count stay untouched, so every network follows exactly its own
 ``torch.optim.Adam`` trajectory (tests: float64, 1e-9).  Columns narrower than the job's width
 are zero-padded: padded units have zero weights, gradients and moments, stay exactly zero and are
-skipped by the kernels.  After every step ``polarity.freeze.reset_`` runs once per reset method
-on the whole batched kernel tensors (template 0 for fluid columns and padding).  Records stay on
-the device and reach the host once per job.  ``jobs()`` groups networks by batches-per-epoch and
-by width bucket (``merge_ratio``) so that masking and padding waste little.
+skipped by the kernels.  After every step the Freeze-SGD reset runs on every frozen network
+(template 0 for fluid columns and padding).  Records stay on the device and reach the host once
+per job.  ``jobs()`` groups networks by batches-per-epoch and by width bucket (``merge_ratio``)
+so that masking and padding waste little.
 
-posRand draws (values in (0, 1e-3]) come from one generator per job, seeded by ``hp.seed`` and the
-job key, so they depend on the job's composition (a deterministic function of ``hp``): results are
-reproducible for a given ``hp``; everything else about a network depends only on its own
-(trial, n, width, condition).
+Every network's numbers depend only on its own (trial, n, width, condition), never on the job it
+was batched into: posRand draws (values in (0, 1e-3]) come from the network's own counter-based
+stream (``network_reset_seed``, the optimizer step and the entry's index in its nn.Linear
+weight), so a network trained alone with ``train_single(reset_seed=...)`` matches its batched
+twin exactly, posRand included (tests: float64, 1e-9).  On the torch path (other devices) posRand
+draws come from one generator per job.
 """
 from __future__ import annotations
 
@@ -152,6 +154,11 @@ def _stream_seed(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def network_reset_seed(seed: int, trial: int, n: int, condition: str, width: int) -> int:
+    """The posRand seed of one network: a function of its own key only, never of its job."""
+    return _stream_seed("xor5d/posRand", int(seed), int(trial), int(n), str(condition), int(width)) & 0xFFFFFFFF
+
+
 def epoch_permutations(seed: int, n: int, epochs: int) -> np.ndarray:
     """The batch order of a (trial seed, n): one uniform permutation of ``range(n)`` per epoch,
     ``[epochs, n]``.  Shared by every condition and width of the trial."""
@@ -187,6 +194,7 @@ def initial_state(seed: int, width: int, condition: Condition, dim: int = 5,
 try:
     import numba as _nb
 
+    from .. import _kernels
     from .._kernels import f32_from_bits
 
     HAVE_NUMBA = True
@@ -325,6 +333,34 @@ if HAVE_NUMBA:
         for g in range(G):
             for c in range(C):
                 out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
+
+    @_nb.njit(cache=True, nogil=True)
+    def _reset_nets(W1T, W2, T1, T2, codes, eps, seeds, steps):
+        """The Freeze-SGD reset of every frozen column (``codes[c]`` >= 0) of every group, each
+        network with its own posRand stream: after its step ``steps[g]``, fc1.weight entry (j, k)
+        draws from (mix32(seed, step, 0), j*d + k) and fc2.weight entry j from
+        (mix32(seed, step, 1), j), exactly as ``_kernels.reset_range`` on the network's own
+        nn.Linear weights does (``train_single(reset_seed=)``).  Padding has template 0."""
+        G, C, d, Hp = W1T.shape
+        zero = W1T.dtype.type(0)
+        for g in range(G):
+            for c in range(C):
+                code = codes[c]
+                if code < 0:
+                    continue
+                s1 = _kernels.mix32(seeds[g, c], steps[g], 0)
+                s2 = _kernels.mix32(seeds[g, c], steps[g], 1)
+                for k in range(d):
+                    for j in range(Hp):
+                        wi = W1T[g, c, k, j]
+                        tf = W1T.dtype.type(T1[g, c, k, j])
+                        if wi * tf < 0:
+                            W1T[g, c, k, j] = _kernels.reset_value(code, wi, tf, eps, zero, s1, j * d + k)
+                for j in range(Hp):
+                    wi = W2[g, c, j]
+                    tf = W2.dtype.type(T2[g, c, j])
+                    if wi * tf < 0:
+                        W2[g, c, j] = _kernels.reset_value(code, wi, tf, eps, zero, s2, j)
 
     @_nb.njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
     def _adam_group(P, M, V, GR, offs, G, g, s):
@@ -515,7 +551,7 @@ def train_batched(
     widths: Sequence[int], *, epochs: int, lr: float = 0.03, batch_size: int = 32,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, eps_mode: str = "torch",
     reset_eps: float = 1e-3, generator: torch.Generator | None = None, sign_switch: bool = False,
-    check_violations: bool = False, fused: bool | None = None,
+    check_violations: bool = False, fused: bool | None = None, reset_seeds: np.ndarray | None = None,
 ) -> BatchedResult:
     """Train ``G x C`` networks at once.
 
@@ -526,7 +562,9 @@ def train_batched(
     width).  ``templates``: ``fc1.weight``/``fc2.weight`` int8 sign tensors of the same shapes (0 =
     free: fluid columns and padding).  ``column_reset[c]``: the reset method of column c (None for
     fluid).  ``widths[c]``: the true width of column c.  ``fused``: use the numba kernels (CPU,
-    float32/float64; default when available) or the torch ops (any device).
+    float32/float64; default when available) or the torch ops (any device).  ``reset_seeds``
+    ``[G, C]``: each network's posRand seed on the fused path (as ``train_single(reset_seed=)``;
+    drawn from ``generator`` when None); the torch path draws from ``generator``.
     """
     from .. import _kernels
     from ..freeze import _CODES, reset_
@@ -576,21 +614,19 @@ def train_batched(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
     if fused and _kernels.AVAILABLE:
-        # the fused kernel called directly: reset_()'s per-call checks and tensor wrapping cost
-        # more than the reset itself for these small parameters; one seed per call, drawn upfront
-        w1_np, w2_np = W1T.reshape(-1).numpy(), w2.reshape(-1).numpy()
+        # every frozen network resets with its own posRand stream (as train_single(reset_seed=)
+        # does), so its numbers do not depend on which job it was batched into
+        if reset_seeds is None:
+            reset_seeds = torch.randint(0, 2**32, (G, C), generator=gen).numpy()
+        seeds_np = np.ascontiguousarray(reset_seeds, dtype=np.int64).reshape(G, C)
+        codes_np = np.array([_CODES[r] if r is not None else -1 for r in column_reset], dtype=np.int64)
+        w1_np, w2_np, t1_np, t2_np = W1T.numpy(), w2.numpy(), T1.numpy(), T2.numpy()
         e_np = w1_np.dtype.type(reset_eps)
-        kres = [(_CODES[meth], t1.reshape(-1).numpy(), t2.reshape(-1).numpy()) for meth, t1, t2 in resets]
-        n_seeds = 2 * len(resets) * (epochs * int(-(-max(group_n) // batch_size)) + 1)
-        seed_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
-        seed_it = iter(seed_rng.integers(0, 2**32, size=n_seeds, dtype=np.int64).tolist())
 
-        def do_resets():
-            for code, t1n, t2n in kres:
-                _kernels.reset_range(w1_np, t1n, code, e_np, next(seed_it), 0, w1_np.size)
-                _kernels.reset_range(w2_np, t2n, code, e_np, next(seed_it), 0, w2_np.size)
+        def do_resets(steps):
+            _reset_nets(w1_np, w2_np, t1_np, t2_np, codes_np, e_np, seeds_np, steps)
     else:
-        def do_resets():
+        def do_resets(steps):
             for meth, t1, t2 in resets:
                 reset_(W1T, t1, meth, reset_eps, gen)
                 reset_(w2, t2, meth, reset_eps, gen)
@@ -692,7 +728,7 @@ def train_batched(
         tr_loss = torch.zeros(G, C, dtype=dt, device=dev)
         tr_acc = torch.zeros(G, C, dtype=dt, device=dev)
 
-    do_resets()  # no-op when the start is compliant (it is, by construction)
+    do_resets(np.zeros(G, dtype=np.int64))  # a no-op: the start complies by construction
     step_no = 0
     for e in range(epochs):
         if fused:
@@ -737,7 +773,7 @@ def train_batched(
                     m.lerp_(grad, w1_)
                     v.mul_(b2_).addcmul_(grad * w2_, grad)
                     flat.sub_((m / (v.sqrt() / bc2s_).add_(eps_)).mul_(ss_))
-            do_resets()
+            do_resets(tcount[e, s])
             if check_violations:
                 viol_log[step_no] = ((W1T * T1) < 0).sum() + ((w2 * T2) < 0).sum()
             step_no += 1
@@ -780,11 +816,18 @@ def train_single(net, x: torch.Tensor, y: torch.Tensor, perms: np.ndarray, templ
                  reset: str = "posRand", *, lr: float = 0.03, batch_size: int = 32,
                  betas=(0.9, 0.999), eps: float = 1e-7, reset_eps: float = 1e-3,
                  x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> list[tuple[float, float, float, float]]:
+                 generator: torch.Generator | None = None,
+                 reset_seed: int | None = None) -> list[tuple[float, float, float, float]]:
     """The naive reference: one ``XORNet`` with its own ``torch.optim.Adam`` and, when
-    ``template`` is given (``{name: sign tensor}``), ``reset_`` after every step.  ``perms``:
+    ``template`` is given (``{name: sign tensor}``), a reset after every step: with
+    ``reset_seed`` (CPU) the network's own posRand stream, the one ``train_batched`` gives it
+    (``network_reset_seed``), else ``reset_`` drawing from ``generator``.  ``perms``:
     ``[epochs, n]`` batch orders.  Returns per-epoch (train_loss, train_acc, val_loss, val_acc)."""
-    from ..freeze import reset_
+    from .. import _kernels
+    from ..freeze import _CODES, reset_
+
+    own_stream = reset_seed is not None and _kernels.AVAILABLE
+    param_index = {"fc1.weight": 0, "fc2.weight": 1}
 
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=eps)
     lossf = torch.nn.BCEWithLogitsLoss()
@@ -792,6 +835,7 @@ def train_single(net, x: torch.Tensor, y: torch.Tensor, perms: np.ndarray, templ
     tmpl = [(params[k], torch.as_tensor(t).to(torch.int8).view_as(params[k])) for k, t in (template or {}).items()]
     hist = []
     n = len(y)
+    step = 0
     for perm in perms:
         perm = torch.as_tensor(perm)
         tl = ta = 0.0
@@ -803,9 +847,15 @@ def train_single(net, x: torch.Tensor, y: torch.Tensor, perms: np.ndarray, templ
             loss = lossf(z, yb)
             loss.backward()
             opt.step()
+            step += 1
             with torch.no_grad():
-                for p, t in tmpl:
-                    reset_(p.data, t, reset, reset_eps, generator)
+                for (name, _), (p, t) in zip((template or {}).items(), tmpl):
+                    if own_stream:
+                        w = p.data.view(-1).numpy()
+                        _kernels.reset_range(w, t.view(-1).numpy(), _CODES[reset], w.dtype.type(reset_eps),
+                                             _kernels.mix32(reset_seed, step, param_index[name]), 0, w.size)
+                    else:
+                        reset_(p.data, t, reset, reset_eps, generator)
             tl += float(loss.detach()) * len(bi)
             ta += float(((z > 0) == (yb > 0.5)).sum())
         if x_val is not None:
@@ -864,6 +914,8 @@ def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequenc
         init={k: torch.from_numpy(v).to(device=device, dtype=dt) for k, v in init.items()},
         templates={k: torch.from_numpy(v).to(device) for k, v in tmpl.items()},
         column_reset=[c.reset if c.frozen else None for c in conds], widths=[w for _, w in cols],
+        reset_seeds=np.array([[network_reset_seed(hp.seed, t, n, c, w) for c, w in cols] for t, n in groups],
+                             dtype=np.int64).reshape(len(groups), len(cols)),
         epochs=hp.epochs, lr=hp.lr, batch_size=hp.batch_size, betas=(hp.beta1, hp.beta2),
         eps=hp.adam_eps, eps_mode=hp.eps_mode, reset_eps=hp.reset_eps, sign_switch=hp.sign_switch)
     return kw, seeds, conds
