@@ -123,3 +123,19 @@ def test_non_numeric_and_oddly_named_extras(tmp_path):
         ep = s.epochs_frame()
     assert ep["tag"].tolist() == ["warmup", "main"]
     assert ep['q"k'].iloc[0] == 1.5 and math.isnan(ep['q"k'].iloc[1])
+
+
+def test_extras_keep_their_types_and_metrics_only_runs_read_fast(tmp_path):
+    """Integer extras stay integers and text stays text (not parsed as numbers); a run without
+    extras takes the float-block path and gives the same frame layout."""
+    with Store(tmp_path / "r.sqlite") as s:
+        s.commit_job("toy", "j1", [_result("a", 8, 0, extra={"k": 2**60 + 1, "tag": "007"})])
+        ep = s.epochs_frame()
+        assert str(ep["k"].dtype) == "int64" and int(ep["k"].iloc[0]) == 2**60 + 1
+        assert ep["tag"].tolist() == ["007"] * 3
+    with Store(tmp_path / "plain.sqlite") as s:
+        s.commit_job("toy", "j1", [_result("b", 8, 1, extra={}), _result("a", 20, 0, extra={})])
+        ep = s.epochs_frame()
+        assert list(ep.columns) == EPOCH_COLUMNS and str(ep["epoch"].dtype) == "int64"
+        assert ep[["condition", "n", "trial", "epoch"]].values.tolist() == [
+            ["a", 20, 0, 1], ["a", 20, 0, 2], ["a", 20, 0, 3], ["b", 8, 1, 1], ["b", 8, 1, 2], ["b", 8, 1, 3]]

@@ -32,6 +32,7 @@ def test_per_trial_matches_the_per_trial_definitions(seed, trials, nan_rate):
             "trial": t, "epoch": np.arange(1, e + 1), "val_loss": loss,
             "val_acc": rng.choice([0.5, 0.9, 0.95, np.nan], size=e)}))
     frame = pd.concat(parts).sample(frac=1.0, random_state=seed)  # rows in any order
+    frame.iloc[: int(rng.integers(0, 2)), 0] = np.nan  # a row with a missing key is no trial
     got = per_trial(frame, cutoffs=(0.9, 0.95))
     want = _reference(frame, (0.9, 0.95))
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want[got.columns].reset_index(drop=True),

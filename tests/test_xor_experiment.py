@@ -40,7 +40,8 @@ def test_bad_hparams(xor):
     for bad, msg in [(dict(conditions=("frozen-bogus",)), "unknown condition"),
                      (dict(sample_sizes=(8, 9)), "collide"), (dict(sample_sizes=(2,)), ">= 4"),
                      (dict(widths=(0,)), "widths"), (dict(reset="nope"), "reset"),
-                     (dict(variant="spiral"), "variant")]:
+                     (dict(variant="spiral"), "variant"), (dict(adam_eps=0.0), "adam_eps"),
+                     (dict(lr=-1.0), "lr"), (dict(beta2=1.0), "betas")]:
         with pytest.raises(ExperimentError, match=msg):
             xor.validate(dataclasses.replace(hp, **bad))
 

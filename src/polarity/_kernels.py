@@ -16,10 +16,15 @@ What makes the loop fast (each measured, see ``benchmarks/freezer.py``):
 * the loop indexes a slice from 0 (a ``range(lo, hi)`` index can be negative to numba, which
   then adds wrap-around checks that stop vectorisation);
 * the store is a select, which LLVM turns into a masked store: clean cache lines stay clean.
+
+``polarity.experiments.xor5d``'s cached kernels inline functions from this file, and numba's
+on-disk cache does not track that dependency: after editing this file, delete the
+``__pycache__/xor5d.*.nb[ic]`` files (or touch ``xor5d.py``).
 """
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -38,6 +43,9 @@ AVAILABLE = NUMBA and os.environ.get("POLARITY_NO_NUMBA", "") == ""
 POSCON, POSRAND, ZERO, FLIP = 0, 1, 2, 3
 PARALLEL_MIN = 1 << 18     # entries; smaller parameters are reset on the calling thread
 _CHUNK_MAX = 1 << 30       # the per-chunk count is an int32
+# numba's fallback "workqueue" threading layer aborts the process when two Python threads enter
+# parallel code at once: one parallel reset at a time, a concurrent caller runs serially
+_PARALLEL_LOCK = threading.Lock()
 
 if NUMBA:
 
@@ -146,14 +154,13 @@ def reset_numpy(w: np.ndarray, t: np.ndarray, method: int, eps: float, seed: int
     n = w.size
     chunks = -(-n // _CHUNK_MAX)
     threads = min(max(1, int(threads)), numba.config.NUMBA_NUM_THREADS)
-    if threads == 1 or n < PARALLEL_MIN:
-        if chunks == 1:
-            return int(reset_range(w, t, method, e, seed, 0, n))
-        return sum(int(reset_range(w, t, method, e, seed, n * c // chunks, n * (c + 1) // chunks))
-                   for c in range(chunks))
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        return int(reset_chunks(w, t, method, e, seed, max(threads, chunks)))
-    finally:
-        numba.set_num_threads(previous)
+    if threads > 1 and n >= PARALLEL_MIN and _PARALLEL_LOCK.acquire(blocking=False):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            return int(reset_chunks(w, t, method, e, seed, max(threads, chunks)))
+        finally:
+            numba.set_num_threads(previous)
+            _PARALLEL_LOCK.release()
+    return sum(int(reset_range(w, t, method, e, seed, n * c // chunks, n * (c + 1) // chunks))
+               for c in range(chunks))

@@ -316,17 +316,15 @@ class Store:
             cols = ["trial_id", "epoch", *metric_cols, *keys]
             cur = self.conn.execute(f"SELECT {', '.join(cols[:6])}{sel} FROM epochs",
                                     [f'$."{k}"' for k in keys])
-            try:  # all numeric (None -> NaN): float64 blocks, no per-row Python objects kept
+            if not keys:  # metrics only (REAL or NULL): float64 blocks, no Python objects kept
                 parts = []
                 with gc_paused():  # millions of short-lived row tuples
                     while rows := cur.fetchmany(100_000):
                         parts.append(np.array(rows, dtype=np.float64))
                 block = np.concatenate(parts) if parts else np.empty((0, len(cols)))
                 epochs = pd.DataFrame({c: block[:, i] for i, c in enumerate(cols)})
-            except (TypeError, ValueError):  # a non-numeric extra: keep Python objects
-                rows = self.conn.execute(f"SELECT {', '.join(cols[:6])}{sel} FROM epochs",
-                                         [f'$."{k}"' for k in keys]).fetchall()
-                epochs = pd.DataFrame.from_records(rows, columns=cols)
+            else:  # extras may be ints, strings, ...: let pandas infer each column's type
+                epochs = pd.DataFrame.from_records(cur.fetchall(), columns=cols)
         except (sqlite3.OperationalError, ValueError):
             rows = self.conn.execute(
                 f"SELECT trial_id, epoch, {', '.join(metric_cols)}, extra FROM epochs").fetchall()
@@ -355,13 +353,13 @@ class Store:
         for col in metric_cols:
             df[col] = epochs[col].to_numpy(dtype="float64")[order]
         for k in keys:
-            v = epochs[k].to_numpy()[order]
-            if v.dtype == object:
+            col = epochs[k].iloc[order].reset_index(drop=True)
+            if col.dtype == object:
                 try:
-                    v = v.astype("float64")  # None -> NaN
+                    col = col.astype("float64")  # None -> NaN
                 except (TypeError, ValueError):
                     pass  # non-numeric extra: keep as objects
-            df[k] = v
+            df[k] = col
         return df[EPOCH_COLUMNS + keys]
 
     def trials_frame(self):

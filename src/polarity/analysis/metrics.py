@@ -46,9 +46,10 @@ def per_trial(epochs, cutoffs: Sequence[float] = (0.9,), keys: Sequence[str] = K
 
     keys = list(keys)
     cols = [cutoff_column(c) for c in cutoffs]
-    if len(epochs) == 0:
+    df = epochs.dropna(subset=keys)  # as groupby does: rows with a missing key belong to no trial
+    df = df.sort_values([*keys, "epoch"], kind="mergesort")
+    if len(df) == 0:
         return pd.DataFrame(columns=[*keys, "epochs", "error", "final_val_acc", *cols])
-    df = epochs.sort_values([*keys, "epoch"], kind="mergesort")
     kv = df[keys]
     new = np.zeros(len(df), dtype=bool)
     new[0] = True

@@ -576,6 +576,8 @@ def train_batched(
     beta1, beta2 = betas
     if eps_mode not in ("torch", "keras"):
         raise ValueError(f"eps_mode must be 'torch' or 'keras', got {eps_mode!r}")
+    if not eps > 0:  # padding entries take 0 / (0 + eps) steps
+        raise ValueError(f"eps must be positive, got {eps!r}")
     if len(group_n) != G or len(group_trial) != G or len(perms) != G:
         raise ValueError("group_trial, group_n and perms need one entry per group")
     if len(widths) != C or len(column_reset) != C:
@@ -992,6 +994,12 @@ class Xor5D(Experiment):
             raise ExperimentError(f"xor5d: unknown variant {hp.variant!r}; known: xor, gaussian")
         if hp.eps_mode not in ("torch", "keras"):
             raise ExperimentError(f"xor5d: eps_mode must be 'torch' or 'keras', got {hp.eps_mode!r}")
+        for name in ("lr", "adam_eps", "reset_eps"):
+            v = getattr(hp, name)
+            if not (isinstance(v, (int, float)) and 0 < v < math.inf):
+                raise ExperimentError(f"xor5d: {name} must be a positive number, got {v!r}")
+        if not (0 <= hp.beta1 < 1 and 0 <= hp.beta2 < 1):
+            raise ExperimentError(f"xor5d: betas must lie in [0, 1), got ({hp.beta1!r}, {hp.beta2!r})")
         if hp.dtype not in ("float32", "float64"):
             raise ExperimentError(f"xor5d: dtype must be float32 or float64, got {hp.dtype!r}")
         if hp.dim < 2:
