@@ -247,3 +247,19 @@ def test_fused_kernel_result_does_not_depend_on_threads_or_chunks(method, monkey
         assert torch.equal(a0, ref)
     if method == "zero":
         assert not torch.signbit(a0[(w * t) < 0]).any()   # +0.0, not -0.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), step=st.integers(0, 10**6), n=st.integers(1, 2000))
+def test_counter_streams_agree_across_numba_numpy_and_torch(seed, step, n):
+    """The posRand hash has three implementations (numba kernel, numpy seeds, torch ops for other
+    devices): they must give the same draws bit for bit."""
+    import numpy as np
+    s = _kernels.mix32(seed, step, 1)
+    assert s == int(_kernels.mix32_np(np.array([seed]), np.array([step]), 1)[0])
+    w = -np.ones(n, dtype=np.float32)               # every entry violates a + template
+    t = np.ones(n, dtype=np.int8)
+    _kernels.reset_range(w, t, freeze._CODES["posRand"], np.float32(1.0), s, 0, n)
+    u = _kernels.uniform_torch(torch.tensor(s), torch.arange(n))
+    assert torch.equal(torch.from_numpy(w), u)
+    assert bool((u > 0).all() and (u <= 1).all())

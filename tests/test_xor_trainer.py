@@ -35,6 +35,7 @@ GROUPS = [(0, 20), (0, 40), (1, 40), (1, 100)]
 
 @pytest.mark.parametrize("reset,fused,dim", [("flip", True, 5), ("posCon", True, 5), ("zero", True, 5),
                                              ("posRand", True, 5), ("flip", False, 5), ("posCon", False, 5),
+                                             ("posRand", False, 5),
                                              ("flip", True, 3), ("posRand", True, 7)])
 def test_batched_equals_one_by_one(reset, fused, dim):
     """dim 5 takes the kernels' unrolled XOR-5D loops, other dims their generic loops.  posRand:

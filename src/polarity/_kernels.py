@@ -146,6 +146,32 @@ if NUMBA:
         return counts.sum()
 
 
+def mix32_np(seed, a, b) -> np.ndarray:
+    """``mix32`` vectorised in numpy (uint64 arithmetic wraps as numba's does); no numba needed."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(seed).astype(np.uint64) ^ (np.asarray(a).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+             ^ (np.asarray(b).astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
+        x = (x ^ (x >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def uniform_torch(seed, index):
+    """``_uniform`` in torch integer ops, on any device: the same draws, bit for bit.  ``seed``
+    and ``index``: int64 tensors (broadcast), seed in [0, 2**32)."""
+    import torch
+
+    m = 0xFFFFFFFF
+    x = ((index & m) * 0x9E3779B1 + seed) & m
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & m   # the int64 product may wrap; its low 32 bits are exact
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & m
+    x = x ^ (x >> 16)
+    return ((x >> 8) + 1).to(torch.float32) * (1.0 / 16777216.0)
+
+
 def reset_numpy(w: np.ndarray, t: np.ndarray, method: int, eps: float, seed: int,
                 threads: int = 1) -> int:
     """In-place reset of a flat float32/float64 array against a flat int8 template, on up to

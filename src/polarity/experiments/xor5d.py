@@ -63,8 +63,8 @@ Every network's numbers depend only on its own (trial, n, width, condition), nev
 was batched into: posRand draws (values in (0, 1e-3]) come from the network's own counter-based
 stream (``network_reset_seed``, the optimizer step and the entry's index in its nn.Linear
 weight), so a network trained alone with ``train_single(reset_seed=...)`` matches its batched
-twin exactly, posRand included (tests: float64, 1e-9).  On the torch path (other devices) posRand
-draws come from one generator per job.
+twin exactly, posRand included (tests: float64, 1e-9), on the numba kernels and on the torch
+path alike (the torch path computes the same hash in integer tensor ops).
 """
 from __future__ import annotations
 
@@ -539,6 +539,25 @@ class BatchedResult:
     fused: bool = False  # which path ran (numba kernels or torch ops)
 
 
+def _reset_streams_(w: torch.Tensor, t: torch.Tensor, method: str, eps: float, seed: torch.Tensor,
+                    index: torch.Tensor) -> None:
+    """The Freeze-SGD reset in torch ops with per-network posRand streams (``seed`` and
+    ``index`` broadcast against ``w``): the values ``_reset_nets`` gives, on any device."""
+    from .. import _kernels
+
+    tf = t.to(w.dtype)
+    viol = (w * tf) < 0
+    if method == "posCon":
+        new = tf * eps
+    elif method == "posRand":
+        new = tf * eps * _kernels.uniform_torch(seed, index)
+    elif method == "zero":
+        new = torch.zeros((), dtype=w.dtype, device=w.device)
+    else:
+        new = -w
+    w.copy_(torch.where(viol, new, w))
+
+
 def _softplus_neg(u: torch.Tensor) -> torch.Tensor:
     """``softplus(-u) = relu(-u) + log(1 + exp(-|u|))`` (the BCE of logit z with u = (2y-1) z)."""
     return torch.log(torch.exp(-u.abs()).add_(1)).add_((-u).clamp_min_(0))
@@ -567,7 +586,7 @@ def train_batched(
     drawn from ``generator`` when None); the torch path draws from ``generator``.
     """
     from .. import _kernels
-    from ..freeze import _CODES, reset_
+    from ..freeze import _CODES
 
     dev, dt = x_train.device, x_train.dtype
     G, C, Hp, d = init["fc1.weight"].shape
@@ -615,12 +634,12 @@ def train_batched(
         resets.append((meth, (T1 * sel.view(1, C, 1, 1)).contiguous(), (T2 * sel.view(1, C, 1)).contiguous()))
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
+    # every frozen network resets with its own posRand stream (as train_single(reset_seed=) does),
+    # so its numbers do not depend on which job it was batched into, nor on the path below
+    if reset_seeds is None:
+        reset_seeds = torch.randint(0, 2**32, (G, C), generator=gen).numpy()
+    seeds_np = np.ascontiguousarray(reset_seeds, dtype=np.int64).reshape(G, C)
     if fused and _kernels.AVAILABLE:
-        # every frozen network resets with its own posRand stream (as train_single(reset_seed=)
-        # does), so its numbers do not depend on which job it was batched into
-        if reset_seeds is None:
-            reset_seeds = torch.randint(0, 2**32, (G, C), generator=gen).numpy()
-        seeds_np = np.ascontiguousarray(reset_seeds, dtype=np.int64).reshape(G, C)
         codes_np = np.array([_CODES[r] if r is not None else -1 for r in column_reset], dtype=np.int64)
         w1_np, w2_np, t1_np, t2_np = W1T.numpy(), w2.numpy(), T1.numpy(), T2.numpy()
         e_np = w1_np.dtype.type(reset_eps)
@@ -628,10 +647,16 @@ def train_batched(
         def do_resets(steps):
             _reset_nets(w1_np, w2_np, t1_np, t2_np, codes_np, e_np, seeds_np, steps)
     else:
+        # the same streams in torch ops: step seeds hashed on the host, draws on the device
+        ar = torch.arange(Hp, device=dev, dtype=torch.int64)
+        idx1 = ar.view(1, Hp) * d + torch.arange(d, device=dev, dtype=torch.int64).view(d, 1)  # j*d + k
+
         def do_resets(steps):
+            st = np.stack([_kernels.mix32_np(seeds_np, steps[:, None], b) for b in (0, 1)])
+            st = torch.from_numpy(st).to(dev, non_blocking=True)
             for meth, t1, t2 in resets:
-                reset_(W1T, t1, meth, reset_eps, gen)
-                reset_(w2, t2, meth, reset_eps, gen)
+                _reset_streams_(W1T, t1, meth, reset_eps, st[0].view(G, C, 1, 1), idx1)
+                _reset_streams_(w2, t2, meth, reset_eps, st[1].view(G, C, 1), ar)
 
     # ---- schedule: batches per epoch per group, masks, index tables
     T, n_max = x_train.shape[0], x_train.shape[1]
