@@ -6,6 +6,8 @@ Prints ONE JSON line:
       process; the frozen run has a Freezer (posRand) attached to the optimizer;
   freezer_slowdown = frozen step time / fluid step time (goal <= 1.05);
   reset_ms_per_step: Freezer.project() alone;
+  reset_fraction: reset_ms_per_step / step_ms_fluid, the freezer's own share of a step: the
+      end-to-end ratio above moves by several percent with machine noise, this one does not;
   data_fraction: share of a fluid step spent in the data pipeline (index the uint8 images,
       BatchTransform: normalise, resize, grey->RGB).
 Timings are the median over interleaved repeats (fluid, frozen, data alternate, so machine
@@ -132,6 +134,7 @@ def main(argv=None) -> int:
         "parameters": sum(p.numel() for p in fluid.parameters()),
         "images_per_s_fluid": need / f, "images_per_s_frozen": need / z,
         "freezer_slowdown": z / f, "reset_ms_per_step": 1e3 * rs / args.steps,
+        "reset_fraction": rs / f,
         "data_fraction": d / f, "data_ms_per_step": 1e3 * d / args.steps,
         "step_ms_fluid": 1e3 * f / args.steps, "step_ms_frozen": 1e3 * z / args.steps,
         "torch": torch.__version__, "machine": platform.machine(),
