@@ -561,8 +561,13 @@ def _unit_keys(rel, out, hb):
 def _any_pattern_choice(rel, out, hb, ob, patterns_of, lp) -> bool:
     """Try every choice of distinct non-empty activation patterns per unit type (units of one type
     beyond the number of its patterns add nothing); True when ``lp`` finds magnitudes for one."""
+    return _any_choice(_unit_keys(rel, out, hb), ob, patterns_of, lp)
+
+
+def _any_choice(kind_counts, ob, patterns_of, lp) -> bool:
+    """``_any_pattern_choice`` for unit types given as ((s1, s2, output sign, bias key), count)."""
     per_kind = []
-    for key, count in _unit_keys(rel, out, hb):
+    for key, count in kind_counts:
         pats = [p for p in patterns_of(key[0], key[1], key[3]) if p]
         per_kind.append([(key, combo) for combo in itertools.combinations(pats, min(count, len(pats)))])
     for choice in itertools.product(*per_kind):
@@ -935,24 +940,15 @@ def _squares_state(state: tuple, kinds: tuple, ob: str) -> bool:
     present = [(k, c) for k, c in zip(kinds, state) if c]
     if not present:
         return _squares_sufficient(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), "free", ob)
-    # upper bound: every pattern of every present kind
+    # upper bound first: every pattern of every present kind
     units, pats = [], []
-    per_kind = []
-    for (s1, s2, sv, bk), c in present:
-        pp = [p for p in _square_patterns(s1, s2, bk) if p]
-        units += [(s1, s2, sv, bk)] * len(pp)
+    for key, _ in present:
+        pp = [p for p in _square_patterns(key[0], key[1], key[3]) if p]
+        units += [key] * len(pp)
         pats += pp
-        per_kind.append([((s1, s2, sv, bk), combo) for combo in itertools.combinations(pp, min(c, len(pp)))])
     if not _squares_nosplit_lp(units, pats, ob):
         return False
-    for choice in itertools.product(*per_kind):
-        u, p = [], []
-        for key, combo in choice:
-            for q in combo:
-                u.append(key); p.append(q)
-        if _squares_nosplit_lp(u, p, ob):
-            return True
-    return False
+    return _any_choice(present, ob, _square_patterns, _squares_nosplit_lp)
 
 
 def squares_probability(width: int, v: Variant, method: str = "auto", samples: int = 2000, seed: int = 0,
