@@ -15,7 +15,9 @@ def _reference(frame, cutoffs):
         for c in cutoffs:
             row[f"epochs_to_{c:g}"] = float(epochs_to_cutoff(va, c))
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["condition", "n", "width", "trial", "epochs", "error", "final_val_acc",
+               *(f"epochs_to_{c:g}" for c in cutoffs)]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when no row has a full key
 
 
 @settings(max_examples=40, deadline=None)
@@ -43,3 +45,7 @@ def test_per_trial_of_nothing_has_the_columns():
     empty = pd.DataFrame(columns=["condition", "n", "width", "trial", "epoch", "val_loss", "val_acc"])
     assert list(per_trial(empty).columns) == ["condition", "n", "width", "trial", "epochs", "error",
                                               "final_val_acc", "epochs_to_0.9"]
+    only_missing = pd.DataFrame({"condition": [np.nan], "n": [8], "width": [4], "trial": [0], "epoch": [1],
+                                 "val_loss": [0.1], "val_acc": [0.9]})
+    out = per_trial(only_missing)
+    assert len(out) == 0 and list(out.columns) == list(per_trial(empty).columns)
