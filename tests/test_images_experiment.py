@@ -22,6 +22,19 @@ def _tiny(name, **kw):
     return exp, hp
 
 
+def _cifar10_jpeg_present() -> bool:
+    from polarity.data.images import _cifar_jpeg_candidates, _is_split_dir
+
+    return any(p.is_file() or _is_split_dir(p) for p in _cifar_jpeg_candidates(None))
+
+
+# as tests/test_data_images.py does: the offline CIFAR-10 copy lives beside the repository
+# (../shared/data) or at $POLARITY_CIFAR10_JPEG; a clone elsewhere skips, saying why
+needs_cifar10 = pytest.mark.skipif(
+    not _cifar10_jpeg_present(),
+    reason="the CIFAR-10 JPEG copy is not at ../shared/data/cifar10-jpeg.tar.gz; set $POLARITY_CIFAR10_JPEG")
+
+
 @pytest.fixture
 def source_cache(tmp_path, monkeypatch):
     """Pretrained sources go to a private cache (the datasets' own cache is left alone)."""
@@ -65,6 +78,7 @@ def test_condition_labels():
 
 
 @pytest.mark.slow
+@needs_cifar10  # the transfer source is pretrained on CIFAR-10
 def test_every_condition_end_to_end(tmp_path, monkeypatch, source_cache):
     exp, hp = _tiny("fmnist")
     (job,) = exp.jobs(hp)
@@ -107,6 +121,7 @@ def test_every_condition_end_to_end(tmp_path, monkeypatch, source_cache):
 
 
 @pytest.mark.slow
+@needs_cifar10
 def test_report_from_results(tmp_path, monkeypatch, source_cache):
     """report() turns stored frames into the figures and tables (two trials, two sizes)."""
     import pandas as pd
