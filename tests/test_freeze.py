@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from polarity import RESET_METHODS, Freezer, Template, impose, reset_, switch_fraction
-from polarity import _kernels, freeze
-from polarity.freeze import _reset_torch
+from polarity import _numba
+from polarity.freeze import CODES, numba_reset, reset_torch_, stream
 
 OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=0.5),
@@ -54,12 +54,19 @@ def test_every_optimizer_and_dtype(small_net, name, dtype, device):
     t = Template.random(model, seed=1)
     impose(model, t)
     opt = OPTIMIZERS[name](model.parameters())
+    for group in opt.param_groups:   # Adam's 1e-8 underflows in half precision (0/0 = NaN)
+        if "eps" in group and dtype != torch.float32:
+            group["eps"] = 1e-3
     Freezer(model, t, seed=0).attach(opt)
+    g = torch.Generator().manual_seed(0)
     for i in range(5):
-        x = torch.randn(4, 3, 8, 8, dtype=dtype, device=device)
+        x = torch.randn(4, 3, 8, 8, generator=g).to(device=device, dtype=dtype)
+        y = torch.randint(0, 4, (4,), generator=g).to(device)
         opt.zero_grad()
-        model(x).float().pow(2).sum().backward()
+        # a bounded loss: lr 5 on an unbounded one diverges to NaN, which no reset can repair
+        torch.nn.functional.cross_entropy(model(x).float(), y).backward()
         opt.step()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
         assert sum(t.violations(model).values()) == 0
 
 
@@ -78,7 +85,7 @@ def test_reset_values_are_what_the_method_prescribes(method, fused):
     viol = (w * t) < 0
     before = w.clone()
     eps = 1e-3
-    k = reset_(w, t, method, eps=eps, seed=3) if fused else _reset_torch(w, t, method, eps, None)
+    k = reset_(w, t, method, eps=eps, seed=3) if fused else reset_torch_(w, t, method, eps, 3)
     assert int(k) == int(viol.sum()) > 0
     assert torch.equal(w[~viol], before[~viol])  # compliant and free entries untouched
     tv, wv, bv = t[viol].float(), w[viol], before[viol]
@@ -97,20 +104,154 @@ def test_reset_values_are_what_the_method_prescribes(method, fused):
 @given(n=st.integers(1, 300), seed=st.integers(0, 1000), method=st.sampled_from(RESET_METHODS),
        dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_fused_kernel_agrees_with_torch_reference(n, seed, method, dtype):
+    """The numba loop and the torch ops are two backends of one rule: equal bit for bit,
+    posRand draws included."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, generator=g, dtype=dtype)
     w[torch.rand(n, generator=g) < 0.1] = 0.0
     t = (torch.randint(-1, 2, (n,), generator=g)).to(torch.int8)
     a, b = w.clone(), w.clone()
     ka = reset_(a, t, method, seed=seed)
-    kb = _reset_torch(b, t, method, 1e-3, g)
+    kb = reset_torch_(b, t, method, 1e-3, seed)
     assert int(ka) == int(kb)
+    assert torch.equal(a, b)
     if method == "posRand":
         changed = (w * t) < 0
-        assert torch.equal(a[~changed], b[~changed])
         assert torch.all(a[changed] * t[changed] > 0) and torch.all(a[changed].abs() <= 1e-3)
-    else:
-        assert torch.equal(a, b)
+
+
+def _train_frozen(model, template, steps, reset, seed, device, freezer_state=None):
+    opt = torch.optim.Adam(model.parameters(), lr=0.5)
+    fz = Freezer(model, template, reset=reset, seed=seed)
+    if freezer_state is not None:
+        fz.load_state_dict(freezer_state)
+    fz.attach(opt)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(8, 3, 8, 8, generator=g).to(device)
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+    return fz
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", RESET_METHODS)
+def test_freezer_gives_the_same_values_on_the_numba_and_torch_paths(small_net, method, device,
+                                                                    monkeypatch):
+    """The same model, template, seed and step give the same reset values whichever backend
+    (fused numba loop on the CPU, torch ops elsewhere) runs the reset."""
+    t = Template.random(small_net, seed=0)
+    impose(small_net, t)
+    ref = copy.deepcopy(small_net)
+    w = {k: p.detach().clone() for k, p in small_net.named_parameters()}
+    # the same starting weights, violated the same way, reset by each backend
+    for k in t.keys():
+        w[k] = -w[k]
+    a = {k: v.clone() for k, v in w.items()}
+    b = {k: v.clone().to(device) for k, v in w.items()}
+    fa = Freezer(ref, t, reset=method, seed=11)
+    monkeypatch.setattr(_numba, "AVAILABLE", False)   # Freezer of b: torch ops only
+    for (name, p, sign), i in zip(fa._pairs, range(len(fa._pairs))):
+        from polarity.seeds import parameter_step_seed
+        s = parameter_step_seed(11, 1, i)
+        reset_torch_(b[name], sign.to(device), method, 1e-3, s & 0xFFFFFFFF)
+    monkeypatch.setattr(_numba, "AVAILABLE", True)
+    with torch.no_grad():
+        for k, p in ref.named_parameters():
+            p.copy_(a[k])
+    fa.project()
+    for k, p in ref.named_parameters():
+        assert torch.equal(p.detach(), b[k].cpu()), k
+
+
+@pytest.mark.parametrize("method", RESET_METHODS)
+def test_freezer_runs_equal_with_and_without_numba(small_net, method, monkeypatch):
+    """A whole frozen run gives bit-identical weights with the numba backend and without it."""
+    t = Template.random(small_net, seed=0)
+    impose(small_net, t)
+    other = copy.deepcopy(small_net)
+    _train_frozen(small_net, t, 10, method, 5, "cpu")
+    monkeypatch.setattr(_numba, "AVAILABLE", False)
+    _train_frozen(other, t, 10, method, 5, "cpu")
+    for (k, p), q in zip(small_net.named_parameters(), other.parameters()):
+        assert torch.equal(p, q), k
+
+
+def test_freezer_checkpoint_resume_is_bit_identical(small_net):
+    """Model, optimizer and Freezer state saved mid-way and restored give the weights of an
+    uninterrupted run, posRand draws included."""
+    t = Template.random(small_net, seed=0)
+    impose(small_net, t)
+    start = copy.deepcopy(small_net)
+    straight = copy.deepcopy(start)
+    _train_frozen(straight, t, 12, "posRand", 9, "cpu")
+
+    first = copy.deepcopy(start)
+    opt = torch.optim.Adam(first.parameters(), lr=0.5)
+    fz = Freezer(first, t, reset="posRand", seed=9)
+    fz.attach(opt)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = torch.randn(8, 3, 8, 8, generator=g)
+        opt.zero_grad()
+        first(x).pow(2).sum().backward()
+        opt.step()
+    ckpt = copy.deepcopy({"model": first.state_dict(), "opt": opt.state_dict(),
+                          "freezer": fz.state_dict(), "rng": g.get_state()})
+
+    resumed = copy.deepcopy(start)
+    resumed.load_state_dict(ckpt["model"])
+    opt2 = torch.optim.Adam(resumed.parameters(), lr=0.5)
+    opt2.load_state_dict(ckpt["opt"])
+    fz2 = Freezer(resumed, t, reset="zero", eps=0.5, seed=0)   # the state overrides all of these
+    fz2.load_state_dict(ckpt["freezer"])
+    assert fz2.state_dict() == fz.state_dict()
+    fz2.attach(opt2)
+    g2 = torch.Generator().manual_seed(0)
+    g2.set_state(ckpt["rng"])
+    for _ in range(7):
+        x = torch.randn(8, 3, 8, 8, generator=g2)
+        opt2.zero_grad()
+        resumed(x).pow(2).sum().backward()
+        opt2.step()
+    for (k, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), k
+
+
+def test_attach_twice_warns_and_resets_once(small_net):
+    t = Template.random(small_net, seed=0)
+    opt = torch.optim.SGD(small_net.parameters(), lr=0.1)
+    fz = Freezer(small_net, t, seed=0)
+    h1 = fz.attach(opt)
+    with pytest.warns(UserWarning, match="already attached"):
+        h2 = fz.attach(opt)
+    assert h2 is h1
+    small_net(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    assert fz.steps == 1
+    h1.remove()
+    fz.attach(opt)            # after remove(), attaching again is a fresh hook
+    opt.step()
+    assert fz.steps == 2
+
+
+def test_freezer_checks_eps_against_the_parameter_dtype(small_net):
+    from polarity.freeze import ResetError
+    t = Template.random(small_net, seed=0)
+    with pytest.raises(ResetError, match="float16"):
+        Freezer(small_net.half(), t, eps=1e-9)
+    with pytest.raises(ResetError, match="unknown reset method 'bogus'"):
+        Freezer(small_net, t, reset="bogus")
+
+
+def test_freezer_refuses_a_meta_model():
+    from polarity import TemplateError
+    with torch.device("meta"):
+        m = torch.nn.Linear(4, 3)
+    t = Template({"weight": torch.ones(3, 4, dtype=torch.int8)})
+    with pytest.raises(TemplateError, match="meta device"):
+        Freezer(m, t)
 
 
 def test_freezer_leaves_biases_free_entries_and_optimizer_state_alone(small_net):
@@ -219,7 +360,7 @@ def test_switch_fraction(small_net):
 
 
 def test_fused_path_is_used_for_float32_cpu():
-    assert _kernels.AVAILABLE
+    assert _numba.AVAILABLE
 
 
 @pytest.mark.parametrize("method", RESET_METHODS)
@@ -227,15 +368,15 @@ def test_fused_kernel_result_does_not_depend_on_threads_or_chunks(method, monkey
     """Large parameters are split over threads (and very large ones into int32-countable
     chunks): the split must not change a single value, posRand draws included."""
     g = torch.Generator().manual_seed(7)
-    n = _kernels.PARALLEL_MIN * 2 + 12_345                 # odd size, above the parallel cut-off
+    n = numba_reset.PARALLEL_MIN * 2 + 12_345                 # odd size, above the parallel cut-off
     w = torch.randn(n, generator=g)
     t = torch.randint(-1, 2, (n,), generator=g).to(torch.int8)
-    code = freeze._CODES[method]
+    code = CODES[method]
     results = []
     for threads, chunk_max in [(1, 1 << 30), (2, 1 << 30), (1, 100_003), (2, 100_003)]:
-        monkeypatch.setattr(_kernels, "_CHUNK_MAX", chunk_max)
+        monkeypatch.setattr(numba_reset, "_CHUNK_MAX", chunk_max)
         a = w.clone()
-        k = _kernels.reset_numpy(a.numpy(), t.numpy(), code, 1e-3, 12345, threads=threads)
+        k = numba_reset.reset_numpy(a.numpy(), t.numpy(), code, 1e-3, 12345, threads=threads)
         results.append((k, a))
     k0, a0 = results[0]
     assert k0 == int(((w * t) < 0).sum()) > 0
@@ -243,7 +384,7 @@ def test_fused_kernel_result_does_not_depend_on_threads_or_chunks(method, monkey
         assert k == k0 and torch.equal(a, a0)
     if method != "posRand":
         ref = w.clone()
-        _reset_torch(ref, t, method, 1e-3, None)
+        reset_torch_(ref, t, method, 1e-3, 12345)
         assert torch.equal(a0, ref)
     if method == "zero":
         assert not torch.signbit(a0[(w * t) < 0]).any()   # +0.0, not -0.0
@@ -255,11 +396,11 @@ def test_counter_streams_agree_across_numba_numpy_and_torch(seed, step, n):
     """The posRand hash has three implementations (numba kernel, numpy seeds, torch ops for other
     devices): they must give the same draws bit for bit."""
     import numpy as np
-    s = _kernels.mix32(seed, step, 1)
-    assert s == int(_kernels.mix32_np(np.array([seed]), np.array([step]), 1)[0])
+    s = stream.mix32(seed, step, 1)
+    assert s == int(stream.mix32_np(np.array([seed]), np.array([step]), 1)[0])
     w = -np.ones(n, dtype=np.float32)               # every entry violates a + template
     t = np.ones(n, dtype=np.int8)
-    _kernels.reset_range(w, t, freeze._CODES["posRand"], np.float32(1.0), s, 0, n)
-    u = _kernels.uniform_torch(torch.tensor(s), torch.arange(n))
+    numba_reset.reset_range(w, t, CODES["posRand"], np.float32(1.0), s, 0, n)
+    u = stream.uniform_torch(torch.tensor(s), torch.arange(n))
     assert torch.equal(torch.from_numpy(w), u)
     assert bool((u > 0).all() and (u <= 1).all())

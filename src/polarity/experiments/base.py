@@ -20,11 +20,12 @@ import abc
 import contextlib
 import dataclasses
 import gc
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
+
+from ..seeds import trial_seed  # noqa: F401  (re-exported: the experiments' seed)
 
 
 @dataclass(frozen=True, order=True)
@@ -79,12 +80,6 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
-
-
-def trial_seed(base_seed: int, trial: int) -> int:
-    """The seed shared by every condition of one trial (same init, data order, validation)."""
-    h = hashlib.sha256(f"polarity/{base_seed}/{trial}".encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFF_FFFF
 
 
 def hparams_dict(hp: Any) -> dict[str, Any]:

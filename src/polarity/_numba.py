@@ -1,0 +1,96 @@
+"""numba, when installed: the import, a bit-cast intrinsic, and a cache keyed on every kernel file.
+
+numba's on-disk cache keys a function on its own source file only, but our kernels inline
+functions from other files (the reset rule, the posRand stream).  The locator below keys every
+cached kernel of this package on a hash of *all* the package's numba source files, so an edit to
+any of them invalidates every cached kernel (docs/kernels.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.core import caching
+    from numba.extending import intrinsic
+
+    NUMBA = True
+except ImportError:  # pragma: no cover
+    NUMBA = False
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def kernel_files() -> list[Path]:
+    """The package's source files that use numba (the ones a cached kernel may inline)."""
+    return sorted(p for p in PACKAGE.rglob("*.py") if "numba" in p.read_text(errors="ignore"))
+
+
+def kernel_stamp() -> str:
+    """A hash of the contents of every kernel file: the freshness stamp of every cached kernel."""
+    h = hashlib.sha256()
+    for p in kernel_files():
+        h.update(str(p.relative_to(PACKAGE)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+if NUMBA:
+
+    class _PackageLocatorMixin:
+        """Serve only this package's files; stamp them with :func:`kernel_stamp`."""
+
+        _stamp: str | None = None
+
+        def get_source_stamp(self):
+            if _PackageLocatorMixin._stamp is None:
+                _PackageLocatorMixin._stamp = kernel_stamp()
+            return _PackageLocatorMixin._stamp
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            try:
+                Path(py_file).resolve().relative_to(PACKAGE)
+            except ValueError:
+                return None
+            return super().from_function(py_func, py_file)
+
+    class PackageInTreeLocator(_PackageLocatorMixin, caching.InTreeCacheLocator):
+        pass
+
+    class PackageUserWideLocator(_PackageLocatorMixin, caching.UserWideCacheLocator):
+        pass
+
+    class PackageUserProvidedLocator(_PackageLocatorMixin, caching.UserProvidedCacheLocator):
+        pass
+
+    # first in numba's list, in numba's own order (NUMBA_CACHE_DIR, __pycache__, user-wide);
+    # they decline every function outside this package, which numba's locators then serve
+    for _cls in (PackageUserWideLocator, PackageInTreeLocator, PackageUserProvidedLocator):
+        if _cls not in caching.CacheImpl._locator_classes:
+            caching.CacheImpl._locator_classes.insert(0, _cls)
+
+    @intrinsic
+    def f32_from_bits(typingctx, bits):
+        """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (numba has no
+        scalar bit cast); e.g. ``f32_from_bits((k + 127) << 23)`` is 2**k, branch-free."""
+        if not isinstance(bits, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            v, i32 = args[0], ir.IntType(32)
+            if v.type.width > 32:
+                v = builder.trunc(v, i32)
+            elif v.type.width < 32:
+                v = builder.sext(v, i32)
+            return builder.bitcast(v, ir.FloatType())
+
+        return types.float32(bits), codegen
+
+# POLARITY_NO_NUMBA=1 sends the freezer down the torch path (the kernels stay importable)
+AVAILABLE = NUMBA and os.environ.get("POLARITY_NO_NUMBA", "") == ""
+
+__all__ = ["AVAILABLE", "NUMBA", "kernel_files", "kernel_stamp"]
