@@ -377,10 +377,6 @@ class Store:
         df["wall_s"] = df["wall_s"].astype("float64")
         return df
 
-    def counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT status, count(*) FROM trials GROUP BY status").fetchall()
-        return {s: int(n) for s, n in rows}
-
 
 def open_run_store(run_dir: str | Path, *, readonly: bool = False) -> Store:
     return Store(Path(run_dir) / FILENAME, readonly=readonly)
