@@ -133,3 +133,73 @@ def test_compare_to_reference_errors_and_missing_groups():
     # several grouping columns
     df["width"] = 1
     assert list(compare_to_reference(df, "error", by=["n", "width"]).columns[:2]) == ["n", "width"]
+
+
+# ----------------------------------------------------------------------------- paired analysis
+
+
+from polarity.analysis.stats import paired_difference, paired_to_reference  # noqa: E402
+
+
+def test_paired_difference_hand_computed():
+    # six positive differences: the exact two-sided signed-rank p is 2 / 2**6
+    r = paired_difference([1, 2, 3, 4, 5, 6], [0] * 6)
+    assert r.median == 3.5 and r.n == 6 and r.n_higher == 6 and r.n_lower == 0
+    assert r.p == pytest.approx(2 / 64)
+    assert 1 <= r.ci_low <= 3.5 <= r.ci_high <= 6
+    # one arm lost in 12 of 12 trials: p = 2 / 2**12
+    r = paired_difference(np.arange(12) + 0.5, np.zeros(12))
+    assert r.p == pytest.approx(2 / 4096)
+
+
+def test_paired_difference_ties_zeros_and_failures():
+    assert paired_difference([1, 2], [1, 2]).p == 1.0            # every difference is 0
+    assert np.isnan(paired_difference([], []).median)
+    # nan_policy="inf": a failed trial is slower than any finished one; two failures tie
+    r = paired_difference([5, np.nan, np.nan, 3], [7, 4, np.nan, 3], nan_policy="inf")
+    assert (r.n, r.n_lower, r.n_higher) == (4, 1, 1)
+    r = paired_difference([1, np.nan, 3], [2, 2, np.nan], nan_policy="omit")
+    assert (r.n, r.median) == (1, -1.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1, 2], [1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(d=st.lists(st.floats(-10, 10, allow_nan=False).filter(lambda v: abs(v) > 1e-6),
+                  min_size=3, max_size=25),
+       seed=st.integers(0, 100))
+def test_paired_difference_agrees_with_scipy_and_numpy(d, seed):
+    from scipy.stats import wilcoxon
+
+    b = np.linspace(0, 1, len(d))
+    a = b + np.asarray(d)
+    r = paired_difference(a, b, seed=seed, n_boot=500)
+    dd = a - b
+    assert r.median == pytest.approx(float(np.median(dd)))
+    assert r.p == pytest.approx(float(wilcoxon(dd).pvalue))
+    assert dd.min() - 1e-9 <= r.ci_low <= r.ci_high <= dd.max() + 1e-9
+    assert paired_difference(a, b, seed=seed, n_boot=500) == r     # seeded: repeatable
+
+
+def test_paired_to_reference_pairs_by_trial_and_corrects_the_whole_table():
+    rows = []
+    for n in (100, 250):
+        for t in range(8):
+            # trials differ far more than conditions do: the situation pairing is for
+            rows.append({"n": n, "trial": t, "condition": "ref", "error": 0.20 + 0.05 * t})
+            rows.append({"n": n, "trial": t, "condition": "worse", "error": 0.21 + 0.05 * t + 0.001 * t})
+            if t != 3:   # a missing trial is left out of the pairs
+                rows.append({"n": n, "trial": t, "condition": "same", "error": 0.20 + 0.05 * t + (-1) ** t * 1e-3})
+    frame = pd.DataFrame(rows)
+    out = paired_to_reference(frame.sample(frac=1, random_state=0), "error", reference="ref", n_boot=1000)
+    assert list(out["n"]) == [100, 100, 250, 250]
+    worse = out[out.condition == "worse"].iloc[0]
+    assert worse.n_pairs == 8 and worse.n_higher == 8 and worse.median_diff > 0.01
+    assert worse.p == pytest.approx(2 / 256)
+    same = out[out.condition == "same"].iloc[0]
+    assert same.n_pairs == 7 and same.ci_low < 0 < same.ci_high
+    adj, _ = holm(out["p"].to_numpy())
+    np.testing.assert_allclose(out["p_holm"], adj)
+    # pairing matters: the unpaired test cannot separate "worse" at this spread, the paired one can
+    mw = compare_to_reference(frame, "error", reference="ref")
+    assert float(mw[mw.condition == "worse"]["p"].iloc[0]) > 0.5 > 0.01 > worse.p

@@ -1,6 +1,12 @@
-"""Significance tests of SPEC §6: two-sided Mann-Whitney U per sample size, each condition
-against a reference condition (Frozen transferred-polarity), Holm-Bonferroni across all the
-comparisons of a table.
+"""Significance tests of SPEC §6, each condition against a reference condition (Frozen
+transferred polarity) within each sample size, Holm-Bonferroni across all the comparisons of a
+table:
+
+* the paper's test: two-sided Mann-Whitney U on the two groups of trials (``compare_to_reference``);
+* the paired analysis (ours; SPEC §6 "paired design"): every condition of one trial shares its
+  initialisation, data order and validation set, so the per-trial differences
+  ``condition - reference`` are the unit of analysis: their median with a bootstrap
+  percentile interval, and the two-sided Wilcoxon signed-rank test (``paired_to_reference``).
 
 Missing values. A per-trial metric can be NaN in two different senses:
 
@@ -23,7 +29,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["holm", "mann_whitney", "MannWhitney", "compare_to_reference", "stars", "NAN_POLICIES"]
+__all__ = ["holm", "mann_whitney", "MannWhitney", "compare_to_reference", "stars", "NAN_POLICIES",
+           "paired_difference", "Paired", "paired_to_reference"]
 
 NAN_POLICIES = ("auto", "omit", "inf")
 
@@ -110,16 +117,7 @@ def compare_to_reference(per_trial_frame, metric: str, reference: str = "frozen-
 
     df = per_trial_frame
     by_cols = [by] if isinstance(by, str) else list(by)
-    for col in by_cols + [condition_col, metric]:
-        if col not in df.columns:
-            raise ValueError(f"the per-trial frame has no column {col!r}; it has {list(df.columns)}")
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"unknown nan_policy {nan_policy!r}; choose one of {NAN_POLICIES}")
-    policy = ("inf" if metric.startswith("epochs_to") else "omit") if nan_policy == "auto" else nan_policy
-    conditions = list(dict.fromkeys(df[condition_col]))
-    if reference not in conditions:
-        raise ValueError(f"reference condition {reference!r} is not in the frame; conditions: {conditions}")
-    others = [c for c in conditions if c != reference]
+    policy, others = _check_frame(df, metric, reference, by_cols, nan_policy, condition_col)
 
     def median(v: np.ndarray) -> float:
         return float(np.median(v)) if v.size else math.nan
@@ -139,8 +137,129 @@ def compare_to_reference(per_trial_frame, metric: str, reference: str = "frozen-
     columns = by_cols + ["condition", "reference", "median", "reference_median", "count",
                          "reference_count", "U", "p", "p_holm", "reject", "stars"]
     out = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "reject", "stars")])
-    adjusted, reject = holm(out["p"].to_numpy(dtype=float), alpha=alpha) if len(out) else (np.array([]), np.array([], dtype=bool))
+    return _with_holm(out, alpha)[columns]
+
+
+def _check_frame(df, metric, reference, by_cols, nan_policy, condition_col):
+    """Validate a per-trial frame for a comparison table; returns (nan policy, other conditions)."""
+    for col in by_cols + [condition_col, metric]:
+        if col not in df.columns:
+            raise ValueError(f"the per-trial frame has no column {col!r}; it has {list(df.columns)}")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"unknown nan_policy {nan_policy!r}; choose one of {NAN_POLICIES}")
+    policy = ("inf" if metric.startswith("epochs_to") else "omit") if nan_policy == "auto" else nan_policy
+    conditions = list(dict.fromkeys(df[condition_col]))
+    if reference not in conditions:
+        raise ValueError(f"reference condition {reference!r} is not in the frame; conditions: {conditions}")
+    return policy, [c for c in conditions if c != reference]
+
+
+def _with_holm(out, alpha: float):
+    """Add ``p_holm``, ``reject`` and ``stars`` (of ``p_holm``) over the whole table."""
+    adjusted, reject = (holm(out["p"].to_numpy(dtype=float), alpha=alpha) if len(out)
+                        else (np.array([]), np.array([], dtype=bool)))
     out["p_holm"] = adjusted
     out["reject"] = reject.astype(bool)
     out["stars"] = [stars(p) for p in adjusted]
-    return out[columns]
+    return out
+
+
+# ----------------------------------------------------------------------------- paired analysis
+
+class Paired(NamedTuple):
+    median: float   # median of the paired differences a - b
+    ci_low: float   # bootstrap percentile interval of that median
+    ci_high: float
+    p: float        # two-sided Wilcoxon signed-rank p-value (1.0 when every difference is 0)
+    n: int          # pairs after NaN handling
+    n_lower: int    # pairs with a < b (for errors and epochs: a did better)
+    n_higher: int   # pairs with a > b
+
+
+def _differences(a: np.ndarray, b: np.ndarray, nan_policy: str) -> np.ndarray:
+    x, y = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
+    if nan_policy == "omit":
+        keep = ~(np.isnan(x) | np.isnan(y))
+        return x[keep] - y[keep]
+    if nan_policy == "inf":  # a trial that never reached the cut-off is slower than any that did
+        x, y = np.where(np.isnan(x), np.inf, x), np.where(np.isnan(y), np.inf, y)
+        with np.errstate(invalid="ignore"):
+            d = x - y
+        return np.where(np.isinf(x) & np.isinf(y), 0.0, d)   # both failed: a tie
+    raise ValueError(f"unknown nan_policy {nan_policy!r}; choose 'omit' or 'inf'")
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = "omit",
+                      confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> Paired:
+    """The paired comparison of ``a`` with ``b`` (``a[i]`` and ``b[i]`` from one trial).
+
+    The median of ``d = a - b`` with a bootstrap percentile interval (``n_boot`` resamples of the
+    pairs, a fixed ``seed``: the same data give the same interval), and the two-sided Wilcoxon
+    signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped, exact for small samples
+    without ties).  With ``nan_policy="inf"`` a NaN (never reached the cut-off) is +inf: the
+    difference is +-inf, ranked beyond every finite one, and 0 when both failed.  No pairs: NaN."""
+    from scipy.stats import wilcoxon
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    d = _differences(a, b, nan_policy)
+    n = int(d.size)
+    if n == 0:
+        return Paired(math.nan, math.nan, math.nan, math.nan, 0, 0, 0)
+    rng = np.random.default_rng(seed)
+    boot = np.median(d[rng.integers(0, n, size=(int(n_boot), n))], axis=1)
+    q = (1 - confidence) / 2
+    lo, hi = np.quantile(boot, [q, 1 - q], method="inverted_cdf")
+    nz = d[d != 0]
+    if nz.size == 0:
+        p = 1.0
+    else:
+        finite = np.abs(nz[np.isfinite(nz)])
+        big = (finite.max() if finite.size else 1.0) * 2 + 1   # ranks of +-inf: beyond all others
+        p = float(wilcoxon(np.clip(nz, -big, big), zero_method="wilcox",
+                           alternative="two-sided").pvalue)
+    return Paired(float(np.median(d)), float(lo), float(hi), p, n, int((d < 0).sum()),
+                  int((d > 0).sum()))
+
+
+def paired_to_reference(per_trial_frame, metric: str, reference: str = "frozen-polarity",
+                        by: str | Sequence[str] = "n", pair_on: str | Sequence[str] = "trial",
+                        alpha: float = 0.05, nan_policy: str = "auto", confidence: float = 0.95,
+                        n_boot: int = 10_000, seed: int = 0, condition_col: str = "condition"):
+    """Each condition against ``reference`` within every group of ``by``, paired on ``pair_on``
+    (the trial): :func:`paired_difference` of ``condition - reference``, Holm-Bonferroni across
+    ALL comparisons in the table.  Trials missing either side are left out.
+
+    Returns a DataFrame with the ``by`` columns and ``condition, reference, median_diff, ci_low,
+    ci_high, n_pairs, n_lower, n_higher, p, p_holm, reject, stars``; ``n_lower`` counts trials in
+    which the condition's value was below the reference's (lower error: better)."""
+    import pandas as pd
+
+    df = per_trial_frame
+    by_cols = [by] if isinstance(by, str) else list(by)
+    pair_cols = [pair_on] if isinstance(pair_on, str) else list(pair_on)
+    policy, others = _check_frame(df, metric, reference, by_cols + pair_cols, nan_policy, condition_col)
+    rows = []
+    for key, g in df.groupby(by_cols, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        wide = g.pivot_table(index=pair_cols, columns=condition_col, values=metric,
+                             aggfunc="first", dropna=False)
+        if reference not in wide:
+            continue
+        for cond in others:
+            if cond not in wide:
+                continue
+            pair = wide[[cond, reference]]
+            if policy == "omit":
+                pair = pair.dropna()
+            r = paired_difference(pair[cond].to_numpy(), pair[reference].to_numpy(), policy,
+                                  confidence=confidence, n_boot=n_boot, seed=seed)
+            rows.append({**dict(zip(by_cols, key)), "condition": cond, "reference": reference,
+                         "median_diff": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "n_pairs": r.n, "n_lower": r.n_lower, "n_higher": r.n_higher, "p": r.p})
+    columns = by_cols + ["condition", "reference", "median_diff", "ci_low", "ci_high", "n_pairs",
+                         "n_lower", "n_higher", "p", "p_holm", "reject", "stars"]
+    out = pd.DataFrame(rows, columns=columns[:-3])
+    return _with_holm(out, alpha)[columns]
