@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from .experiments.base import ExperimentError
 
-PLUGINS = ("polarity.theory.cli", "polarity.experiments.images_cli")
+PLUGINS = ("polarity.theory.cli", "polarity.template_cli", "polarity.sources.cli")
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -109,13 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
 
     for mod in PLUGINS:
-        try:
-            plugin = importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            parents = {mod.rsplit(".", i)[0] for i in range(mod.count("."))}
-            if err.name in parents - {"polarity"}:
-                continue
-            raise
+        plugin = importlib.import_module(mod)
         before = set(sub.choices)
         plugin.add_parser(sub)
         for name in set(sub.choices) - before:

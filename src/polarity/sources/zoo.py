@@ -1,0 +1,36 @@
+"""The source networks shipped with polarity, and resolving a source by name or path.
+
+Each shipped source is a source directory under ``polarity/sources/zoo/<name>/`` whose manifest
+names the command that regenerates it (``polarity source train ...``) and the accuracy reached.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .directory import MANIFEST, SourceError
+
+ZOO = Path(__file__).resolve().parent / "zoo"
+
+
+def shipped() -> list[str]:
+    """Names of the shipped sources."""
+    if not ZOO.is_dir():
+        return []
+    return sorted(p.name for p in ZOO.iterdir() if (p / MANIFEST).is_file())
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """The directory of a shipped source name, or of a path to a source directory."""
+    text = str(name_or_path)
+    if text in shipped():
+        return ZOO / text
+    p = Path(text).expanduser()
+    if p.is_dir():
+        if not (p / MANIFEST).is_file():
+            raise SourceError(f"{p} is a directory but not a source directory (no {MANIFEST})")
+        return p
+    raise SourceError(f"unknown source {text!r}: neither a shipped source ({', '.join(shipped()) or 'none'}) "
+                      "nor a source directory (train one with 'polarity source train DATASET --out DIR')")
+
+
+__all__ = ["ZOO", "shipped", "resolve"]

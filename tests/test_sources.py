@@ -1,0 +1,128 @@
+"""Source networks: the train command, the directory format and its checks, the shipped zoo."""
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import torch
+
+from polarity.cli import main
+from polarity.data import images
+from polarity.data.subsets import load
+from polarity.models import build_model
+from polarity.sources import (SourceError, read_source_dir, resolve, shipped, verify_source_dir)
+from polarity.sources.directory import MANIFEST, TEMPLATE, WEIGHTS
+from polarity.training import evaluate
+
+HAVE_FMNIST = all((images.DEBIAN_FMNIST_DIR / f"{s}.gz").is_file() for s in images.FMNIST_FILES.values())
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def _have(dataset: str) -> bool:
+    try:
+        load(dataset, source="offline")
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    """A tiny source trained through the real command (two Fashion-MNIST classes, one epoch)."""
+    if not HAVE_FMNIST:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    out = tmp_path_factory.mktemp("src") / "tiny"
+    rc = main(["source", "train", "fmnist:classes=0,1", "--width", "0.25", "--epochs", "1",
+               "--threads", "1", "--eval-every", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_train_command_writes_a_complete_verifiable_directory(tiny_source, capsys):
+    m = json.loads((tiny_source / MANIFEST).read_text())
+    assert m["dataset"] == "fmnist:classes=0,1" and m["classes"] == ["T-shirt/top", "Trouser"]
+    assert m["dataset_label"] == "Fashion-MNIST [classes=0,1]"
+    assert m["arch"] == "compact" and m["model"] == {"in_size": 32, "width": 0.25, "num_classes": 2}
+    assert m["test_images"] == 2000 and 0.8 < m["test_accuracy"] <= 1.0   # 2 easy classes
+    assert m["command"].startswith("polarity source train fmnist:classes=0,1 ")
+    src = read_source_dir(tiny_source)
+    model = build_model("compact", 2, **{k: v for k, v in m["model"].items() if k != "num_classes"})
+    model.load_state_dict(src.state_dict)                        # the weights fit the architecture
+    assert set(src.template.keys()) <= set(src.state_dict)
+    assert main(["source", "info", str(tiny_source), "--verify"]) == 0
+    assert "both files match" in capsys.readouterr().out
+
+
+def test_the_manifest_command_regenerates_the_same_network(tiny_source, tmp_path):
+    """The recorded command is the whole recipe: rerun it, get the same weights bit for bit."""
+    m = json.loads((tiny_source / MANIFEST).read_text())
+    argv = shlex.split(m["command"])[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert main(argv + ["--quiet"]) == 0
+    a, b = read_source_dir(tiny_source), read_source_dir(tmp_path / "again")
+    assert a.state_dict.keys() == b.state_dict.keys()
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    assert b.manifest["test_accuracy"] == m["test_accuracy"]
+
+
+@pytest.mark.parametrize("damage", ["weights", "template", "manifest", "missing"])
+def test_a_damaged_source_directory_is_refused(tiny_source, tmp_path, damage):
+    import shutil
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_source, d)
+    if damage == "weights":
+        raw = bytearray((d / WEIGHTS).read_bytes())
+        raw[-3] ^= 0x40
+        (d / WEIGHTS).write_bytes(bytes(raw))
+        match = "does not match its manifest"
+    elif damage == "template":
+        (d / TEMPLATE).write_bytes((d / TEMPLATE).read_bytes() + b"x")
+        match = "does not match its manifest"
+    elif damage == "manifest":
+        (d / MANIFEST).write_text("{not json")
+        match = "not valid JSON"
+    else:
+        (d / WEIGHTS).unlink()
+        match = "lacks weights.safetensors"
+    with pytest.raises(SourceError, match=match):
+        read_source_dir(d)
+
+
+def test_unknown_sources_and_bad_commands_say_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(SourceError, match="neither a shipped source"):
+        resolve("no-such-source")
+    with pytest.raises(SourceError, match="not a source directory"):
+        resolve(tmp_path)
+    assert main(["source", "info", "no-such-source"]) == 2
+    assert "unknown source 'no-such-source'" in capsys.readouterr().err
+    assert main(["source", "train", "fmnist", "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", shipped())
+def test_shipped_source_matches_its_manifest(name):
+    """Hashes verified, and the accuracy on 2,000 test images agrees with the manifest's
+    whole-test-split accuracy (binomial sd at 2,000 images is about 0.01)."""
+    path = resolve(name)
+    m = verify_source_dir(path)
+    if not _have(m["dataset"]):
+        pytest.skip(f"dataset {m['dataset']} is not available here")
+    src = read_source_dir(path)
+    model = build_model(m["arch"], m["model"]["num_classes"],
+                        **{k: v for k, v in m["model"].items() if k != "num_classes"})
+    model.load_state_dict(src.state_dict)
+    data = load(m["dataset"], source="offline")
+    assert list(data.classes) == m["classes"]
+    tf = data.transform(size=m["model"].get("in_size", 32), rgb=True)
+    _, acc = evaluate(model, data.test_x[:2000], data.test_y[:2000], tf)
+    assert abs(acc - m["test_accuracy"]) < 0.04
+    assert m["test_accuracy"] > 2.0 / len(m["classes"])          # far above chance
+    assert m["command"].startswith(f"polarity source train {m['dataset']} ")
+
+
+def test_the_presets_sources_are_shipped():
+    """The main job never pretrains: the sources its presets name are in the zoo."""
+    assert {"cifar10-compact-w0.5", "fmnist-compact-w0.5", "cifar10-animals-compact-w0.5"} <= set(shipped())
