@@ -12,8 +12,10 @@ def _reference(frame, cutoffs):
         vl, va = g["val_loss"].to_numpy(), g["val_acc"].to_numpy()
         row = {"condition": cond, "n": n, "width": w, "trial": t, "epochs": len(g),
                "error": float(error_at_min_loss(vl, va)), "final_val_acc": float(va[-1])}
+        ep = g["epoch"].to_numpy()
         for c in cutoffs:
-            row[f"epochs_to_{c:g}"] = float(epochs_to_cutoff(va, c))
+            k = epochs_to_cutoff(va, c)   # 1-based position among the validated epochs
+            row[f"epochs_to_{c:g}"] = float(ep[int(k) - 1]) if np.isfinite(k) else np.nan
         rows.append(row)
     columns = ["condition", "n", "width", "trial", "epochs", "error", "final_val_acc",
                *(f"epochs_to_{c:g}" for c in cutoffs)]
@@ -31,7 +33,9 @@ def test_per_trial_matches_the_per_trial_definitions(seed, trials, nan_rate):
         loss[rng.random(e) < nan_rate] = np.nan
         parts.append(pd.DataFrame({
             "condition": rng.choice(["a", "b"]), "n": int(rng.choice([8, 20])), "width": 4,
-            "trial": t, "epoch": np.arange(1, e + 1), "val_loss": loss,
+            # validated at every epoch, or only at some (a bounded number of evaluation points)
+            "trial": t, "epoch": np.sort(rng.choice(np.arange(1, 20), size=e, replace=False))
+            if rng.random() < 0.5 else np.arange(1, e + 1), "val_loss": loss,
             "val_acc": rng.choice([0.5, 0.9, 0.95, np.nan], size=e)}))
     frame = pd.concat(parts).sample(frac=1.0, random_state=seed)  # rows in any order
     frame.iloc[: int(rng.integers(0, 2)), 0] = np.nan  # a row with a missing key is no trial

@@ -3,7 +3,8 @@
 * error at convergence: validation error (1 - accuracy) at the epoch of minimum validation loss
   (the first such epoch on ties);
 * epochs to cut-off: the first (1-based) epoch whose validation accuracy reaches the cut-off,
-  NaN when never reached;
+  NaN when never reached (when a protocol validates only at some epochs, the first *validated*
+  epoch that reaches it);
 * success rate: the fraction of trials that reach the cut-off.
 
 Arrays are (..., epochs); frames are the tidy per-epoch export.
@@ -59,7 +60,7 @@ def per_trial(epochs, cutoffs: Sequence[float] = (0.9,), keys: Sequence[str] = K
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, len(df)))
     group = np.repeat(np.arange(len(starts)), counts)          # trial index of each row
-    pos = np.arange(len(df)) - np.repeat(starts, counts)       # 0-based epoch position
+    epoch = df["epoch"].to_numpy(dtype=float)                  # the epoch each row measured
 
     def first_where(mask):
         """(trials with a True row, index of their first True row)."""
@@ -80,7 +81,7 @@ def per_trial(epochs, cutoffs: Sequence[float] = (0.9,), keys: Sequence[str] = K
     for c, col in zip(cutoffs, cols):
         reached, first = first_where(va >= c)
         e = np.full(len(starts), np.nan)
-        e[reached] = pos[first] + 1.0
+        e[reached] = epoch[first]
         out[col] = e
     return out
 
