@@ -104,7 +104,7 @@ def test_corrupt_files_give_clear_errors(tmp_path, small_net, damage):
         match = "not a polarity template"
     else:
         data[14] = ord("}")
-        match = "corrupt header"
+        match = "corrupt"
     path.write_bytes(bytes(data))
     with pytest.raises(TemplateError, match=match):
         Template.load(path)
@@ -166,3 +166,29 @@ def test_imagenet_shaped_template_maps_onto_appended_head():
     assert t.meta["adapted"]["random"] == ["2.weight"]
     assert torch.equal(t["0.features.0.weight"], source["features.0.weight"])
     t.check(target)
+
+
+def test_from_module_warns_on_non_finite_weights():
+    nan, inf = float("nan"), float("inf")
+    sd = {"a.weight": torch.tensor([[1.0, nan, -inf, 0.0]]), "b.weight": torch.ones(2, 2)}
+    with pytest.warns(RuntimeWarning, match=r"'a\.weight' \(1 NaN, 1 infinite\)") as rec:
+        t = Template.from_module(sd, zero=1)
+    assert "b.weight" not in str(rec[0].message)
+    assert t["a.weight"].tolist() == [[1, 0, -1, 1]]  # NaN: no sign, left free (not `zero`)
+
+
+def test_from_module_keeps_the_sign_of_tiny_float64_weights():
+    t = Template.from_module({"w": torch.tensor([[1e-320, -1e-320]], dtype=torch.float64)})
+    assert t["w"].tolist() == [[1, -1]]
+
+
+def test_violations_and_agreement_count_nan_and_inf():
+    nan, inf = float("nan"), float("inf")
+    t = Template({"w": torch.tensor([[1, 1, -1, 1, -1, 0]])})
+    w = {"w": torch.tensor([[nan, inf, inf, 0.5, -inf, nan]])}
+    # NaN under +1: a violation; +inf under +1 keeps the sign; +inf under -1 violates;
+    # NaN under 0 is free
+    assert t.violations(w) == {"w": 2}
+    assert t.agreement(w)["w"] == pytest.approx(3 / 5)  # inf, 0.5, -inf agree; NaN and inf don't
+    all_nan = {"w": torch.full((1, 6), nan)}
+    assert t.violations(all_nan) == {"w": 5} and t.agreement(all_nan) == {"w": 0.0}

@@ -18,13 +18,33 @@ Exact zeros
 implementation does (it tests ``W * T < 0``, so a zero template entry never triggers a reset).
 Pass ``zero=+1`` or ``zero=-1`` to constrain such entries to a sign instead.
 
+Non-finite weights
+------------------
+A NaN weight has no sign: ``from_module`` leaves its entry unconstrained (0) and warns, as it does
+for infinite weights (which keep their sign).  :meth:`Template.violations` counts a NaN weight
+under a nonzero entry as a violation and :meth:`Template.agreement` as a disagreement, although
+Freeze-SGD (which resets ``W * T < 0``) cannot repair it.
+
 File format
 -----------
-``template.save(path)`` writes one bit per sign: an 8-byte magic, a little-endian uint32 header
-length, a UTF-8 JSON header (names, shapes, offsets, source, metadata, library version, SHA-256
-of the payload), then the payload: for each parameter its bit-packed "negative" mask and, only
-when the parameter has unconstrained entries, a second bit-packed "free" mask.  A torchvision
-AlexNet template is ~7.6 MB against ~244 MB for its float32 state dict (1/32).
+``template.save(path)`` writes format 2, about one bit per sign::
+
+    magic    8 bytes   b"PLTMPL\\x00\\x02"
+    length   uint32    little-endian length of the header
+    header   JSON      format, library version, meta, payload_bytes and per entry: name, shape,
+                       free ("none" | "mask" | "list"), free_count, free_bytes, sign_bytes
+    payload            per entry, in header order: its free entries, then one bit per
+                       constrained entry (1 = negative, little-endian bit order, C order)
+    digest   32 bytes  SHA-256 of every byte before it (the header included)
+
+The free (zero) entries of a tensor are stored as whichever is smaller: a dense bit mask, or the
+sorted indices as LEB128 varints of the gaps between them (minus one), so a handful of exact zeros
+in a large tensor costs a few bytes rather than a second bit per sign.  The reader checks the
+digest, then every header field against the shapes and the payload length before it allocates
+anything; every failure is a :class:`TemplateError`.  Format 1 files (polarity 0.1: a second dense
+mask whenever a tensor had a free entry, a checksum over the payload only) still load, with the
+same field checks.  A torchvision AlexNet template is ~7.6 MB against ~244 MB for its float32
+state dict (1/32).
 """
 from __future__ import annotations
 
@@ -33,8 +53,9 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -42,9 +63,16 @@ import numpy as np
 import torch
 from torch import nn
 
-MAGIC = b"PLTMPL\x00\x01"
-FORMAT_VERSION = 1
+from .files import atomic_write
+
+MAGIC = b"PLTMPL\x00\x02"  # format 2; the last byte is the format
+MAGIC_1 = b"PLTMPL\x00\x01"
+FORMAT_VERSION = 2
 _MAX_HEADER = 64 * 1024 * 1024
+_MAX_DIMS = 64
+_MAX_VARINT = 9  # bytes of one LEB128 gap: 9 * 7 = 63 bits
+_DIGEST = 32
+_ENTRY_KEYS_2 = frozenset({"name", "shape", "free", "free_count", "free_bytes", "sign_bytes"})
 
 Patterns = str | Sequence[str] | None
 
@@ -123,6 +151,14 @@ class Template(Mapping):
         self._signs = {str(k): _as_signs(str(k), v) for k, v in signs.items()}
         self._meta = dict(meta or {})
 
+    @classmethod
+    def _trusted(cls, signs: dict[str, torch.Tensor], meta: dict) -> "Template":
+        """Wrap contiguous int8 CPU tensors of +1 / -1 / 0 without checking them again (the
+        file reader builds only such tensors)."""
+        t = cls.__new__(cls)
+        t._signs, t._meta = signs, meta
+        return t
+
     # ----------------------------------------------------------------- constructors
     @classmethod
     def random(
@@ -154,16 +190,29 @@ class Template(Mapping):
         source: str = "module",
     ) -> "Template":
         """The signs of existing (e.g. pretrained) weights.  Exact zeros become ``zero``
-        (0 = unconstrained by default, as in the reference)."""
+        (0 = unconstrained by default, as in the reference).  NaN weights become 0 and, like
+        infinite ones (which keep their sign), are named in a warning."""
         if zero not in (-1, 0, 1):
             raise TemplateError(f"zero must be -1, 0 or +1, got {zero!r}")
         tensors = _named_tensors(module_or_state_dict)
-        signs = {}
+        signs, nonfinite = {}, []
         for name in select_names(tensors, include, exclude, biases):
-            s = torch.sign(tensors[name].detach().to("cpu", torch.float32)).to(torch.int8)
+            w = tensors[name].detach().to("cpu")
+            s = torch.sign(w)  # in w's own dtype: a float64 1e-320 keeps its sign
+            nan = torch.isnan(w)
             if zero:
                 s[s == 0] = zero
-            signs[name] = s
+            n_nan, n_inf = int(nan.sum()), int(torch.isinf(w).sum())
+            if n_nan or n_inf:
+                s[nan] = 0
+                nonfinite.append(f"{name!r} ({n_nan} NaN, {n_inf} infinite)")
+            signs[name] = s.to(torch.int8)
+        if nonfinite:
+            warnings.warn(
+                f"Template.from_module: non-finite weights in {', '.join(nonfinite)}; NaN entries "
+                "are left unconstrained (0), infinite ones keep their sign",
+                RuntimeWarning, stacklevel=2,
+            )
         return cls(signs, {"source": source})
 
     @classmethod
@@ -302,38 +351,49 @@ class Template(Mapping):
 
     @torch.no_grad()
     def violations(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, int]:
-        """Entries with ``W * T < 0`` per parameter."""
-        return {k: int(((w * t.to(w.dtype)) < 0).sum()) for k, w, t in self._weights(module)}
+        """Entries with ``W * T < 0`` per parameter, plus NaN weights under a nonzero entry
+        (a NaN has no sign, so it cannot keep the template's; Freeze-SGD does not reset it)."""
+        out = {}
+        for k, w, t in self._weights(module):
+            wrong = (w * t.to(w.dtype)) < 0
+            if w.is_floating_point():
+                wrong |= torch.isnan(w) & (t != 0)
+            out[k] = int(wrong.sum())
+        return out
 
     @torch.no_grad()
     def agreement(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Fraction of constrained entries whose sign equals the template's, per parameter
-        (zeros do not agree)."""
+        (zeros and NaNs do not agree; an infinite weight agrees when its sign does)."""
         out = {}
         for k, w, t in self._weights(module):
             mask = t != 0
             n = int(mask.sum())
-            same = int(((torch.sign(w).to(torch.int8) == t) & mask).sum())
+            # compared in w's dtype: sign(NaN) is NaN, which equals nothing
+            same = int(((torch.sign(w) == t.to(w.dtype)) & mask).sum())
             out[k] = same / n if n else float("nan")
         return out
 
     # ----------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the template (one bit per sign plus metadata) atomically to ``path``."""
+        """Write :meth:`to_bytes` atomically to ``path``."""
         path = Path(path)
-        entries, chunks, offset = [], [], 0
+        if path.is_dir():
+            raise TemplateError(f"cannot write template file {path}: it is a directory")
+        try:
+            return atomic_write(path, self.to_bytes())
+        except OSError as e:
+            raise TemplateError(f"cannot write template file {path}: {e.strerror or e}") from None
+
+    def to_bytes(self) -> bytes:
+        """The template in the current file format (see the module docstring): one bit per
+        constrained sign, the free entries as a mask or an index list, whichever is smaller,
+        and a SHA-256 over every byte before it."""
+        entries, chunks = [], []
         for name, t in self._signs.items():
-            flat = t.reshape(-1).numpy()
-            neg = np.packbits(flat < 0, bitorder="little").tobytes()
-            entry = {"name": name, "shape": list(t.shape), "neg": [offset, len(neg)], "free": None}
-            chunks.append(neg)
-            offset += len(neg)
-            if (flat == 0).any():
-                free = np.packbits(flat == 0, bitorder="little").tobytes()
-                entry["free"] = [offset, len(free)]
-                chunks.append(free)
-                offset += len(free)
+            entry, parts = _encode_entry(name, t)
             entries.append(entry)
+            chunks.extend(parts)
         payload = b"".join(chunks)
         header = {
             "format": FORMAT_VERSION,
@@ -342,78 +402,332 @@ class Template(Mapping):
             "meta": _jsonable(self._meta),
             "entries": entries,
             "payload_bytes": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
         }
         hbytes = json.dumps(header, sort_keys=True).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + struct.pack("<I", len(hbytes)) + hbytes + payload)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        body = MAGIC + struct.pack("<I", len(hbytes)) + hbytes + payload
+        return body + hashlib.sha256(body).digest()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Template":
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise TemplateError(f"template file not found: {path}") from None
-        where = f"template file {path}"
-        if len(data) < len(MAGIC) + 4 or data[: len(MAGIC)] != MAGIC:
-            raise TemplateError(f"{where} is not a polarity template (bad magic bytes)")
-        (hlen,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
-        start = len(MAGIC) + 4
-        if hlen > _MAX_HEADER or start + hlen > len(data):
-            raise TemplateError(f"{where} is truncated or corrupt (header of {hlen} bytes does not fit)")
-        try:
-            header = json.loads(data[start : start + hlen].decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TemplateError(f"{where} has a corrupt header: {e}") from None
-        if header.get("format") != FORMAT_VERSION:
+        """Read a template file of any format version this library has written.  A missing,
+        unreadable, truncated, corrupt or inconsistent file raises :class:`TemplateError`."""
+        return read_file(path).template
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Template":
+        """The inverse of :meth:`to_bytes` (also reads format 1), with :meth:`load`'s checks."""
+        return _parse(bytes(data), "template data").template
+
+
+# ----------------------------------------------------------------------------- file format
+
+@dataclass(frozen=True)
+class TemplateFile:
+    """What :func:`read_file` found: the template and how the file stores it."""
+
+    template: Template
+    format: int
+    file_bytes: int
+    payload_bytes: int
+    encodings: dict[str, str]  # name -> how its free entries are stored: none | mask | list
+
+    @property
+    def bits_per_sign(self) -> float:
+        return self.file_bytes * 8 / max(self.template.numel(), 1)
+
+    @property
+    def payload_bits_per_sign(self) -> float:
+        return self.payload_bytes * 8 / max(self.template.numel(), 1)
+
+
+def read_file(path: str | os.PathLike) -> TemplateFile:
+    """Read and fully validate a template file (format 1 or 2) before building any tensor."""
+    path = Path(path)
+    where = f"template file {path}"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TemplateError(f"template file not found: {path}") from None
+    except IsADirectoryError:
+        raise TemplateError(f"{where} is a directory, not a template file") from None
+    except OSError as e:
+        raise TemplateError(f"cannot read {where}: {e.strerror or e}") from None
+    return _parse(data, where)
+
+
+def _parse(data: bytes, where: str) -> TemplateFile:
+    magic = data[: len(MAGIC)]
+    if magic == MAGIC:
+        return _read_format2(data, where)
+    if magic == MAGIC_1:
+        return _read_format1(data, where)
+    if magic[:-1] == MAGIC[:-1]:
+        raise TemplateError(f"{where} has format {magic[-1]}; this polarity reads formats 1 and "
+                            f"{FORMAT_VERSION} (a newer polarity wrote it?)")
+    raise TemplateError(f"{where} is not a polarity template (bad magic bytes)")
+
+
+def _header(data: bytes, end: int, where: str) -> tuple[dict, int]:
+    """The JSON header after the magic and its uint32 length, and the offset just past it."""
+    start = len(MAGIC) + 4
+    if len(data) < start:
+        raise TemplateError(f"{where} is truncated or corrupt (shorter than its fixed prefix)")
+    (hlen,) = struct.unpack("<I", data[len(MAGIC) : start])
+    if hlen > _MAX_HEADER or start + hlen > end:
+        raise TemplateError(f"{where} is truncated or corrupt (header of {hlen} bytes does not fit)")
+    try:
+        header = json.loads(data[start : start + hlen].decode())
+    except (ValueError, RecursionError) as e:  # bad UTF-8, bad JSON, absurdly nested
+        raise TemplateError(f"{where} has a corrupt header: {e}") from None
+    if not isinstance(header, dict):
+        raise TemplateError(f"{where} has a corrupt header (not a JSON object)")
+    return header, start + hlen
+
+
+def _field(d: dict, key: str, kind, where: str):
+    v = d.get(key)
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        raise TemplateError(
+            f"{where}: header field {key!r} is {_short(v)}, expected {_kind_name(kind)}"
+        )
+    return v
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({int: "an integer", str: "a string", list: "a list", dict: "an object",
+                        type(None): "null"}[k] for k in kinds)
+
+
+def _count(d: dict, key: str, where: str) -> int:
+    v = _field(d, key, int, where)
+    if v < 0:
+        raise TemplateError(f"{where}: header field {key!r} is negative ({v})")
+    return v
+
+
+def _common(header: dict, where: str) -> tuple[list[dict], dict]:
+    """Checks shared by every format: the entries list, unique string names, shapes."""
+    entries = _field(header, "entries", list, where)
+    meta = header.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise TemplateError(f"{where}: header field 'meta' is not an object")
+    version = header.get("version")
+    if version is not None and not isinstance(version, str):
+        raise TemplateError(f"{where}: header field 'version' is not a string")
+    seen = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise TemplateError(f"{where}: entry {i} is not an object")
+        name = _field(e, "name", str, f"{where}, entry {i}")
+        if name in seen:
+            raise TemplateError(f"{where}: duplicate entry name {_short(name)}")
+        seen.add(name)
+        shape = _field(e, "shape", list, f"{where}, entry {_short(name)}")
+        if len(shape) > _MAX_DIMS or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ) or _numel([d for d in shape if d]) >= 2**62:  # numpy refuses it even when empty
             raise TemplateError(
-                f"{where} has format {header.get('format')!r}; this polarity reads format {FORMAT_VERSION}"
+                f"{where}: entry {_short(name)} has shape {_short(shape)}; expected at most "
+                f"{_MAX_DIMS} non-negative integer dimensions whose product is below 2**62"
             )
-        payload = data[start + hlen :]
-        try:
-            expected = int(header["payload_bytes"])
-            digest = header["sha256"]
-            entries = list(header["entries"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise TemplateError(f"{where} has a corrupt header (missing or bad field {e})") from None
-        if len(payload) != expected:
+    meta = dict(meta or {})
+    meta.setdefault("library_version", version)
+    return entries, meta
+
+
+def _short(value, limit: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _bits(buf: bytes, count: int, what: str) -> np.ndarray:
+    """``count`` little-endian bits of ``buf`` (whose length the caller checked) as bools; the
+    padding bits of the last byte must be zero, so every template has exactly one encoding."""
+    a = np.frombuffer(buf, np.uint8)
+    if count % 8 and a[-1] >> (count % 8):
+        raise TemplateError(f"{what} has non-zero padding bits")
+    return np.unpackbits(a, count=count, bitorder="little").view(bool)
+
+
+def _signs(negative: np.ndarray) -> np.ndarray:
+    """+1 / -1 int8 from a bool array that is True where the sign is negative."""
+    return 1 - 2 * negative.view(np.int8)
+
+
+def _free_list_encode(idx: np.ndarray) -> bytes:
+    """Sorted indices as LEB128 varints of their gaps minus one (the first: its index)."""
+    gaps = (np.diff(idx, prepend=-1) - 1).astype(np.uint64)
+    nbytes = np.ones(gaps.size, np.int64)
+    for j in range(1, _MAX_VARINT):
+        nbytes += gaps >= np.uint64(1 << (7 * j))
+    ends = np.cumsum(nbytes)
+    starts = ends - nbytes
+    out = np.empty(int(ends[-1]), np.uint8)
+    for j in range(int(nbytes.max())):
+        sel = nbytes > j
+        low = (gaps[sel] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        more = (nbytes[sel] > j + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[sel] + j] = (low | more).astype(np.uint8)
+    return out.tobytes()
+
+
+def _free_list_decode(buf: bytes, count: int, n: int, what: str) -> np.ndarray:
+    """Inverse of :func:`_free_list_encode`; the varints must be exactly ``count`` minimal
+    ones and every index inside ``[0, n)``."""
+    a = np.frombuffer(buf, np.uint8)
+    ends = np.flatnonzero(a < 0x80)
+    if ends.size != count or ends[-1] != a.size - 1:
+        raise TemplateError(f"{what}: the free-entry list does not hold {count} indices")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_VARINT or (a[ends[lengths > 1]] == 0).any():
+        raise TemplateError(f"{what}: the free-entry list has an over-long index")
+    shift = (7 * (np.arange(a.size) - np.repeat(starts, lengths))).astype(np.uint64)
+    gaps = np.add.reduceat((a & 0x7F).astype(np.uint64) << shift, starts)
+    if (gaps >= n).any():
+        raise TemplateError(f"{what}: a free-entry index lies outside its tensor")
+    # every gap is below n <= 2**62, so no partial sum overflows before one reaches n
+    idx = np.cumsum(gaps.astype(np.int64) + 1) - 1
+    if idx[-1] >= n:
+        raise TemplateError(f"{what}: a free-entry index lies outside its tensor")
+    return idx
+
+
+def _encode_entry(name: str, t: torch.Tensor) -> tuple[dict, list[bytes]]:
+    flat = t.reshape(-1).numpy()
+    n = flat.size
+    free = flat == 0
+    k = int(np.count_nonzero(free))
+    kind, free_part = "none", b""
+    if k:
+        mask_bytes = (n + 7) // 8
+        kind = "mask"
+        if k < mask_bytes:  # an index list needs at least one byte per index
+            listed = _free_list_encode(np.flatnonzero(free))
+            if len(listed) < mask_bytes:
+                kind, free_part = "list", listed
+        if kind == "mask":
+            free_part = np.packbits(free, bitorder="little").tobytes()
+    negative = (flat[~free] if k else flat) < 0
+    sign_part = np.packbits(negative, bitorder="little").tobytes()
+    entry = {"name": name, "shape": list(t.shape), "free": kind, "free_count": k,
+             "free_bytes": len(free_part), "sign_bytes": len(sign_part)}
+    return entry, [free_part, sign_part]
+
+
+def _read_format2(data: bytes, where: str) -> TemplateFile:
+    body_end = len(data) - _DIGEST
+    digest = hashlib.sha256(memoryview(data)[: max(body_end, 0)]).digest()
+    if body_end < len(MAGIC) + 4 or digest != data[body_end:]:
+        raise TemplateError(f"{where} is truncated or corrupt (checksum mismatch)")
+    header, start = _header(data, body_end, where)
+    if header.get("format") != 2:
+        raise TemplateError(
+            f"{where} has format {_short(header.get('format'))} behind a format-2 prefix"
+        )
+    entries, meta = _common(header, where)
+    payload = memoryview(data)[start:body_end]
+    if _count(header, "payload_bytes", where) != len(payload):
+        raise TemplateError(f"{where}: header says {header['payload_bytes']} payload bytes, "
+                            f"found {len(payload)}")
+    # every size is checked against the shape and the payload before anything is allocated
+    layout, offset = [], 0
+    for e in entries:
+        what = f"{where}, entry {_short(e['name'])}"
+        if set(e) != _ENTRY_KEYS_2:
             raise TemplateError(
-                f"{where} is truncated or corrupt: expected {expected} payload bytes, found "
-                f"{len(payload)}"
+                f"{what} has fields {_short(sorted(e))}, expected {sorted(_ENTRY_KEYS_2)}"
             )
-        if hashlib.sha256(payload).hexdigest() != digest:
-            raise TemplateError(f"{where} is corrupt (payload checksum mismatch)")
-        signs = {}
-        try:
-            for e in entries:
-                shape = tuple(int(d) for d in e["shape"])
-                n = int(np.prod(shape, dtype=np.int64))
-                o, ln = e["neg"]
-                neg = np.unpackbits(np.frombuffer(payload, np.uint8, ln, o), count=n, bitorder="little")
-                s = 1 - 2 * neg.astype(np.int8)
-                if e["free"] is not None:
-                    o, ln = e["free"]
-                    free = np.unpackbits(np.frombuffer(payload, np.uint8, ln, o), count=n,
-                                         bitorder="little")
-                    s[free.astype(bool)] = 0
-                signs[str(e["name"])] = torch.from_numpy(s.reshape(shape))
-        except (KeyError, TypeError, ValueError) as e:
-            raise TemplateError(f"{where} has a corrupt header entry ({e})") from None
-        meta = dict(header.get("meta") or {})
-        meta.setdefault("library_version", header.get("version"))
-        return cls(signs, meta)
+        n = _numel(e["shape"])
+        kind = e["free"] if isinstance(e["free"], str) else None
+        k, fb, sb = (_count(e, key, what) for key in ("free_count", "free_bytes", "sign_bytes"))
+        ok = {"none": k == 0 and fb == 0,
+              "mask": 0 < k <= n and fb == (n + 7) // 8,
+              "list": 0 < k <= n and k <= fb <= _MAX_VARINT * k}.get(kind, False)
+        if not ok or k > n or sb != (n - k + 7) // 8:
+            raise TemplateError(
+                f"{what}: sizes do not fit shape {tuple(e['shape'])} ({n} entries): "
+                f"free={_short(e['free'])}, free_count={k}, free_bytes={fb}, sign_bytes={sb}"
+            )
+        if offset + fb + sb > len(payload):
+            raise TemplateError(f"{what} runs past the end of the payload")
+        layout.append((e, n, kind, k, offset, offset + fb, offset + fb + sb))
+        offset += fb + sb
+    if offset != len(payload):
+        raise TemplateError(f"{where}: the entries cover {offset} of {len(payload)} payload bytes")
+    signs, encodings = {}, {}
+    for e, n, kind, k, o_free, o_sign, o_end in layout:
+        what = f"{where}, entry {_short(e['name'])}"
+        constrained = _signs(_bits(payload[o_sign:o_end], n - k, what))
+        if kind == "none":
+            s = constrained
+        elif kind == "mask":
+            free = _bits(payload[o_free:o_sign], n, what)
+            if int(np.count_nonzero(free)) != k:
+                raise TemplateError(f"{what}: the free mask does not hold {k} entries")
+            s = np.zeros(n, np.int8)
+            s[~free] = constrained
+        else:  # a free index i sits before constrained entry i - (free indices below i)
+            idx = _free_list_decode(payload[o_free:o_sign], k, n, what)
+            s = np.insert(constrained, idx - np.arange(k), 0)
+        signs[e["name"]] = torch.from_numpy(s.reshape(e["shape"]))
+        encodings[e["name"]] = kind
+    return TemplateFile(Template._trusted(signs, meta), 2, len(data), len(payload), encodings)
+
+
+def _read_format1(data: bytes, where: str) -> TemplateFile:
+    """Format 1 (polarity 0.1): a checksum over the payload only; every header field is
+    validated here, and the runs must lie exactly where the format-1 writer put them."""
+    header, start = _header(data, len(data), where)
+    if header.get("format") != 1:
+        raise TemplateError(
+            f"{where} has format {_short(header.get('format'))} behind a format-1 prefix"
+        )
+    entries, meta = _common(header, where)
+    payload = memoryview(data)[start:]
+    if _count(header, "payload_bytes", where) != len(payload):
+        raise TemplateError(f"{where} is truncated or corrupt: expected {header['payload_bytes']} "
+                            f"payload bytes, found {len(payload)}")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise TemplateError(f"{where} is corrupt (payload checksum mismatch)")
+    layout, offset = [], 0
+    for e in entries:
+        what = f"{where}, entry {_short(e['name'])}"
+        n = _numel(e["shape"])
+        runs = []
+        for key in ("neg", "free"):
+            run = e.get(key)
+            if key == "free" and run is None:
+                continue
+            expected = [offset, (n + 7) // 8]  # the writer put each run right after the last
+            if not (isinstance(run, list) and all(type(v) is int for v in run) and run == expected):
+                raise TemplateError(f"{what}: {key} run {_short(run)} is not {expected}")
+            runs.append(expected)
+            offset += expected[1]
+        if offset > len(payload):
+            raise TemplateError(f"{what} runs past the end of the payload")
+        layout.append((e, n, runs))
+    if offset != len(payload):
+        raise TemplateError(f"{where}: the entries cover {offset} of {len(payload)} payload bytes")
+    signs, encodings = {}, {}
+    for e, n, runs in layout:
+        what = f"{where}, entry {_short(e['name'])}"
+        (o, ln) = runs[0]
+        s = _signs(_bits(payload[o : o + ln], n, what))
+        if len(runs) == 2:
+            (o, ln) = runs[1]
+            s[_bits(payload[o : o + ln], n, what)] = 0
+        signs[e["name"]] = torch.from_numpy(s.reshape(e["shape"]))
+        encodings[e["name"]] = "mask" if len(runs) == 2 else "none"
+    return TemplateFile(Template._trusted(signs, meta), 1, len(data), len(payload), encodings)
 
 
 def _jsonable(obj):

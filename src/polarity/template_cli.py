@@ -4,24 +4,30 @@
     polarity template info t.pol
 
 ``export`` loads (or pretrains and caches, see :mod:`polarity.transfer`) the source network and
-writes its sign template, one bit per sign, with :meth:`polarity.Template.save`.  ``--dataset`` is
-the *target* dataset: with ``--map`` the template is mapped onto a freshly initialised target model
-(the head keeps that model's own random signs, exactly what the ``*-polarity`` conditions impose);
-without it the file holds the source network's own template (all its layers, source names).
-The architecture settings (``--in-size``, ``--width``, ``--head``) and the pretraining schedule
-default to the target experiment's ``quick`` preset (``paper`` for ``--arch alexnet``).
+writes its sign template, about one bit per sign, with :meth:`polarity.Template.save`.
+``--dataset`` is the *target* dataset: with ``--map`` the template is mapped onto a freshly
+initialised target model (the head keeps that model's own random signs, exactly what the
+``*-polarity`` conditions impose); without it the file holds the source network's own template
+(all its layers, source names).  The architecture settings (``--in-size``, ``--width``,
+``--head``) and the pretraining schedule default to the target experiment's ``quick`` preset
+(``paper`` for ``--arch alexnet``).
+
+``info`` prints the file's format, its size in bits per sign (whole file and payload only), the
+template's metadata and, per parameter, the fractions of +1 / -1 / free entries and how the free
+entries are stored.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("template", help="export or inspect polarity templates",
                               description="Export a transfer source's polarity template as a file "
-                                          "(one bit per sign) or describe a template file.")
+                                          "(about one bit per sign) or describe a template file.")
     sub = p.add_subparsers(dest="template_cmd", metavar="{export,info}")
     sub.required = True
     ex = sub.add_parser("export", help="write a transfer source's sign template to a file",
@@ -38,19 +44,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ex.add_argument("--head", choices=("append", "replace"), default=None, help="alexnet head")
     ex.add_argument("--seed", type=int, default=0, help="seed of the target init (with --map)")
     ex.set_defaults(func=_export)
-    info = sub.add_parser("info", help="describe a template file")
+    info = sub.add_parser("info", help="describe a template file (size in bits per sign, signs)")
     info.add_argument("file")
     info.set_defaults(func=_info)
     return p
 
 
 def _hp_for(args):
-    from . import ExperimentError, get
+    from .experiments import get
 
-    try:
-        exp = get(args.dataset)
-    except ExperimentError as e:
-        raise SystemExit(f"polarity template export: {e}")
+    exp = get(args.dataset)
     preset = "paper" if args.arch == "alexnet" else "quick"
     hp = exp.presets[preset]
     changes = {"arch": args.arch, "source": args.source}
@@ -66,52 +69,57 @@ def _hp_for(args):
 
 
 def _export(args) -> int:
-    from .. import Template
-    from ..transfer import TransferError
-    from .base import ExperimentError
-    from .images import get_source, model_kwargs
+    from .experiments import ExperimentError
+    from .experiments.images import get_source, model_kwargs
+    from .template import Template, TemplateError
+    from .transfer import TransferError
 
+    def fail(msg) -> int:
+        print(f"polarity template export: {msg}", file=sys.stderr)
+        return 2
+
+    if Path(args.out).is_dir():  # before any pretraining, which may take minutes
+        return fail(f"--out {args.out} is a directory; give a file name")
     try:
         hp = _hp_for(args)
         num_classes = 10
         src = get_source(hp, num_classes, log=lambda m: print(m, file=sys.stderr))
         t = src.template
         if args.map:
-            from ..models import build_model, head_names, init_glorot_
+            from .models import build_model, head_names, init_glorot_
 
             model = build_model(hp.arch, num_classes, **model_kwargs(hp))
             init_glorot_(model, args.seed)
             t = src.polarity_template(model, head=head_names(model))
         t.save(args.out)
-    except (TransferError, ExperimentError, ValueError, FileNotFoundError) as e:
-        print(f"polarity template export: {e}", file=sys.stderr)
-        return 2
-    back = Template.load(args.out)
-    total = sum(v.numel() for v in back.values())
-    print(f"wrote {args.out}: {len(back)} parameters, {total} signs, source {args.source!r}"
+        back = Template.load(args.out)
+    except (TransferError, ExperimentError, TemplateError, ValueError, OSError) as e:
+        return fail(e)
+    print(f"wrote {args.out}: {len(back)} parameters, {back.numel()} signs, source {args.source!r}"
           f"{' mapped onto ' + args.dataset if args.map else ''}")
     return 0
 
 
 def _info(args) -> int:
-    from .. import Template
+    from .template import TemplateError, read_file
 
     try:
-        t = Template.load(args.file)
-    except Exception as e:  # the loader names what is wrong (missing, truncated, corrupt)
+        f = read_file(args.file)
+    except TemplateError as e:  # the reader names what is wrong (missing, truncated, corrupt)
         print(f"polarity template info: {e}", file=sys.stderr)
         return 2
-    total = sum(v.numel() for v in t.values())
-    print(f"{args.file}: {len(t)} parameters, {total} signs")
-    meta = getattr(t, "metadata", None) or getattr(t, "meta", None)
-    if meta:
-        for k, v in dict(meta).items():
-            print(f"  {k}: {v}")
-    print(f"  {'parameter':40s} {'shape':>20s} {'+1':>7s} {'-1':>7s} {'free':>7s}")
-    for name, v in t.items():
+    t = f.template
+    print(f"{args.file}: format {f.format}, {len(t)} parameters, {t.numel():,} signs, "
+          f"{f.file_bytes:,} bytes: {f.bits_per_sign:.4f} bits per sign "
+          f"(payload only {f.payload_bits_per_sign:.4f})")
+    for k, v in t.meta.items():
+        print(f"  {k}: {v}")
+    print(f"  {'parameter':40s} {'shape':>20s} {'+1':>7s} {'-1':>7s} {'free':>7s}  free entries stored as")
+    for name, v in t.sign_tensors().items():
         n = max(v.numel(), 1)
         pos = int((v > 0).sum()) / n
         neg = int((v < 0).sum()) / n
-        free = int((v == 0).sum()) / n
-        print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {free:7.3f}")
+        free = int((v == 0).sum())
+        print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {free / n:7.3f}  "
+              f"{f.encodings[name]} ({free:,})")
     return 0
