@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from polarity import Freezer, Template, impose
-    from polarity.data.images import BatchTransform, load_dataset
-    from polarity.experiments.images import make_optimizer
+    from polarity.data.images import load_dataset
     from polarity.models import build_model, init_glorot_
+    from polarity.training import make_optimizer
 
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     if len(y) < need:
         print(f"dataset has only {len(y)} training images; lower --batch/--steps", file=sys.stderr)
         return 2
-    transform = BatchTransform(data.mean, data.std, size=in_size, rgb=True)
+    transform = data.transform(size=in_size, rgb=True)
     kw = {"in_size": in_size, "width": args.width} if args.arch == "compact" else {"head": "append"}
 
     def make():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polarity.data import images
+from polarity.data import decode, images
 from polarity.data.images import (BatchTransform, DatasetCorruptError, DatasetNotFoundError, first_n,
                                   load_dataset, read_idx)
 
@@ -177,7 +177,7 @@ def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     tar = tmp_path / "cifar10-jpeg.tar.gz"
     _fake_cifar_tar(tar, per_class=(2, 1))
     monkeypatch.setenv("POLARITY_CIFAR10_JPEG", str(tar))
-    monkeypatch.setattr(images, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(decode, "PARALLEL_MIN", 0)
     monkeypatch.setenv("POLARITY_CACHE", str(tmp_path / "c1"))
     par = load_dataset("cifar10", source="offline", workers=2)
     monkeypatch.setenv("POLARITY_CACHE", str(tmp_path / "c2"))
@@ -289,6 +289,6 @@ def test_auto_prefers_torchvision_files_under_root(tmp_path, monkeypatch):
 def test_decoding_inside_a_daemon_process_is_serial(monkeypatch):
     import multiprocessing as mp
 
-    assert images._can_fork_pool() == ("fork" in mp.get_all_start_methods())
+    assert decode.can_fork_pool() == ("fork" in mp.get_all_start_methods())
     monkeypatch.setattr(mp.current_process(), "daemon", True, raising=False)
-    assert not images._can_fork_pool()
+    assert not decode.can_fork_pool()

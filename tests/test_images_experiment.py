@@ -1,15 +1,21 @@
-"""The image experiment end to end on a small real-data subset, through the registry."""
+"""The image experiment end to end on a small real-data subset, through the registry, and the
+controlled comparison of one trial checked from outside the protocol."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
+import polarity.experiments.images.protocol as protocol
+from polarity import Template
 from polarity.experiments import TrialKey, get
-from polarity.experiments.images import CONDITIONS, condition_label
+from polarity.experiments.images import CONDITIONS, condition_label, source_agreement
+from polarity.models import build_model, head_names, init_glorot_
+from polarity.transfer import clear_memo
 
 torch.set_num_threads(1)
 
@@ -93,15 +99,8 @@ def test_every_condition_end_to_end(tmp_path, monkeypatch, source_cache):
             assert 0.0 <= e.val_acc <= 1.0 and 0.0 <= e.train_acc <= 1.0
         json.dumps(r.extra)  # JSON-serialisable
         assert r.extra["dataset_label"] == "Fashion-MNIST"
-        assert r.extra["init_violations"] == 0
         assert sum(r.extra["absw_hist"]) > 0
-        if r.key.condition.startswith("frozen-"):
-            assert r.extra["final_violations"] == 0
-    # the magnitude control: the rand and polarity arms start from the same |w|
-    for c in ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity"):
-        assert by[c].extra["magnitude_equal_rand"] is True
-        assert by[c].extra["absw_hist"] == by["fluid-rand"].extra["absw_hist"]
-    assert by["fluid-weight"].extra["magnitude_equal_rand"] is False
+    # (what the conditions share is checked from outside in the protocol tests below)
     # polarity arms start with the source's signs; the frozen one keeps them
     assert by["frozen-polarity"].extra["source_sign_agreement_init"] == 1.0
     assert by["frozen-polarity"].extra["source_sign_agreement_final"] == 1.0
@@ -188,21 +187,157 @@ def _write_folder_dataset(root, classes=("circle", "square", "stripe"), n_train=
     return root
 
 
-def test_generic_images_experiment_on_a_users_folder(tmp_path, source_cache):
+def test_generic_images_experiment_on_a_users_folder(folder_trial):
     """`polarity run images --dataset folder:/path`: a 3-class folder dataset, source pretrained
     on Fashion-MNIST (10 classes; the head is never transferred)."""
-    root = _write_folder_dataset(tmp_path / "shapes")
-    exp = get("images")
-    hp = dataclasses.replace(exp.presets["tiny"], dataset=f"folder:{root}", source="pretrained:fmnist",
-                             sample_sizes=(12,), epochs=1, batch_size=6, val_size=None, in_size=16,
-                             pretrain_n=48)
-    exp.validate(hp)
-    (job,) = exp.jobs(hp)
-    results = exp.run_job(hp, job)
+    _, _, results, _ = folder_trial
     assert sorted(r.key.condition for r in results) == sorted(CONDITIONS)
     for r in results:
         assert r.extra["dataset_label"] == "shapes"
-        if r.key.condition.startswith("frozen-"):
-            assert r.extra["final_violations"] == 0
     with pytest.raises(Exception, match="needs a dataset"):
-        exp.validate(exp.presets["tiny"])
+        get("images").validate(get("images").presets["tiny"])
+
+
+# ----------------------------------------------------------------------------- the protocol, from outside
+# A wrapper around the training primitives the protocol calls records, per condition, what training
+# was given: initial weights, data permutations, every training batch, the global RNG state
+# (dropout masks) and the validation set; an optimizer step post-hook of the test's own counts
+# template violations after every step.  Nothing here reads the flags the protocol computes about
+# itself (magnitude_equal_rand, init_violations, final_violations).
+
+class Recorder:
+    """Wraps ``fit`` and ``evaluate``; one record per call of ``fit`` (one per condition)."""
+
+    def __init__(self, monkeypatch):
+        self.runs: list[dict] = []
+        self._fit, self._evaluate = protocol.fit, protocol.evaluate
+        monkeypatch.setattr(protocol, "fit", self.fit)
+        monkeypatch.setattr(protocol, "evaluate", self.evaluate)
+
+    def fit(self, model, opt, x, y, transform, perms, batch_size, device="cpu", on_epoch=None):
+        params = dict(model.named_parameters())
+        signs0 = {k: torch.sign(p.detach()).clone() for k, p in params.items() if p.dim() >= 2}
+        rec = {"w0": {k: p.detach().clone() for k, p in params.items()},
+               "perms": [p.clone() for p in perms], "rng": torch.get_rng_state().clone(),
+               "batches": [], "violations": [], "val": []}
+
+        def pre_hook(module, args):
+            if module.training:
+                rec["batches"].append(args[0].detach().clone())
+
+        def after_step(optimizer, args, kwargs):  # runs after the Freezer's own hook
+            rec["violations"].append(sum(int(((params[k].detach() * s) < 0).sum())
+                                         for k, s in signs0.items()))
+
+        handles = [model.register_forward_pre_hook(pre_hook), opt.register_step_post_hook(after_step)]
+        self.runs.append(rec)
+        try:
+            return self._fit(model, opt, x, y, transform, perms, batch_size, device=device,
+                             on_epoch=on_epoch)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def evaluate(self, model, x, y, transform, device="cpu", batch_size=1000):
+        self.runs[-1]["val"].append((x.clone(), y.clone()))
+        return self._evaluate(model, x, y, transform, device=device, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def folder_trial(tmp_path_factory):
+    """One (n, trial) of the generic experiment on a 3-class folder dataset, source pretrained on
+    Fashion-MNIST (caches under a temporary folder), recorded by :class:`Recorder`."""
+    tmp = tmp_path_factory.mktemp("images-protocol")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POLARITY_CACHE", str(tmp / "cache"))
+        clear_memo()
+        root = _write_folder_dataset(tmp / "shapes")
+        exp = get("images")
+        hp = dataclasses.replace(exp.presets["tiny"], dataset=f"folder:{root}",
+                                 source="pretrained:fmnist", sample_sizes=(20,), epochs=2,
+                                 batch_size=6, val_size=None, in_size=16, pretrain_n=48)
+        exp.validate(hp)
+        rec = Recorder(mp)
+        (job,) = exp.jobs(hp)
+        results = exp.run_job(hp, job)
+        source = protocol.get_source(hp, None)  # the memoised source the trial used
+        clear_memo()
+    return hp, rec, results, source
+
+
+def test_every_condition_shares_data_order_dropout_and_validation(folder_trial):
+    hp, rec, results, _ = folder_trial
+    assert [r.key.condition for r in results] == list(CONDITIONS)
+    assert len(rec.runs) == len(CONDITIONS)
+    steps = hp.epochs * math.ceil(20 / hp.batch_size)
+    first = rec.runs[0]
+    assert len(first["batches"]) == steps and len(first["perms"]) == hp.epochs
+    assert sorted(first["perms"][0].tolist()) == list(range(20))
+    for run in rec.runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(run["perms"], first["perms"]))
+        assert len(run["batches"]) == steps
+        assert all(torch.equal(a, b) for a, b in zip(run["batches"], first["batches"]))
+        assert torch.equal(run["rng"], first["rng"])  # the same dropout masks
+        assert len(run["val"]) == hp.epochs
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                   for a, b in zip(run["val"], first["val"]))
+
+
+def test_initial_magnitudes_per_condition(folder_trial):
+    """Rand and polarity arms start from one random init, elementwise the same |w| (the polarity
+    arms with the source's signs); weight arms start from the source's weights; every arm's
+    head is the same random head."""
+    hp, rec, _, source = folder_trial
+    w0 = dict(zip(CONDITIONS, (r["w0"] for r in rec.runs)))
+    rand = w0["fluid-rand"]
+    heads = set(head_names(build_model(hp.arch, 3, **protocol.model_kwargs(hp))))
+    assert heads
+    assert all(torch.equal(w0["frozen-rand"][k], v) for k, v in rand.items())
+    for c in ("fluid-polarity", "frozen-polarity"):
+        for k, v in rand.items():
+            assert torch.equal(w0[c][k].abs(), v.abs()), (c, k)
+            if k in source.template and k not in heads:
+                t = source.template[k]
+                on = (t != 0) & (v != 0)
+                assert torch.equal(torch.sign(w0[c][k]).to(torch.int8)[on], t[on]), (c, k)
+            elif v.dim() < 2 or k in heads:  # biases and the head keep the init
+                assert torch.equal(w0[c][k], v), (c, k)
+    for c in ("fluid-weight", "frozen-weight"):
+        for k, v in w0[c].items():
+            assert torch.equal(v, rand[k] if k in heads else source.state_dict[k]), (c, k)
+    assert not torch.equal(w0["fluid-weight"]["features.0.weight"].abs(), rand["features.0.weight"].abs())
+
+
+def test_frozen_conditions_keep_their_signs_after_every_step(folder_trial):
+    hp, rec, _, _ = folder_trial
+    steps = hp.epochs * math.ceil(20 / hp.batch_size)
+    by = dict(zip(CONDITIONS, rec.runs))
+    for c in CONDITIONS:
+        assert len(by[c]["violations"]) == steps, c
+        if c.startswith("frozen-"):
+            assert by[c]["violations"] == [0] * steps, c
+    # the check has teeth: a free network does change signs
+    assert any(v > 0 for v in by["fluid-rand"]["violations"])
+
+
+def test_source_agreement_is_the_weighted_template_agreement():
+    """The stored agreement is Template.agreement over the named parameters, weighted by their
+    constrained entries: with a template without zeros, the plain fraction of equal signs."""
+    model = build_model("compact", 10, in_size=16, width=0.25)
+    init_glorot_(model, 0)
+    t = Template.random(model, seed=3)
+    names = [k for k in t if not k.startswith("classifier.6")]
+    params = dict(model.named_parameters())
+    same = sum(int((torch.sign(params[k].detach()).to(torch.int8) == t[k]).sum()) for k in names)
+    total = sum(t[k].numel() for k in names)
+    assert source_agreement(t, model, names) == same / total
+    per = t.agreement(model)
+    weighted = sum(per[k] * t[k].numel() for k in names) / total
+    assert source_agreement(t, model, names) == pytest.approx(weighted, rel=1e-12)
+    # zero entries are unconstrained: left out of both counts
+    signs = {k: t[k] for k in names}
+    signs[names[0]] = torch.zeros_like(signs[names[0]])
+    z = Template(signs)
+    rest = names[1:]
+    same_rest = sum(int((torch.sign(params[k].detach()).to(torch.int8) == t[k]).sum()) for k in rest)
+    assert source_agreement(z, model, names) == same_rest / sum(t[k].numel() for k in rest)

@@ -10,7 +10,8 @@ from torch import nn
 
 from polarity.models import build_model
 from polarity.models.alexnet import (alexnet, compact_alexnet, head_names, imagenet_state_dict,
-                                     init_glorot_, load_backbone_)
+                                     init_glorot_)
+from polarity.transfer import transfer_weights
 
 TV_PARAMS = 61_100_840  # torchvision AlexNet, 1000 classes
 
@@ -51,7 +52,7 @@ def test_checkpoint_loads_into_both_heads(tv_state_dict, tmp_path):
     for head in ("append", "replace"):
         m = alexnet(head=head)
         before = {n: p.clone() for n, p in m.named_parameters() if n in head_names(m)}
-        copied = load_backbone_(m, sd)
+        copied = transfer_weights(sd, m)
         params = dict(m.named_parameters())
         assert set(copied) == set(params) - set(head_names(m))
         for n in copied:
@@ -69,7 +70,7 @@ def test_wrapped_checkpoint_and_prefixes(tmp_path):
     sd = imagenet_state_dict(str(wrapped))
     dst = init_glorot_(compact_alexnet(), seed=6)
     head = {n: p.clone() for n, p in dst.named_parameters() if n in head_names(dst)}
-    load_backbone_(dst, sd)
+    transfer_weights(sd, dst)
     for n, p in dst.named_parameters():
         assert torch.equal(p, head[n] if n in head else src.state_dict()[n])
 
@@ -85,10 +86,10 @@ def test_checkpoint_errors(tmp_path, tv_state_dict):
         imagenet_state_dict("IMAGENET9K_V9")
     small = compact_alexnet()
     with pytest.raises(ValueError, match="shape mismatch: features.0.weight"):
-        load_backbone_(small, tv_state_dict)
+        transfer_weights(tv_state_dict, small)
     partial = {k: v for k, v in tv_state_dict.items() if not k.startswith("features.3")}
     with pytest.raises(ValueError, match="features.3.weight"):
-        load_backbone_(alexnet(), partial)
+        transfer_weights(partial, alexnet())
 
 
 def test_imagenet_weights_offline_error(monkeypatch, tmp_path):

@@ -111,8 +111,16 @@ def test_transfer_weights_skips_head_and_checks_shapes():
         else:
             assert torch.equal(target.state_dict()[k], v)
     wrong = build_model("compact", 10, in_size=16, width=0.5)
-    with pytest.raises(ValueError, match="source shape"):
+    with pytest.raises(ValueError, match="shape mismatch: features.0.weight"):
         transfer_weights(wrong.state_dict(), target)
+    partial = {k: v for k, v in source.state_dict().items() if k != "features.3.bias"}
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match="lacks 1 of the model's entries.*features.3.bias"):
+        transfer_weights(partial, target)
+    # nothing was copied before the error; extra source entries are ignored
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in before.items())
+    extra = {**source.state_dict(), "classifier.9.weight": torch.zeros(3, 3)}
+    assert transfer_weights(extra, target) == copied
 
 
 def test_polarity_template_shape_mismatch_is_named():
@@ -173,7 +181,7 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 def _cli(argv):
-    from polarity.experiments.images_cli import add_parser
+    from polarity.template_cli import add_parser
 
     parser = argparse.ArgumentParser(prog="polarity")
     add_parser(parser.add_subparsers(dest="cmd"))

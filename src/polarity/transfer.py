@@ -1,28 +1,13 @@
-"""Transfer sources: where a transferred polarity template (and transferred weights) come from.
+"""Transfer sources: where a transferred polarity template (and transferred weights) come from,
+and how they are applied to a target model.
 
-A *source* is named by a string:
-
-* ``imagenet`` -- torchvision's AlexNet ``IMAGENET1K_V1`` weights (needs ``arch="alexnet"``);
-* ``imagenet:/path/to/checkpoint.pth`` -- the same architecture, weights from a local file
-  (a state dict, or a dict holding one under ``state_dict``/``model``);
-* ``pretrained:<dataset>`` -- the project trains the *same architecture as the target* on another
-  dataset (e.g. CIFAR-10 as the source for Fashion-MNIST and the other way round), then caches the
-  checkpoint, its template (one bit per sign, :meth:`polarity.Template.save`) and a ``meta.json``
-  under ``$POLARITY_CACHE/sources/<hash>/`` (default ``~/.cache/polarity/sources/<hash>/``), where
-  ``<hash>`` is a hash of the source spec *and* of everything that determines the pretrained
-  network (architecture, input size, width, pretraining schedule, seed).  A later call with the
-  same spec reuses the cache.  Every file is written to a temporary name and renamed into place,
-  and ``meta.json`` is written last, so a killed pretraining never leaves a half file that would
-  be mistaken for a finished one; concurrent processes serialise on a lock file.
-
-Applying a source to a target model (the controlled comparison of SPEC §5):
-
-* :func:`polarity_template` -- the source's signs mapped onto the target model (names must match;
-  the target's new classification head has no counterpart and keeps the signs of its own
-  initialisation).  Apply it with ``polarity.impose(model, T, "flip")`` so the model keeps the
-  magnitudes of its own random initialisation (the magnitude control).
-* :func:`transfer_weights` -- copy the source's weights (and biases) into the target, except the
-  head.
+A source is named by a string: ``imagenet`` (torchvision's AlexNet ``IMAGENET1K_V1``; needs
+``arch="alexnet"``), ``imagenet:/path/to/checkpoint.pth`` (the same architecture from a local
+file) or ``pretrained:<dataset>`` (the target's own architecture trained here on another dataset,
+cached under ``polarity.files.cache_root()/sources/<hash>/``).  :func:`polarity_template` maps a
+source's signs onto a target (the new head keeps its own signs); :func:`transfer_weights` copies
+the source's weights into it except the head.  The cache layout and the controlled comparison
+are described in ``docs/images.md``.
 """
 from __future__ import annotations
 
@@ -31,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +23,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from . import Template
+from .data.images import first_n, load_dataset
+from .files import atomic_write, cache_root
+from .models import build_model, head_names, imagenet_state_dict, init_glorot_
+from .template import Template
+from .training import evaluate, fit, make_optimizer
 
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 SOURCE_FORMAT = ("'imagenet', 'imagenet:/path/to/checkpoint.pth', 'pretrained:<dataset>' "
@@ -133,11 +121,7 @@ class Source:
 # ----------------------------------------------------------------------------- applying a source
 
 def _head(model: torch.nn.Module, head: Iterable[str] | None) -> set[str]:
-    if head is not None:
-        return set(head)
-    from .models import head_names
-
-    return set(head_names(model))
+    return set(head) if head is not None else set(head_names(model))
 
 
 def polarity_template(source_template: Template, model: torch.nn.Module,
@@ -168,35 +152,33 @@ def polarity_template(source_template: Template, model: torch.nn.Module,
     return Template(signs, meta)
 
 
+@torch.no_grad()
 def transfer_weights(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module,
                      head: Iterable[str] | None = None) -> list[str]:
-    """Copy every entry of ``state_dict`` whose name the model has, except the head, into the
-    model in place.  A shape mismatch raises ``ValueError`` naming the entry and both shapes.
-    Returns the copied names."""
+    """Copy a source's weights into ``model`` in place, except its head.
+
+    Every entry of ``model.state_dict()`` (parameters and buffers) other than the head (``head``;
+    default ``polarity.models.head_names(model)``) is taken from ``state_dict``.  Entries of
+    ``state_dict`` the model lacks (e.g. ImageNet's ``classifier.6`` under ``head="replace"``)
+    are ignored.  A model entry that ``state_dict`` lacks, or a shape mismatch, raises
+    ``ValueError`` naming it (and both shapes) before anything is copied.  Returns the copied
+    names in the model's order."""
     head_set = _head(model, head)
-    target = model.state_dict()
-    copied = []
-    with torch.no_grad():
-        for name, value in state_dict.items():
-            if name in head_set or name not in target:
-                continue
-            if tuple(value.shape) != tuple(target[name].shape):
-                raise ValueError(f"cannot transfer {name!r}: source shape {tuple(value.shape)} "
-                                 f"!= target shape {tuple(target[name].shape)}")
-            target[name].copy_(value.to(device=target[name].device, dtype=target[name].dtype))
-            copied.append(name)
-    if not copied:
-        raise ValueError("transfer_weights: no parameter of the source matches the target model "
-                         f"(source names: {sorted(state_dict)[:5]}..., target: {sorted(target)[:5]}...)")
-    return copied
+    target = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in head_set}
+    missing = [k for k in target if k not in state_dict]
+    if missing:
+        raise ValueError(f"the source lacks {len(missing)} of the model's entries: {missing[:6]}"
+                         + (" ..." if len(missing) > 6 else ""))
+    bad = [f"{k}: source {tuple(state_dict[k].shape)} vs target {tuple(t.shape)}"
+           for k, t in target.items() if tuple(state_dict[k].shape) != tuple(t.shape)]
+    if bad:
+        raise ValueError("shape mismatch: " + "; ".join(bad[:6]))
+    for k, t in target.items():
+        t.copy_(state_dict[k].to(device=t.device, dtype=t.dtype))
+    return list(target)
 
 
 # ----------------------------------------------------------------------------- cache
-
-def cache_root() -> Path:
-    env = os.environ.get("POLARITY_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "polarity"
-
 
 def source_key(spec: SourceSpec, arch: str, model_kwargs: Mapping[str, Any],
                pretrain: PretrainConfig) -> dict[str, Any]:
@@ -208,20 +190,6 @@ def source_key(spec: SourceSpec, arch: str, model_kwargs: Mapping[str, Any],
 
 def source_hash(key: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -266,7 +234,7 @@ def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes:
     ``pretrained:`` source (e.g. ``in_size``, ``width``); the source network has ``num_classes``
     outputs (``None``: as many as its dataset has classes; the head is never transferred, so a
     target with another number of classes can use it).  ``imagenet`` needs ``arch="alexnet"``.  ``cache_dir`` overrides the cache root
-    (default :func:`cache_root`); entries live in ``<root>/sources/<hash>/``.
+    (default :func:`polarity.files.cache_root`); entries live in ``<root>/sources/<hash>/``.
     """
     spec = source if isinstance(source, SourceSpec) else parse_source(source)
     model_kwargs = dict(model_kwargs or {})
@@ -301,8 +269,6 @@ def _load_imagenet(spec: SourceSpec, arch: str) -> Source:
         raise TransferError(f"transfer source {spec.text!r} holds torchvision AlexNet weights and "
                             f"needs arch 'alexnet' (got {arch!r}); for the compact network use "
                             "'pretrained:<dataset>'")
-    from .models import imagenet_state_dict
-
     if spec.path is not None:
         p = Path(spec.path).expanduser()
         if not p.is_file():
@@ -328,10 +294,6 @@ def _load_imagenet(spec: SourceSpec, arch: str) -> Source:
 def _pretrain(spec: SourceSpec, arch: str, num_classes: int | None, model_kwargs: Mapping[str, Any],
               cfg: PretrainConfig, key: Mapping[str, Any], d: Path, device: str,
               log: Callable[[str], None] | None) -> Source:
-    from .data.images import BatchTransform, first_n, load_dataset
-    from .experiments.images import evaluate, fit, make_optimizer
-    from .models import build_model, init_glorot_
-
     t0 = time.perf_counter()
     data = load_dataset(spec.dataset, root=cfg.data_root, source=cfg.data_source)
     if num_classes is None:
@@ -344,7 +306,7 @@ def _pretrain(spec: SourceSpec, arch: str, num_classes: int | None, model_kwargs
             f"{spec.text!r}; cache {d}")
     x, y = first_n(data.train_x, data.train_y, cfg.n)
     vx, vy = first_n(data.test_x, data.test_y, cfg.val_size)
-    transform = BatchTransform(data.mean, data.std, size=model_kwargs.get("in_size"), rgb=True)
+    transform = data.transform(size=model_kwargs.get("in_size"), rgb=True)
     model = build_model(arch, num_classes, **model_kwargs)
     init_glorot_(model, cfg.seed)
     model.to(device)
@@ -360,10 +322,10 @@ def _pretrain(spec: SourceSpec, arch: str, num_classes: int | None, model_kwargs
             "train_loss": [h[0] for h in history], "train_acc": [h[1] for h in history],
             "val_loss": val_loss, "val_acc": val_acc, "val_size": int(len(vy)),
             "pretrain_s": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _atomic_write(d / "model.pt", lambda p: torch.save(state, p))
+    atomic_write(d / "model.pt", lambda p: torch.save(state, p))
     template = Template(template, {"source": spec.text, "arch": arch, "hash": d.name})
     template.save(d / "template.pol")  # atomic (temporary file + rename)
-    _atomic_write(d / "meta.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+    atomic_write(d / "meta.json", json.dumps(meta, indent=1))
     if log:
         log(f"source {spec.text!r}: {data.label} val acc {val_acc:.3f} after "
             f"{meta['pretrain_s']:.0f}s")

@@ -14,11 +14,22 @@ display is needed.
 * ``overlay`` (on every plot): extra reference curves ``{label: (xs, ys)}``, e.g. a theory
   curve; they are drawn dashed and also written to the CSV (``group`` = the label).
 * ``markdown_table``: a small dependency-free Markdown table writer.
+
+Multi-panel figures of the image report (each draws groups in a given order with a ``style``
+``{group: {"label", "color", "ls"}}`` and writes PNG and CSV under one stem):
+
+* ``paired_differences`` / ``plot_paired_differences``: per-trial differences against a
+  reference group (Figure 3), significance stars from a ``compare_to_reference`` table;
+* ``plot_panels``: one panel per column (e.g. per cut-off, Figures C.3/C.4);
+* ``plot_learning_curves``: median validation accuracy per epoch, one panel per ``n``;
+* ``plot_sign_switches``: per-layer sign-switch fractions between epochs (Figure C.5);
+* ``plot_histograms``: summed histograms per group on fixed bin edges (Figure C.6).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 Overlay = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+Style = Mapping[str, Mapping[str, Any]]  # group -> {"label": ..., "color": ..., "ls": ...}
 
 
 def _groups(frame, by):
@@ -152,6 +164,204 @@ def plot_epochs_to_cutoff(trials, x: str, cutoff: float, out: Path, by: str | No
     return plot_band(trials, x, cutoff_column(cutoff), out, by, **kw)
 
 
+# ----------------------------------------------------------------------------- multi-panel figures
+
+def _look(style: Style | None, group: str) -> tuple[str, Any, str]:
+    s = (style or {}).get(group, {})
+    return s.get("label", group), s.get("color"), s.get("ls", "-")
+
+
+def _lines(ax, frame, x: str, y: str, groups: Sequence[str], style: Style | None,
+           by: str = "condition", lo: str | None = None, hi: str | None = None,
+           logx: bool = True) -> None:
+    """One line of ``y`` against ``x`` per group (in ``groups`` order), with a ``lo``-``hi`` band."""
+    for g in groups:
+        f = frame[frame[by] == g]
+        if not len(f):
+            continue
+        label, color, ls = _look(style, g)
+        f = f.sort_values(x)
+        ax.plot(f[x], f[y], ls, color=color, marker="o", ms=3, label=label)
+        if lo is not None:
+            ax.fill_between(f[x], f[lo], f[hi], color=color, alpha=0.15, lw=0)
+    if logx and frame[y].notna().any():  # a log axis of an empty plot fails
+        ax.set_xscale("log")
+
+
+def _save(fig, out: Path, table=None) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if table is not None:
+        table.to_csv(out.with_suffix(".csv"), index=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+def paired_differences(trials, metrics: Sequence[str], reference: str, groups: Sequence[str],
+                       x: str = "n", pair: str = "trial", by: str = "condition"):
+    """Per (metric, group, x): median and quartiles of ``group - reference`` over the pairs
+    (rows sharing ``x`` and ``pair``, e.g. one trial seed) where both are known."""
+    import pandas as pd
+
+    ref = trials[trials[by] == reference].set_index([x, pair])
+    rows = []
+    for metric in metrics:
+        for c in groups:
+            if c == reference:
+                continue
+            cur = trials[trials[by] == c].set_index([x, pair])
+            d = (cur[metric] - ref[metric]).dropna().reset_index()
+            for xv, g in d.groupby(x):
+                v = g[metric].to_numpy()
+                rows.append({"metric": metric, by: c, x: xv, "median": np.median(v),
+                             "q25": np.quantile(v, 0.25), "q75": np.quantile(v, 0.75),
+                             "trials": len(v)})
+    return pd.DataFrame(rows)
+
+
+def plot_paired_differences(diffs, out: Path, panels: Sequence[tuple[str, str]],
+                            groups: Sequence[str], style: Style | None = None, *,
+                            stats: Mapping[str, Any] | None = None, x: str = "n",
+                            by: str = "condition", zero_color=None, xlabel: str | None = None,
+                            panel_title: str | None = None, title: str | None = None):
+    """One panel per ``(metric, ylabel)`` of :func:`paired_differences`' frame: median and
+    quartile band per group, a line at 0, and the ``stars`` of ``stats[metric]`` (a
+    ``compare_to_reference`` frame) above each point.  Writes ``out.png`` and ``out.csv``."""
+    fig, axs = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (metric, ylabel) in zip(axs.flat, panels):
+        dm = diffs[diffs["metric"] == metric]
+        _lines(ax, dm, x, "median", groups, style, by, "q25", "q75")
+        ax.set_xlabel(xlabel or x)
+        ax.axhline(0, color=zero_color, lw=1)
+        st = (stats or {}).get(metric)
+        for _, r in (st.iterrows() if st is not None else ()):
+            row = dm[(dm[by] == r[by]) & (dm[x] == r[x])]
+            if len(row) and r.get("stars"):
+                ax.annotate(str(r["stars"]), (r[x], float(row["median"].iloc[0])),
+                            color=_look(style, r[by])[1], fontsize=9, ha="center", va="bottom")
+        ax.set_ylabel(ylabel)
+        if panel_title:
+            ax.set_title(panel_title, fontsize=9)
+    axs.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, out, diffs)
+    return diffs
+
+
+def plot_panels(frame, x: str, panels: Sequence[tuple[str, str]], out: Path,
+                groups: Sequence[str], style: Style | None = None, *, by: str = "condition",
+                xlabel: str | None = None, ylabel: str | None = None, title: str | None = None,
+                ncol: int = 4):
+    """One panel per ``(column, panel title)``, each a line per group against ``x`` (log axis);
+    at most ``ncol`` panels a row.  Writes ``out.png`` and the columns drawn as ``out.csv``."""
+    ncol = min(len(panels), ncol)
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axs = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.3 * nrow), squeeze=False)
+    for ax, (col, ptitle) in zip(axs.flat, panels):
+        _lines(ax, frame, x, col, groups, style, by)
+        ax.set_xlabel(xlabel or x)
+        ax.set_title(ptitle, fontsize=9)
+        ax.set_ylabel(ylabel or "", fontsize=8)
+    for ax in list(axs.flat)[len(panels):]:
+        ax.axis("off")
+    axs.flat[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    table = frame[[by, x, *[c for c, _ in panels]]]
+    _save(fig, out, table)
+    return table
+
+
+def plot_learning_curves(epochs, out: Path, groups: Sequence[str], style: Style | None = None, *,
+                         y: str = "val_acc", panel: str = "n", by: str = "condition",
+                         hline: float | None = None, ylabel: str | None = None,
+                         title: str | None = None):
+    """Median ``y`` per epoch, one line per group, one panel per value of ``panel``; a dotted
+    line at ``hline`` (e.g. the cut-off).  Writes ``out.png`` and the medians as ``out.csv``."""
+    lc = epochs.groupby([by, panel, "epoch"])[y].median().reset_index()
+    values = sorted(lc[panel].unique())
+    fig, axs = plt.subplots(1, len(values), figsize=(4 * len(values), 3.3), squeeze=False)
+    for ax, v in zip(axs.flat, values):
+        for g in groups:
+            f = lc[(lc[by] == g) & (lc[panel] == v)]
+            label, color, ls = _look(style, g)
+            ax.plot(f["epoch"], f[y], ls, color=color, label=label)
+        if hline is not None:
+            ax.axhline(hline, color="k", lw=0.5, ls=":")
+        ax.set_title(f"{panel} = {v}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel or f"{y} (median)")
+    axs.flat[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, out, lc)
+    return lc
+
+
+def _layer_key(col: str):
+    """Network order of ``switch/<parameter>`` columns: ``features.*`` before ``classifier.*``,
+    numeric indices compared as numbers."""
+    parts = str(col)[len("switch/"):].split(".")
+    return (parts[0] == "classifier", [int(q) if q.isdigit() else -1 for q in parts])
+
+
+def plot_sign_switches(epochs, out: Path, *, panel: str = "n", title: str | None = None):
+    """Median fraction of signs switched between consecutive epochs, one line per layer (the
+    ``switch/<parameter>`` columns), one panel per value of ``panel``, log scale.  Writes
+    ``out.png`` and ``out.csv``; returns the medians, or None when there is nothing to draw."""
+    cols = sorted((c for c in epochs.columns if str(c).startswith("switch/")), key=_layer_key)
+    if not cols or not len(epochs):
+        return None
+    sw = epochs.groupby([panel, "epoch"])[cols].median().reset_index()
+    values = sorted(sw[panel].unique())
+    fig, axs = plt.subplots(1, len(values), figsize=(4 * len(values), 3.3), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, v in zip(axs.flat, values):
+        f = sw[sw[panel] == v].dropna(subset=cols, how="all")
+        for i, col in enumerate(cols):
+            ax.plot(f["epoch"], f[col], color=cmap(i / max(len(cols) - 1, 1)),
+                    label=col[len("switch/"):])
+        ax.set_yscale("log", nonpositive="mask")
+        ax.set_title(f"{panel} = {v}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("fraction of signs switched")
+    axs.flat[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, out, sw)
+    return sw
+
+
+def plot_histograms(frame, column: str, edges: Sequence[float], out: Path, groups: Sequence[str],
+                    style: Style | None = None, *, by: str = "condition",
+                    xlabel: str | None = None, title: str | None = None):
+    """Per group, the sum of the histograms in ``column`` (lists of counts on ``edges``), drawn
+    normalised as stairs.  Writes ``out.png`` and the summed counts (``bin_<i>``) as ``out.csv``."""
+    import pandas as pd
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rows = []
+    for g in groups:
+        h = [np.asarray(v, dtype=float) for v in frame.loc[frame[by] == g, column]
+             if isinstance(v, (list, tuple))]
+        if not h:
+            continue
+        tot = np.sum(h, axis=0)
+        label, color, ls = _look(style, g)
+        ax.stairs(tot / max(tot.sum(), 1), edges, color=color, ls=ls, label=label)
+        rows.append({by: g, **{f"bin_{i}": v for i, v in enumerate(tot)}})
+    ax.set_xlabel(xlabel or column)
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    table = pd.DataFrame(rows)
+    _save(fig, out, table)
+    return table
+
+
 def markdown_table(frame, floatfmt: str = ".3g", columns: Sequence[str] | None = None) -> str:
     """A Markdown pipe table of ``frame`` (no external dependency)."""
     cols = list(columns) if columns is not None else list(frame.columns)
@@ -168,4 +378,5 @@ def markdown_table(frame, floatfmt: str = ".3g", columns: Sequence[str] | None =
 
 
 __all__ = ["band_summary", "success_summary", "plot_band", "plot_success",
-           "plot_epochs_to_cutoff", "markdown_table"]
+           "plot_epochs_to_cutoff", "paired_differences", "plot_paired_differences", "plot_panels",
+           "plot_learning_curves", "plot_sign_switches", "plot_histograms", "markdown_table"]

@@ -25,33 +25,21 @@ Sources:
 * ``"auto"``: torchvision's files when they are already under ``root`` (or its default above; no
   download), else offline.
 
-Order of the offline copies. Fashion-MNIST keeps the official order of the IDX files. The CIFAR JPEG
-copy stores ``<split>/<class>/NNNN.jpg`` with NNNN the image's index *within its class*, so the
-official order cannot be recovered; we use a fixed interleaving: sorted by (NNNN, class index),
-i.e. airplane 0000, automobile 0000, ..., truck 0000, airplane 0001, ... . The first n training
-images are therefore class balanced (exactly n/10 per class when 10 divides n). Folder datasets use
-the same interleaving (rank of the file name within its class, then class).
+The offline CIFAR copy and folder datasets are put in a fixed class-interleaved order (the first n
+training images are class balanced) and decoded once into ``.npy`` arrays under
+``polarity.files.cache_root()/datasets``, checksummed on every load (:mod:`polarity.data.decode`;
+``docs/images.md`` says why).
 
-Caching: decoded JPEG/folder datasets are stored as ``.npy`` arrays under ``$POLARITY_CACHE`` (or
-``~/.cache/polarity``), keyed by the SHA-256 of the tarball (or of the folder's listing: names,
-sizes, mtimes) and checked against recorded shapes and CRC-32 checksums on every load; a mismatch
-re-decodes. A cached load takes well under 2 s.
-
-Transforms: ``BatchTransform(mean, std, size, rgb)`` turns a uint8 batch on any device into a
-normalised float batch (grey->3 channels, bilinear resize) with a few tensor ops, no per-image
-Python. Normalisation constants are on the 0..255 scale, as in SPEC §5.
+Transforms: ``ImageData.transform(size, rgb)`` is the dataset's SPEC §5 normalisation as a
+:class:`BatchTransform`, which turns a uint8 batch on any device into a normalised float batch
+(resize, grey->3 channels) with a few tensor ops, no per-image Python.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
-import json
 import os
-import tarfile
-import warnings
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -60,10 +48,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..files import cache_root
+from .decode import (DatasetCorruptError, DatasetNotFoundError, decode_cached, listing_hash,
+                     read_dir_members, read_tar_members, sha256_file)
+
 __all__ = [
     "ImageData", "load_dataset", "first_n", "BatchTransform", "DatasetNotFoundError",
     "DatasetCorruptError", "read_idx", "DATASETS", "FMNIST_CLASSES", "CIFAR10_CLASSES",
-    "cache_dir",
 ]
 
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -82,18 +73,6 @@ FMNIST_FILES = {
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
 }
 CIFAR_JPEG_NAME = "cifar10-jpeg.tar.gz"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm")
-_CACHE_VERSION = 1
-_PARALLEL_MIN = 2000  # images per split below which decoding stays in one process
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not where it was looked for; the message lists the paths searched."""
-
-
-class DatasetCorruptError(ValueError):
-    """A dataset file exists but is truncated or malformed; the message names the file."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,12 +199,6 @@ class BatchTransform:
         return x.contiguous()
 
 
-def cache_dir() -> Path:
-    """``$POLARITY_CACHE`` or ``~/.cache/polarity``."""
-    env = os.environ.get("POLARITY_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "polarity"
-
-
 def load_dataset(name: str, root: str | os.PathLike | None = None, source: str = "auto",
                  image_size: int | Sequence[int] | None = None, workers: int | None = None) -> ImageData:
     """Load a whole dataset into memory (see the module docstring for names and sources).
@@ -347,7 +320,7 @@ def _torchvision_root(root) -> Path:
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("POLARITY_DATA")
-    return Path(env).expanduser() if env else cache_dir() / "torchvision"
+    return Path(env).expanduser() if env else cache_root() / "torchvision"
 
 
 def _load_torchvision(name: str, root, download: bool) -> ImageData:
@@ -463,245 +436,15 @@ def _load_cifar10_jpeg(root, workers) -> ImageData:
             + ". Set $POLARITY_CIFAR10_JPEG to the tarball, pass root=<dir holding it>, or use "
               "source='torchvision' with a root to download the official dataset.")
     if p.is_file():
-        entries = _read_tar_members(p)
-        key = "cifar10-jpeg-" + _sha256_file(p)[:16]
+        entries = read_tar_members(p)
+        key = "cifar10-jpeg-" + sha256_file(p)[:16]
     else:
-        entries = _read_dir_members(p)
-        key = "cifar10-jpegdir-" + _listing_hash(p)[:16]
-    data = _decode_cached(key, entries, workers, size=(32, 32), classes=CIFAR10_CLASSES, source=str(p))
+        entries = read_dir_members(p)
+        key = "cifar10-jpegdir-" + listing_hash(p)[:16]
+    data = decode_cached(key, entries, workers, size=(32, 32), classes=CIFAR10_CLASSES, source=str(p))
     data.pop("classes")
     return ImageData(name="cifar10", label="CIFAR-10 (JPEG copy)", classes=CIFAR10_CLASSES,
                      mean=CIFAR10_MEAN, std=CIFAR10_STD, **data)
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _listing_hash(d: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(d)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-# A member: (split, class_name, file_name, loader) where loader is bytes or a Path.
-def _read_tar_members(path: Path):
-    """A function returning every image member as (split, class, file name, bytes)."""
-
-    def entries():
-        out = []
-        try:
-            with tarfile.open(path, "r:*") as tf:
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    parts = Path(m.name).parts
-                    if len(parts) < 3 or parts[-3] not in ("train", "test", "val"):
-                        continue
-                    if not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-                        continue
-                    f = tf.extractfile(m)
-                    out.append(("test" if parts[-3] == "val" else parts[-3], parts[-2], parts[-1], f.read()))
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            raise DatasetCorruptError(f"{path}: cannot read the tarball ({e}); it may be truncated or corrupt") from e
-        return out
-
-    return entries
-
-
-def _read_dir_members(d: Path, splits=("train", "test")):
-    """A function returning every image file as (split, class, file name, path)."""
-    def entries():
-        out = []
-        for split in splits:
-            sd = d / split
-            if split == "test" and not sd.is_dir() and (d / "val").is_dir():
-                sd = d / "val"
-            if not sd.is_dir():
-                raise DatasetNotFoundError(f"{d}: no '{split}/' subdirectory (expected {d}/{{train,test}}/<class>/<image>)")
-            for cdir in sorted(x for x in sd.iterdir() if x.is_dir()):
-                for f in sorted(cdir.iterdir()):
-                    if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS):
-                        out.append((split, cdir.name, f.name, f))
-        return out
-
-    return entries
-
-
-def _decode_one(item):
-    from PIL import Image
-
-    blob, size, mode = item
-    try:
-        im = Image.open(io.BytesIO(blob) if isinstance(blob, (bytes, bytearray)) else blob)
-        im = im.convert(mode)
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-    except Exception as e:
-        raise DatasetCorruptError(f"cannot decode image {blob if isinstance(blob, Path) else '<tar member>'}: {e}") from e
-    return a[:, :, None] if a.ndim == 2 else a
-
-
-def _decode_chunk(args):
-    items, size, mode = args
-    return np.stack([_decode_one((b, size, mode)) for b in items]) if items else None
-
-
-def _interleaved_order(members, classes):
-    """Sort key: (rank of the file within its class, class index). File names that are integers
-    sort numerically, others lexicographically."""
-
-    def name_key(fn):
-        stem = Path(fn).stem
-        return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-
-    by_class: dict[str, list] = {}
-    for m in members:
-        by_class.setdefault(m[1], []).append(m)
-    keyed = []
-    for c, ms in by_class.items():
-        ms.sort(key=lambda m: name_key(m[2]))
-        ci = classes.index(c)
-        keyed += [((rank, ci), m) for rank, m in enumerate(ms)]
-    keyed.sort(key=lambda t: t[0])
-    return [m for _, m in keyed]
-
-
-def _decode_cached(key: str, entries_fn, workers, size, classes, source, mode=None) -> dict:
-    """Decode (split, class, file, blob) members to uint8 arrays once and cache them."""
-    cdir = cache_dir() / "datasets"
-    meta_path = cdir / f"{key}.json"
-    cached = _load_cache(cdir, key, meta_path)
-    if cached is not None:
-        return cached
-    members = entries_fn()
-    if classes is None:
-        classes = tuple(sorted({m[1] for m in members if m[0] == "train"}))
-    unknown = sorted({m[1] for m in members} - set(classes))
-    if unknown:
-        raise DatasetCorruptError(f"{source}: unexpected class folders {unknown}; expected {list(classes)}")
-    if mode is None:
-        mode = "RGB"
-    out: dict = {"classes": classes}
-    split_members = {}
-    for split in ("train", "test"):
-        ms = [m for m in members if m[0] == split]
-        if not ms:
-            raise DatasetNotFoundError(f"{source}: no images in its '{split}' split")
-        split_members[split] = _interleaved_order(ms, list(classes))
-    if size is None:
-        size = _common_size([m[3] for m in split_members["train"]], source)
-    nworkers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    for split, ms in split_members.items():
-        blobs = [m[3] for m in ms]
-        chunks = [blobs[i::nworkers] for i in range(nworkers)] if nworkers > 1 else [blobs]
-        arr = None
-        if nworkers > 1 and len(blobs) >= _PARALLEL_MIN and _can_fork_pool():
-            import multiprocessing as mp
-
-            try:
-                with mp.get_context("fork").Pool(nworkers) as pool:
-                    parts = pool.map(_decode_chunk, [(c, size, mode) for c in chunks])
-            except DatasetCorruptError:
-                raise
-            except Exception as e:  # a pool that cannot start: decode in this process
-                warnings.warn(f"parallel decoding failed ({type(e).__name__}: {e}); decoding in one process",
-                              stacklevel=3)
-            else:
-                arr = np.empty((len(blobs),) + parts[0].shape[1:], dtype=np.uint8)
-                for i, part in enumerate(parts):
-                    arr[i::nworkers] = part
-        if arr is None:
-            arr = _decode_chunk((blobs, size, mode))
-        out[f"{split}_x"] = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
-        out[f"{split}_y"] = np.array([list(classes).index(m[1]) for m in ms], dtype=np.int64)
-    _save_cache(cdir, key, meta_path, out, source)
-    return _to_tensors(out)
-
-
-def _can_fork_pool() -> bool:
-    """Worker processes only where that is safe: fork available and not inside a daemonic
-    process (e.g. a multiprocessing pool worker of the engine, which may not have children)."""
-    import multiprocessing as mp
-
-    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
-
-
-def _common_size(blobs, source):
-    from PIL import Image
-
-    sizes = Counter()
-    for b in blobs:
-        with Image.open(io.BytesIO(b) if isinstance(b, (bytes, bytearray)) else b) as im:
-            sizes[(im.size[1], im.size[0])] += 1
-    (size, count), = sizes.most_common(1)
-    if len(sizes) > 1:
-        warnings.warn(f"{source}: training images have {len(sizes)} different sizes; resizing all to the "
-                      f"most common, {size[0]}x{size[1]} (pass image_size= to choose)", stacklevel=3)
-    return size
-
-
-def _to_tensors(d: dict) -> dict:
-    out = {k: torch.from_numpy(v) for k, v in d.items() if k != "classes"}
-    out["classes"] = tuple(d["classes"])
-    return out
-
-
-_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
-
-
-def _crc(a: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))
-
-
-def _save_cache(cdir: Path, key: str, meta_path: Path, d: dict, source: str) -> None:
-    try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        meta = {"version": _CACHE_VERSION, "source": source, "classes": list(d["classes"]), "arrays": {}}
-        for k in _ARRAYS:
-            p = cdir / f"{key}.{k}.npy"
-            tmp = p.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, d[k], allow_pickle=False)
-            os.replace(tmp, p)
-            meta["arrays"][k] = {"shape": list(d[k].shape), "dtype": str(d[k].dtype), "crc32": _crc(d[k]),
-                                 "bytes": p.stat().st_size}
-        tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, meta_path)
-    except OSError as e:
-        warnings.warn(f"could not write the dataset cache under {cdir}: {e}", stacklevel=3)
-
-
-def _load_cache(cdir: Path, key: str, meta_path: Path) -> dict | None:
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("version") != _CACHE_VERSION:
-            return None
-        out = {}
-        for k in _ARRAYS:
-            m = meta["arrays"][k]
-            p = cdir / f"{key}.{k}.npy"
-            if p.stat().st_size != m["bytes"]:
-                raise ValueError(f"{p}: size {p.stat().st_size} != {m['bytes']}")
-            a = np.load(p, allow_pickle=False)
-            if list(a.shape) != m["shape"] or str(a.dtype) != m["dtype"] or _crc(a) != m["crc32"]:
-                raise ValueError(f"{p}: shape/dtype/checksum mismatch")
-            out[k] = torch.from_numpy(a)
-        out["classes"] = tuple(meta["classes"])
-        return out
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        warnings.warn(f"ignoring a damaged dataset cache ({e}); decoding again", stacklevel=4)
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -711,12 +454,12 @@ def _load_cache(cdir: Path, key: str, meta_path: Path) -> dict | None:
 def _load_folder(path: Path, image_size=None, workers=None) -> ImageData:
     if not path.is_dir():
         raise DatasetNotFoundError(f"folder dataset {path} does not exist (expected {path}/{{train,test}}/<class>/<image>)")
-    entries = _read_dir_members(path)
+    entries = read_dir_members(path)
     size = None
     if image_size is not None:
         size = (int(image_size), int(image_size)) if isinstance(image_size, (int, np.integer)) else tuple(int(s) for s in image_size)
-    key = "folder-" + hashlib.sha256(f"{path.resolve()}|{size}|{_listing_hash(path)}".encode()).hexdigest()[:16]
-    data = _decode_cached(key, entries, workers, size=size, classes=None, source=str(path))
+    key = "folder-" + hashlib.sha256(f"{path.resolve()}|{size}|{listing_hash(path)}".encode()).hexdigest()[:16]
+    data = decode_cached(key, entries, workers, size=size, classes=None, source=str(path))
     classes = data.pop("classes")
     x = data["train_x"]
     xf = x.to(torch.float64)

@@ -8,7 +8,6 @@ completes the run with every trial exactly once and the numbers of an uninterrup
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 
 from .. import experiments
 from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
+from ..files import atomic_write
 from ..store import FILENAME, Store, StoreError
 from .executors import Outcome, check_device, make_executor
 from .progress import Progress
@@ -119,9 +119,7 @@ def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None) -> None:
     data["polarity_version"] = _version()
     if command:
         data["command"] = list(command)
-    tmp = out / f".{SPEC_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    atomic_write(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None) -> Store:

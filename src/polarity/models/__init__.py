@@ -10,8 +10,7 @@ from typing import Callable
 
 from torch import nn
 
-from .alexnet import (alexnet, compact_alexnet, head_names, imagenet_state_dict, init_glorot_,
-                      load_backbone_)
+from .alexnet import alexnet, compact_alexnet, head_names, imagenet_state_dict, init_glorot_
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"alexnet": alexnet, "compact": compact_alexnet}
 
@@ -29,4 +28,4 @@ def build_model(arch: str, num_classes: int = 10, **kw) -> nn.Module:
 
 
 __all__ = ["MODELS", "build_model", "alexnet", "compact_alexnet", "head_names", "imagenet_state_dict",
-           "init_glorot_", "load_backbone_"]
+           "init_glorot_"]

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 __all__ = ["alexnet", "compact_alexnet", "init_glorot_", "imagenet_state_dict", "head_names",
-           "load_backbone_", "HEADS", "CompactAlexNet"]
+           "HEADS", "CompactAlexNet"]
 
 HEADS = ("append", "replace")
 _HEAD_ATTR = "polarity_head"  # module names (prefixes) of the new head, stored on the model
@@ -47,7 +47,7 @@ _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras
 def alexnet(num_classes: int = 10, head: str = "append", dropout: float = 0.5) -> nn.Module:
     """torchvision's AlexNet with a ``num_classes``-way head attached as ``head`` says (see the
     module docstring). Random (torchvision default) initialisation: call ``init_glorot_`` for the
-    reference's, or ``load_backbone_`` for pretrained weights."""
+    reference's, or ``polarity.transfer.transfer_weights`` for pretrained weights."""
     from torchvision.models import alexnet as tv_alexnet
 
     _check_classes(num_classes)
@@ -223,31 +223,3 @@ def _strip_prefix(name: str) -> str:
         while name.startswith(p):
             name = name[len(p):]
     return name
-
-
-@torch.no_grad()
-def load_backbone_(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                   skip: tuple[str, ...] | None = None) -> list[str]:
-    """Copy every parameter and buffer of ``model`` except its head (``head_names``; or the names
-    in ``skip``) from ``state_dict``; returns the names copied. Missing entries or shape mismatches
-    raise ValueError naming the parameter and both shapes; extra entries in ``state_dict`` (e.g.
-    ImageNet's ``classifier.6`` under ``head="replace"``) are ignored."""
-    skip = set(head_names(model) if skip is None else skip)
-    sd = {_strip_prefix(k): v for k, v in state_dict.items()}
-    own = dict(model.named_parameters())
-    own.update(dict(model.named_buffers()))
-    missing = [n for n in own if n not in skip and n not in sd]
-    if missing:
-        raise ValueError(f"the state dict lacks {len(missing)} of the model's entries: {missing[:6]}"
-                         + (" ..." if len(missing) > 6 else ""))
-    bad = [f"{n}: model {tuple(own[n].shape)} vs state dict {tuple(sd[n].shape)}"
-           for n in own if n not in skip and tuple(own[n].shape) != tuple(sd[n].shape)]
-    if bad:
-        raise ValueError("shape mismatch: " + "; ".join(bad[:6]))
-    copied = []
-    for n, t in own.items():
-        if n in skip:
-            continue
-        t.copy_(sd[n].to(device=t.device, dtype=t.dtype))
-        copied.append(n)
-    return copied

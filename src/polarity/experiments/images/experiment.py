@@ -1,0 +1,138 @@
+"""The image experiments as the engine sees them: validation, the grid (one job per (n, trial)),
+and the registered ``fmnist``, ``cifar10`` and ``images`` (any dataset) experiments."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ... import RESET_METHODS
+from ...transfer import TransferError, parse_source
+from .. import register
+from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
+from .presets import (CIFAR_PAPER_N, CONDITIONS, FMNIST_PAPER_N, NEEDS_SOURCE, ImageHparams,
+                      make_presets)
+from .protocol import run_trial
+
+
+class ImageExperiment(Experiment):
+    """The shared implementation; subclasses set the dataset."""
+
+    dataset: str | None = "fmnist"
+    Hparams = ImageHparams
+    conditions = CONDITIONS
+    cli_fields = {"source": "transfer source: imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>"}
+
+    def validate(self, hp: ImageHparams) -> None:
+        super().validate(hp)
+        self._validate_dataset(hp)
+        if hp.arch not in ("compact", "alexnet"):
+            raise ExperimentError(f"unknown arch {hp.arch!r}; known: compact, alexnet")
+        if hp.head not in ("append", "replace"):
+            raise ExperimentError(f"unknown head {hp.head!r}; known: append, replace")
+        if not hp.sample_sizes or any(int(n) < 1 for n in hp.sample_sizes):
+            raise ExperimentError(f"sample_sizes must be positive integers, got {hp.sample_sizes}")
+        if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
+            raise ExperimentError("trials, epochs and batch_size must be >= 1")
+        if hp.val_size is not None and hp.val_size < 1:
+            raise ExperimentError(f"val_size must be >= 1 or none (the whole test split), got {hp.val_size}")
+        if hp.in_size < 8:
+            raise ExperimentError(f"in_size must be >= 8, got {hp.in_size}")
+        bad = [c for c in (hp.cutoff, *hp.cutoffs) if not 0.0 < c <= 1.0]
+        if bad:
+            raise ExperimentError(f"cut-offs are validation accuracies in (0, 1]; got {bad}")
+        if hp.reset not in RESET_METHODS:
+            raise ExperimentError(f"unknown reset {hp.reset!r}; known: {', '.join(RESET_METHODS)}")
+        self._validate_source(hp)
+
+    def _validate_dataset(self, hp: ImageHparams) -> None:
+        if self.dataset is not None:
+            if hp.dataset != self.dataset:
+                raise ExperimentError(f"experiment {self.name!r} trains on {self.dataset!r}, "
+                                      f"hparams say dataset={hp.dataset!r}")
+            return
+        # the generic experiment: any dataset the loaders know
+        if not (hp.dataset in ("fmnist", "cifar10")
+                or (hp.dataset.startswith("folder:") and len(hp.dataset) > len("folder:"))):
+            raise ExperimentError(
+                f"experiment {self.name!r} needs a dataset: --dataset fmnist | cifar10 | "
+                f"folder:/path/to/images (train/ and test/ with one sub-folder per class); "
+                f"got {hp.dataset!r}")
+        folder = Path(hp.dataset[len("folder:"):]).expanduser() if hp.dataset.startswith("folder:") else None
+        if folder is not None and not (folder / "train").is_dir():
+            raise ExperimentError(f"folder dataset {folder} has no train/ sub-folder (expected "
+                                  f"{folder}/{{train,test}}/<class>/<image>)")
+
+    def _validate_source(self, hp: ImageHparams) -> None:
+        try:
+            spec = parse_source(hp.source)
+        except TransferError as e:
+            raise ExperimentError(str(e)) from None
+        needs = [c for c in hp.conditions if c in NEEDS_SOURCE]
+        if needs and spec.kind == "none":
+            raise ExperimentError(f"conditions {needs} need a transfer source; got source={hp.source!r}")
+        if spec.kind == "imagenet" and hp.arch != "alexnet":
+            raise ExperimentError(f"source {hp.source!r} holds torchvision AlexNet weights: it needs "
+                                  f"arch=alexnet (got {hp.arch!r}); the compact network takes "
+                                  "pretrained:<dataset>")
+        if spec.kind == "pretrained" and spec.dataset == hp.dataset:
+            raise ExperimentError(f"source {hp.source!r} is the target dataset itself; "
+                                  "transfer from another dataset")
+
+    def trials(self, hp: ImageHparams) -> list[TrialKey]:
+        return [TrialKey(c, int(n), 0, t) for n in hp.sample_sizes for t in range(hp.trials)
+                for c in hp.conditions]
+
+    def jobs(self, hp: ImageHparams) -> list[Job]:
+        out = []
+        for n in hp.sample_sizes:
+            for t in range(hp.trials):
+                keys = tuple(TrialKey(c, int(n), 0, t) for c in hp.conditions)
+                out.append(Job(f"n{int(n)}-t{t}", keys))
+        return out
+
+    def run_job(self, hp: ImageHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
+        ns = {k.n for k in job.trials}
+        ts = {k.trial for k in job.trials}
+        if len(ns) != 1 or len(ts) != 1:
+            raise ExperimentError(f"job {job.key}: an image job holds one (n, trial), got {ns} x {ts}")
+        n, trial = ns.pop(), ts.pop()
+        return run_trial(hp, n, trial, [k.condition for k in job.trials], device=device)
+
+    def report(self, hp: ImageHparams, epochs, trials, outdir: Path) -> str:
+        from .report import report  # matplotlib and pandas load only when a report is written
+
+        return report(hp, epochs, trials, outdir)
+
+
+@register
+class FashionMNISTExperiment(ImageExperiment):
+    name = "fmnist"
+    dataset = "fmnist"
+    description = ("Fashion-MNIST image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer "
+                   "vs weight transfer, six conditions")
+    presets = make_presets("fmnist", "cifar10", 0.8, 0.6, 0.9, FMNIST_PAPER_N, (100, 400, 1600))
+
+
+@register
+class CIFAR10Experiment(ImageExperiment):
+    name = "cifar10"
+    dataset = "cifar10"
+    description = ("CIFAR-10 image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer vs "
+                   "weight transfer, six conditions")
+    presets = make_presets("cifar10", "fmnist", 0.5, 0.3, 0.6, CIFAR_PAPER_N, (100, 400, 1600))
+
+
+@register
+class ImageFolderExperiment(ImageExperiment):
+    """The same protocol on any dataset: a user's image folder, or fmnist / cifar10."""
+
+    name = "images"
+    dataset = None
+    description = ("Polarity vs weight transfer on any image dataset (--dataset folder:/path | fmnist "
+                   "| cifar10), six conditions; presets as the fmnist/cifar10 experiments")
+    cli_fields = {**ImageExperiment.cli_fields,
+                  "dataset": "folder:/path/to/images (train/, test/, one sub-folder per class) | "
+                             "fmnist | cifar10"}
+    presets = {k: dataclasses.replace(v, dataset="folder:")
+               for k, v in make_presets("folder:", "cifar10", 0.5, 0.3, 0.9, CIFAR_PAPER_N,
+                                   (100, 400, 1600)).items()}

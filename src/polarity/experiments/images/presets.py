@@ -1,0 +1,88 @@
+"""The image reproduction's hyper-parameters, its six conditions and its presets (SPEC §5)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
+              "fluid-weight", "frozen-weight")
+NEEDS_SOURCE = ("fluid-polarity", "frozen-polarity", "fluid-weight", "frozen-weight")
+REFERENCE = "frozen-polarity"  # every condition is compared against it (SPEC §6)
+
+FMNIST_PAPER_N = (100, 250, 500, 750, 1000, 2000, 3000, 4000, 5000, 6000, 10000, 30000, 60000)
+CIFAR_PAPER_N = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
+
+
+@dataclass(frozen=True)
+class ImageHparams:
+    dataset: str = "fmnist"
+    arch: str = "compact"  # "compact" (small inputs, CPU) | "alexnet" (torchvision, 227x227)
+    in_size: int = 32  # input side after resizing
+    model_width: float = 1.0  # compact network channel multiplier
+    head: str = "append"  # alexnet: "append" a 10-way head after the 1000-way layer | "replace" it
+    source: str = "pretrained:cifar10"
+    conditions: tuple[str, ...] = CONDITIONS
+    sample_sizes: tuple[int, ...] = (250, 1000, 4000)
+    trials: int = 3
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 1e-3
+    reset: str = "posRand"
+    val_size: int | None = 2000  # the first val_size test images; None = the whole test split
+    cutoff: float = 0.8  # the figure's cut-off (SPEC §6)
+    cutoffs: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85)  # supplement (C.3/C.4)
+    switch_epochs: int = 50  # Figure C.5: sign-switch fractions over the first epochs
+    pretrain_n: int = 10000  # pretrained:<dataset> sources: first n source images
+    pretrain_epochs: int = 4
+    data_root: str | None = None
+    data_source: str = "auto"
+    seed: int = 0
+    threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
+
+
+def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
+    """The options of ``polarity.models.build_model`` for ``hp.arch``."""
+    if hp.arch == "compact":
+        return {"in_size": int(hp.in_size), "width": float(hp.model_width)}
+    return {"head": hp.head}
+
+
+def condition_label(condition: str, source_label: str) -> str:
+    """Figure label, e.g. 'Frozen IN-Polarity' (imagenet) or 'Frozen transferred polarity (CIFAR-10)'."""
+    state, kind = condition.split("-", 1)
+    state = state.capitalize()
+    if kind == "rand":
+        return f"{state} RAND"
+    if source_label == "IN":
+        return f"{state} IN-{kind.capitalize()}"
+    return f"{state} transferred {kind} ({source_label})"
+
+
+def _cutoffs_for(primary: float, lo: float, hi: float) -> tuple[float, ...]:
+    vals = sorted(set([round(v, 2) for v in np.arange(lo, hi + 1e-9, 0.05)] + [primary]))
+    return tuple(float(v) for v in vals)
+
+
+def make_presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi: float,
+            paper_n: Sequence[int], quick_n: Sequence[int]) -> dict[str, ImageHparams]:
+    """``paper`` (torchvision AlexNet at 227px, ImageNet source, the paper's grid), ``quick``
+    (the compact network at 32px, a source pretrained here on ``other``) and ``tiny`` (seconds)."""
+    cuts = _cutoffs_for(cutoff, cut_lo, cut_hi)
+    paper = ImageHparams(dataset=dataset, arch="alexnet", in_size=227, head="append",
+                         source="imagenet", sample_sizes=tuple(paper_n), trials=20, epochs=100,
+                         batch_size=1000, lr=1e-3, val_size=None, cutoff=cutoff, cutoffs=cuts,
+                         threads=4)
+    quick = ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
+                         source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=6,
+                         epochs=10, batch_size=50, lr=1e-3, val_size=600, cutoff=cutoff,
+                         cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, threads=1)
+    tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
+                               val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1)
+    return {"quick": quick, "paper": paper, "tiny": tiny}
+
+
+__all__ = ["CONDITIONS", "NEEDS_SOURCE", "REFERENCE", "FMNIST_PAPER_N", "CIFAR_PAPER_N",
+           "ImageHparams", "model_kwargs", "condition_label", "make_presets"]

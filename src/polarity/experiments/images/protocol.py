@@ -1,0 +1,258 @@
+"""One job of the image reproduction: every condition of one (n, trial), the controlled comparison.
+
+Within a trial (seed ``trial_seed(hp.seed, trial)``) every condition starts from one random
+initialisation, sees the same training images in the same batch order, draws the same dropout
+masks and is evaluated on the same validation images; only the polarity handling differs
+(``start_condition``).  ``docs/images.md`` explains the design and what is recorded.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ... import Freezer, impose, switch_fraction
+from ...data.images import ImageData, first_n, load_dataset
+from ...models import build_model, head_names, init_glorot_
+from ...template import Template
+from ...training import evaluate, fit, make_optimizer
+from ...transfer import PretrainConfig, Source, load_source
+from ..base import EpochRecord, ExperimentError, TrialKey, TrialResult, trial_seed
+from .presets import NEEDS_SOURCE, ImageHparams, condition_label, model_kwargs
+
+# log10 |w| histogram bins for Figure C.6 (fixed so histograms add up across trials)
+HIST_LO, HIST_HI, HIST_BINS = -6.0, 1.0, 70
+PRETRANSFORM_BYTES = 256 * 2**20  # below this, a job transforms its training set once
+
+_DATA: dict[tuple, ImageData] = {}
+
+
+def load_data(hp: ImageHparams) -> ImageData:
+    """The dataset of ``hp``, loaded once per process."""
+    key = (hp.dataset, hp.data_root, hp.data_source)
+    if key not in _DATA:
+        _DATA[key] = load_dataset(hp.dataset, root=hp.data_root, source=hp.data_source)
+    return _DATA[key]
+
+
+def get_source(hp: ImageHparams, num_classes: int | None, device: str = "cpu", log=None) -> Source:
+    """The transfer source of ``hp`` (pretrained and cached on first use)."""
+    pre = PretrainConfig(n=hp.pretrain_n, epochs=hp.pretrain_epochs, batch_size=hp.batch_size,
+                         lr=hp.lr, seed=hp.seed, val_size=2000,
+                         data_root=hp.data_root, data_source=hp.data_source)
+    return load_source(hp.source, hp.arch, num_classes=num_classes, model_kwargs=model_kwargs(hp),
+                       pretrain=pre, device=device, log=log)
+
+
+# ---------------------------------------------------------------------- what the conditions share
+
+@dataclass
+class TrialData:
+    """Training and validation tensors on the device; ``*_tf`` is None when already transformed."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    train_tf: Any
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    val_tf: Any
+
+
+def trial_data(hp: ImageHparams, data: ImageData, n: int, device: str) -> TrialData:
+    """The first ``n`` training images and the validation images; a set small enough
+    (``PRETRANSFORM_BYTES``) is transformed once, so all conditions see identical float batches."""
+    x, y = first_n(data.train_x, data.train_y, n)
+    nval = len(data.test_y) if hp.val_size is None else min(int(hp.val_size), len(data.test_y))
+    vx, vy = first_n(data.test_x, data.test_y, nval)
+    transform = data.transform(size=hp.in_size, rgb=True)
+    per_img = 3 * hp.in_size * hp.in_size * 4
+    dev_x = x.to(device)
+    if n * per_img <= PRETRANSFORM_BYTES:
+        train_x, train_tf = transform(dev_x), None
+    else:
+        train_x, train_tf = dev_x, transform
+    train_y = y.to(device)
+    if nval * per_img <= PRETRANSFORM_BYTES:
+        val_x, val_tf = transform(vx.to(device)), None
+    else:
+        val_x, val_tf = vx.to(device), transform
+    return TrialData(train_x, train_y, train_tf, val_x, val_y=vy.to(device), val_tf=val_tf)
+
+
+@dataclass
+class SharedStart:
+    """The trial's random initialisation, data order and source, shared by every condition."""
+
+    init_state: dict[str, torch.Tensor]
+    rand: Template  # the signs of the random initialisation (RAND)
+    constrained: list[str]  # the parameters a template constrains
+    init_sorted: dict[str, torch.Tensor]  # sorted |w| of the random initialisation
+    heads: set[str]
+    perms: list[torch.Tensor]  # one permutation of the training set per epoch
+    source: Source | None
+    polarity: Template | None  # the source's signs mapped onto the model (head: own signs)
+    source_names: list[str]  # constrained, non-head parameters the source has
+
+
+def shared_start(hp: ImageHparams, model: torch.nn.Module, n: int, seed: int,
+                 conditions: Sequence[str], device: str) -> SharedStart:
+    init_glorot_(model, seed)
+    model.to(device)
+    heads = set(head_names(model))
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rand = Template.from_module(model)
+    constrained = list(rand.keys())
+    init_sorted = _abs_sorted(_params(model, constrained))
+    g = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(n, generator=g) for _ in range(hp.epochs)]
+    source = polarity = None
+    source_names: list[str] = []
+    if any(c in NEEDS_SOURCE for c in conditions):
+        source = get_source(hp, None, device=device)
+        polarity = source.polarity_template(model, head=heads)
+        source_names = [k for k in constrained if k not in heads and k in source.template]
+    return SharedStart(init_state, rand, constrained, init_sorted, heads, perms, source, polarity,
+                       source_names)
+
+
+def start_condition(cond: str, model: torch.nn.Module, start: SharedStart) -> Template:
+    """Put ``model`` in the condition's start state; returns the condition's template (the one a
+    frozen arm keeps)."""
+    model.load_state_dict(start.init_state)
+    if cond in ("fluid-rand", "frozen-rand"):
+        return start.rand
+    if cond in ("fluid-polarity", "frozen-polarity"):
+        impose(model, start.polarity, "flip")  # the source's signs on the init's magnitudes
+        return start.polarity
+    if cond in ("fluid-weight", "frozen-weight"):
+        start.source.transfer_weights(model, head=start.heads)
+        return Template.from_module(model)
+    raise ExperimentError(f"unknown condition {cond!r}")  # validate() guards this
+
+
+# ---------------------------------------------------------------------- measures of a start state
+
+def _params(model: torch.nn.Module, names) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {k: params[k] for k in names}
+
+
+def _abs_sorted(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().abs().flatten().sort().values for k, v in params.items()}
+
+
+def _hist(params: dict[str, torch.Tensor]) -> list[int]:
+    a = torch.cat([v.detach().abs().flatten().float().cpu() for v in params.values()])
+    la = torch.log10(a.clamp_min(1e-30))
+    inside = torch.histc(la.clamp(HIST_LO, HIST_HI - 1e-9), bins=HIST_BINS, min=HIST_LO, max=HIST_HI)
+    return [int(v) for v in inside.tolist()]
+
+
+def _quantiles(params: dict[str, torch.Tensor]) -> list[float]:
+    a = torch.cat([v.detach().abs().flatten().float().cpu() for v in params.values()])
+    if a.numel() > 2_000_000:
+        a = a[torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
+    q = torch.quantile(a, torch.tensor([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]))
+    return [float(v) for v in q.tolist()]
+
+
+def source_agreement(template: Template, model: torch.nn.Module, names: Sequence[str]) -> float:
+    """The fraction of the constrained entries of ``names`` whose sign equals the source's:
+    ``Template.agreement`` per parameter, weighted by each parameter's constrained entries."""
+    sub = Template({k: template[k] for k in names})
+    frac = sub.agreement(model)
+    counts = {k: int((sub[k] != 0).sum()) for k in names}
+    same = sum(round(frac[k] * counts[k]) for k in names if counts[k])
+    return same / max(sum(counts.values()), 1)
+
+
+# ---------------------------------------------------------------------- one trial
+
+def run_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
+              device: str = "cpu") -> list[TrialResult]:
+    """Run every condition of one (n, trial); see the module docstring for what is shared."""
+    seed = trial_seed(hp.seed, trial)
+    data = load_data(hp)
+    if n > len(data.train_y):
+        raise ExperimentError(f"n={n} exceeds the {len(data.train_y)} training images of {data.label}")
+    sets = trial_data(hp, data, n, device)
+    model = build_model(hp.arch, data.num_classes, **model_kwargs(hp))
+    start = shared_start(hp, model, n, seed, conditions, device)
+    source_label = start.source.label if start.source is not None else "none"
+    results = []
+    for cond in conditions:
+        t0 = time.perf_counter()
+        template = start_condition(cond, model, start)
+        extra: dict[str, Any] = {
+            "dataset_label": data.label, "source": hp.source, "source_label": source_label,
+            "condition_label": condition_label(cond, source_label),
+            **_start_measures(model, template, start)}
+        frozen = cond.startswith("frozen-")
+        records = _train(hp, model, template, frozen, cond.startswith("fluid-"), sets, start,
+                         seed, device)
+        extra["final_violations"] = int(sum(template.violations(model).values()))
+        extra["frozen"] = frozen
+        if start.source is not None and start.source_names:
+            extra["source_sign_agreement_final"] = source_agreement(start.source.template, model,
+                                                                    start.source_names)
+        results.append(TrialResult(TrialKey(cond, n, 0, trial), seed, time.perf_counter() - t0,
+                                   records, extra))
+    return results
+
+
+def _start_measures(model: torch.nn.Module, template: Template, start: SharedStart) -> dict[str, Any]:
+    """|w| at initialisation (Figure C.6), the magnitude control, violations and source agreement."""
+    params = _params(model, start.constrained)
+    out: dict[str, Any] = {
+        "absw_hist": _hist(params), "absw_hist_range": [HIST_LO, HIST_HI, HIST_BINS],
+        "absw_quantiles": _quantiles(params),
+        "magnitude_equal_rand": bool(all(torch.equal(a, start.init_sorted[k])
+                                         for k, a in _abs_sorted(params).items())),
+        "init_violations": int(sum(template.violations(model).values())),
+    }
+    if start.source is not None and start.source_names:
+        out["source_sign_agreement_init"] = source_agreement(start.source.template, model,
+                                                             start.source_names)
+    if start.source is not None and "cache_dir" in start.source.info:
+        out["source_val_acc"] = start.source.info.get("val_acc")
+    return out
+
+
+def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen: bool,
+           track_switch: bool, sets: TrialData, start: SharedStart, seed: int,
+           device: str) -> list[EpochRecord]:
+    """Train one condition (Freeze-SGD against ``template`` when ``frozen``); one record per epoch,
+    with the per-layer sign-switch fractions of the first ``hp.switch_epochs`` epochs when
+    ``track_switch`` (Figure C.5)."""
+    params = _params(model, start.constrained)
+    opt = make_optimizer(model, hp.lr)
+    handle = Freezer(model, template, reset=hp.reset, seed=seed).attach(opt) if frozen else None
+    track_switch = track_switch and hp.switch_epochs > 0
+    prev = {k: p.detach().clone() for k, p in params.items()} if track_switch else None
+    eval_bs = 1000 if hp.arch == "compact" else 250
+    records: list[EpochRecord] = []
+
+    def on_epoch(e: int, tl: float, ta: float) -> None:
+        nonlocal prev
+        vl, va = evaluate(model, sets.val_x, sets.val_y, sets.val_tf, device=device, batch_size=eval_bs)
+        ex: dict[str, float] = {}
+        if prev is not None and e <= hp.switch_epochs:
+            cur = {k: p.detach().clone() for k, p in params.items()}
+            for k, v in switch_fraction(prev, cur).items():
+                ex[f"switch/{k}"] = float(v)
+            prev = cur if e < hp.switch_epochs else None
+        records.append(EpochRecord(e, tl, ta, vl, va, ex))
+
+    torch.manual_seed(seed)  # identical dropout masks across conditions
+    fit(model, opt, sets.train_x, sets.train_y, sets.train_tf, start.perms, hp.batch_size,
+        device=device, on_epoch=on_epoch)
+    if handle is not None:
+        handle.remove()
+    return records
+
+
+__all__ = ["HIST_LO", "HIST_HI", "HIST_BINS", "PRETRANSFORM_BYTES", "load_data", "get_source",
+           "TrialData", "trial_data", "SharedStart", "shared_start", "start_condition",
+           "source_agreement", "run_trial"]
