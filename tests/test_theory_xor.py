@@ -1,4 +1,4 @@
-"""polarity.theory.xor: reference formula, exact representability, P(H), minimal width."""
+"""polarity.theory: reference formula, exact representability (corners, LP, squares), P(H), minimal width."""
 from __future__ import annotations
 
 import itertools
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polarity.theory import (exact_probability, minimal_width, reference_probability,
+from polarity.theory import (exact_probability, get_variant, minimal_width, reference_probability,
                              reference_probability_exact, representable, squares_representable,
                              wilson_interval)
-from polarity.theory import xor as X
+from polarity.theory.probability import _TYPES, _n_sequences
 
 Z999 = 3.290526731491926  # two-sided 99.9% normal quantile: seeds are fixed, this only guards the CI logic
 
@@ -217,16 +217,16 @@ def test_sequence_counts_match_brute_force():
                 for seq in itertools.product(range(syms), repeat=h):
                     c = np.bincount(np.array(seq, dtype=np.int64), minlength=syms)
                     expect += (all(c[:n1] == 1) and all(c[n1:n1 + nge1] >= 1) and all(c[n1 + nge1:] >= 2))
-            assert X._n_sequences(h, n1, nge1, nge2) == expect, (h, n1, nge1, nge2)
+            assert _n_sequences(h, n1, nge1, nge2) == expect, (h, n1, nge1, nge2)
 
 
 def test_enumeration_matches_brute_force_over_templates():
     # every type sequence of width <= 3 (8 equiprobable relevant types), decided one by one
     for name in ("xor5d-corners", "nobias", "output-bias", "xor5d"):
-        v = X.get_variant(name)
+        v = get_variant(name)
         for h in range(0, 4):
             ok = 0
-            for seq in itertools.product(X._TYPES, repeat=h):
+            for seq in itertools.product(_TYPES, repeat=h):
                 w1 = np.array([[t[0], t[1]] for t in seq], dtype=np.int64).reshape(h, 2)
                 out = np.array([t[2] for t in seq], dtype=np.int64)
                 ok += representable(w1, out, v.hidden_bias, v.output_bias, support=v.support)

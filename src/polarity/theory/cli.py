@@ -74,7 +74,8 @@ def empirical_success(run: str | Path, condition: str = "frozen-rand", n: int = 
 
 
 def _cmd_xor(args) -> int:
-    from .xor import exact_probability, get_variant, reference_probability
+    from .probability import exact_probability, get_variant
+    from .reference import reference_probability
 
     try:
         variants = [get_variant(name.strip()) for name in args.variant.split(",") if name.strip()]
@@ -155,7 +156,7 @@ def _cmd_lemma(args) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``theory`` (with ``xor`` and ``lemma``) on an argparse subparsers object."""
-    from .xor import VARIANTS
+    from .probability import VARIANTS
 
     fmt = argparse.RawDescriptionHelpFormatter
     t = subparsers.add_parser("theory", help="XOR representability of random polarity templates; Lemma 2.1 demo",

@@ -1,22 +1,9 @@
 """The capacity-speed trade-off (paper Lemma 2.1, SPEC §7), demonstrated exactly.
 
-Learner: exhaustive search over a discrete weight set, in a fixed deterministic order
-(``itertools.product`` order over the parameters W1 row-major, w2, b1, b2; each parameter's
-values ascending).  Network: 2 -> H -> 1 ReLU, target XOR on the four corners ``(+-1, +-1)``
-(label 1 iff ``x1*x2 > 0``, read as ``y > 0``; a candidate solves the task iff every corner has
-the right strict sign).  Weights take values in ``+-magnitudes`` (e.g. {-2,-1,1,2}); biases
-(never constrained) take values in ``biases``.
-
-* Free signs: every weight ranges over ``2 * len(magnitudes)`` values.
-* Template fixed: every weight's sign is given, so it ranges over ``len(magnitudes)`` values:
-  the space shrinks by exactly ``2 ** n_weights``.  A *sufficient* template (SPEC §4 rule:
-  output sign of hidden unit j = product of its two input signs) keeps the target
-  representable, so the search still succeeds - and succeeds after fewer candidates.
-
-Counts reported: the size of each space, the position (1-based) of the first solution in the
-search order, the number of solutions, and the expected position of the first solution under
-a uniformly random order, ``(N + 1) / (S + 1)`` for N candidates of which S solve the task (so
-the comparison does not hinge on one particular order).
+Exhaustive search, in a fixed order, for a 2 -> H -> 1 ReLU net solving XOR on the corners, with
+free signs and with a sufficient (and an insufficient) sign template: the size of each space,
+where the first solution lies, and how many there are.  The set-up and the counts are described
+in docs/theory.md ("Lemma 2.1").
 """
 from __future__ import annotations
 
