@@ -81,8 +81,14 @@ def test_save_load_round_trip(tmp_path_factory, shapes, free, seed):
     assert all(u[k].dtype == torch.int8 and u[k].shape == t[k].shape for k in t)
 
 
-def test_file_is_one_bit_per_sign(tmp_path):
-    model = torchvision.models.alexnet()
+@pytest.fixture(scope="module")
+def alexnet():
+    torch.manual_seed(0)
+    return torchvision.models.alexnet()
+
+
+def test_file_is_one_bit_per_sign(tmp_path, alexnet):
+    model = alexnet
     t = Template.from_module(model, biases=True, zero=1)
     path = t.save(tmp_path / "alexnet.polarity")
     float_bytes = 4 * sum(p.numel() for p in model.parameters())
@@ -133,15 +139,17 @@ def test_template_of_another_model_is_rejected(small_net):
 
 
 def _alexnet_10(head):
-    m = torchvision.models.alexnet()
-    if head == "replace":
-        m.classifier[6] = torch.nn.Linear(4096, 10)
-        return m
-    return torch.nn.Sequential(m, torch.nn.ReLU(), torch.nn.Linear(1000, 10))
+    """A 10-class target; adapting needs its parameter names and shapes only, not values."""
+    with torch.device("meta"):
+        m = torchvision.models.alexnet()
+        if head == "replace":
+            m.classifier[6] = torch.nn.Linear(4096, 10)
+            return m
+        return torch.nn.Sequential(m, torch.nn.ReLU(), torch.nn.Linear(1000, 10))
 
 
-def test_imagenet_shaped_template_maps_onto_10_class_model_replace_head():
-    source = Template.from_module(torchvision.models.alexnet())
+def test_imagenet_shaped_template_maps_onto_10_class_model_replace_head(alexnet):
+    source = Template.from_module(alexnet)
     target = _alexnet_10("replace")
     with pytest.raises(TemplateError, match=r"classifier\.6\.weight.*\(1000, 4096\).*\(10, 4096\)"):
         source.adapt(target)
@@ -157,8 +165,8 @@ def test_imagenet_shaped_template_maps_onto_10_class_model_replace_head():
         source.adapt(target, drop="classifier.6.*", missing="error")
 
 
-def test_imagenet_shaped_template_maps_onto_appended_head():
-    source = Template.from_module(torchvision.models.alexnet())
+def test_imagenet_shaped_template_maps_onto_appended_head(alexnet):
+    source = Template.from_module(alexnet)
     target = _alexnet_10("append")
     with pytest.raises(TemplateError, match="match no parameter"):
         source.adapt(target)

@@ -134,7 +134,11 @@ def _as_signs(name: str, t: torch.Tensor) -> torch.Tensor:
     t = t.detach().to("cpu")
     if t.is_floating_point() and not torch.isfinite(t).all():
         raise TemplateError(f"template entry {name!r} has non-finite values")
-    if t.numel() and not ((t == 1) | (t == -1) | (t == 0)).all():
+    if t.is_floating_point():
+        ok = not t.numel() or bool(((t == 1) | (t == -1) | (t == 0)).all())
+    else:  # integers: in [-1, 1] is in {-1, 0, 1}, one pass
+        ok = not t.numel() or (lambda mm: int(mm.min) >= -1 and int(mm.max) <= 1)(t.aminmax())
+    if not ok:
         bad = t[~((t == 1) | (t == -1) | (t == 0))][:3].tolist()
         raise TemplateError(
             f"template entry {name!r} (dtype {t.dtype}) must hold only +1, -1 or 0; found e.g. {bad}"
@@ -153,8 +157,8 @@ class Template(Mapping):
 
     @classmethod
     def _trusted(cls, signs: dict[str, torch.Tensor], meta: dict) -> "Template":
-        """Wrap contiguous int8 CPU tensors of +1 / -1 / 0 without checking them again (the
-        file reader builds only such tensors)."""
+        """Wrap contiguous int8 CPU tensors of +1 / -1 / 0 without checking them again: the
+        file reader builds only such tensors, and transformations reuse checked ones."""
         t = cls.__new__(cls)
         t._signs, t._meta = signs, meta
         return t
@@ -199,12 +203,12 @@ class Template(Mapping):
         for name in select_names(tensors, include, exclude, biases):
             w = tensors[name].detach().to("cpu")
             s = torch.sign(w)  # in w's own dtype: a float64 1e-320 keeps its sign
-            nan = torch.isnan(w)
             if zero:
                 s[s == 0] = zero
-            n_nan, n_inf = int(nan.sum()), int(torch.isinf(w).sum())
-            if n_nan or n_inf:
+            if w.is_floating_point() and not bool(torch.isfinite(w).all()):
+                nan = torch.isnan(w)
                 s[nan] = 0
+                n_nan, n_inf = int(nan.sum()), int(torch.isinf(w).sum())
                 nonfinite.append(f"{name!r} ({n_nan} NaN, {n_inf} infinite)")
             signs[name] = s.to(torch.int8)
         if nonfinite:
@@ -270,7 +274,7 @@ class Template(Mapping):
             if (inc is None or any(fnmatch.fnmatchcase(k, p) for p in inc))
             and not (exc is not None and any(fnmatch.fnmatchcase(k, p) for p in exc))
         }
-        return Template(keep, self._meta)
+        return Template._trusted(keep, dict(self._meta))
 
     def rename(self, mapping: Mapping[str, str] | Callable[[str], str | None]) -> "Template":
         """Rename entries: a dict ``old -> new`` (names not in it keep their name) or a function
@@ -284,7 +288,7 @@ class Template(Mapping):
             if new in out:
                 raise TemplateError(f"renaming maps two entries onto {new!r}")
             out[new] = v
-        return Template(out, self._meta)
+        return Template._trusted(out, dict(self._meta))
 
     def adapt(
         self,
@@ -320,7 +324,7 @@ class Template(Mapping):
                                          biases=biases)._signs)
         meta = dict(self._meta)
         meta["adapted"] = {"random" if missing == "random" else "free": uncovered}
-        return Template(signs, meta)
+        return Template._trusted(signs, meta)
 
     # ----------------------------------------------------------------- checks and measures
     def check(self, module: nn.Module | Mapping[str, torch.Tensor]) -> None:
