@@ -109,9 +109,10 @@ def test_every_condition_end_to_end(tmp_path, monkeypatch, source_cache):
     assert by["fluid-rand"].extra["source_label"].startswith("CIFAR-10")
     # Figure C.5 extras on fluid arms only
     sw = by["fluid-rand"].epochs[0].extra
-    assert sw and all(k.startswith("switch/") and 0.0 <= v <= 1.0 for k, v in sw.items())
+    sw = {k: v for k, v in sw.items() if k.startswith("switch/")}
+    assert sw and all(0.0 <= v <= 1.0 for v in sw.values())
     assert "switch/features.0.weight" in sw and not any("bias" in k for k in sw)
-    assert not by["frozen-rand"].epochs[0].extra
+    assert by["frozen-rand"].epochs[0].extra == {"step": 3, "images_seen": 24}   # no switches
     # deterministic: the same job again gives the same numbers
     again = exp.run_job(hp, job)
     for a, b in zip(results, again):

@@ -3,7 +3,9 @@ and how they are applied to a target model.
 
 A source is named by a string: ``imagenet`` (torchvision's AlexNet ``IMAGENET1K_V1``; needs
 ``arch="alexnet"``), ``imagenet:/path/to/checkpoint.pth`` (the same architecture from a local
-file) or ``pretrained:<dataset>`` (the target's own architecture trained here on another dataset,
+file), the name of a shipped source network or the path of a source directory
+(:mod:`polarity.sources`: trained once with a documented recipe, verified on load), or
+``pretrained:<dataset>`` (the target's own architecture trained here on another dataset,
 cached under ``polarity.files.cache_root()/sources/<hash>/``).  :func:`polarity_template` maps a
 source's signs onto a target (the new head keeps its own signs); :func:`transfer_weights` copies
 the source's weights into it except the head.  The cache layout and the controlled comparison
@@ -26,11 +28,16 @@ import torch
 from .data.images import first_n, load_dataset
 from .files import atomic_write, cache_root
 from .models import build_model, head_names, imagenet_state_dict, init_glorot_
+from .sources import SourceError, read_source_dir
+from .sources import resolve as resolve_source
+from .sources.zoo import as_path
+from .sources import shipped as shipped_sources
 from .template import Template
 from .training import evaluate, fit, make_optimizer
 
 DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-SOURCE_FORMAT = ("'imagenet', 'imagenet:/path/to/checkpoint.pth', 'pretrained:<dataset>' "
+SOURCE_FORMAT = ("'imagenet', 'imagenet:/path/to/checkpoint.pth', a shipped source name "
+                 "('polarity source list'), a source directory, 'pretrained:<dataset>' "
                  f"(datasets: {', '.join(DATASET_NAMES)}) or 'none'")
 CACHE_VERSION = 1
 
@@ -43,9 +50,9 @@ class TransferError(ValueError):
 class SourceSpec:
     """A parsed source string."""
 
-    kind: str  # "imagenet" | "pretrained" | "none"
+    kind: str  # "imagenet" | "directory" | "pretrained" | "none"
     text: str
-    path: str | None = None  # imagenet:<path>
+    path: str | None = None  # imagenet:<path>, or the source directory
     dataset: str | None = None  # pretrained:<dataset>
 
     @property
@@ -78,6 +85,11 @@ def parse_source(text: str) -> SourceSpec:
             raise TransferError(f"transfer source {text!r}: unknown source dataset {rest!r}; "
                                 f"known: {', '.join(DATASET_NAMES)}")
         return SourceSpec("pretrained", s, dataset=ds)
+    try:
+        return SourceSpec("directory", s, path=str(resolve_source(s)))
+    except SourceError as e:
+        if s in shipped_sources() or as_path(s).exists():
+            raise TransferError(f"transfer source {text!r}: {e}") from None
     raise TransferError(f"unknown transfer source {text!r}; expected {SOURCE_FORMAT}")
 
 
@@ -243,6 +255,8 @@ def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes:
                             "weight conditions need a source (" + SOURCE_FORMAT + ")")
     if spec.kind == "imagenet":
         return _load_imagenet(spec, arch)
+    if spec.kind == "directory":
+        return load_source_dir(spec, arch, model_kwargs)
     pretrain = pretrain or PretrainConfig()
     key = source_key(spec, arch, {**model_kwargs, "num_classes": num_classes}, pretrain)
     h = source_hash(key)
@@ -256,6 +270,42 @@ def load_source(source: str | SourceSpec, arch: str = "compact", *, num_classes:
             if src is None:
                 src = _pretrain(spec, arch, num_classes, model_kwargs, pretrain, key, d, device, log)
     _MEMO[str(d)] = src
+    return src
+
+
+def check_source_dir(spec: SourceSpec, arch: str, model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of a source directory, checked against the target's architecture: weights
+    and signs only transfer between networks of one shape (the head excepted)."""
+    from .sources import read_manifest
+
+    try:
+        m = read_manifest(spec.path)
+    except SourceError as e:
+        raise TransferError(str(e)) from None
+    theirs = {k: v for k, v in m["model"].items() if k != "num_classes"}
+    ours = {k: v for k, v in model_kwargs.items() if k != "num_classes"}
+    if m["arch"] != arch or any(theirs.get(k) != v for k, v in ours.items()):
+        raise TransferError(f"source {spec.text!r} is a {m['arch']} {theirs}; the target is a {arch} "
+                            f"{ours}: train a matching source ('polarity source train ...') or "
+                            "change the target's architecture")
+    return m
+
+
+def load_source_dir(spec: SourceSpec, arch: str, model_kwargs: Mapping[str, Any]) -> Source:
+    """A source directory (shipped or trained with ``polarity source train``), verified."""
+    if spec.path in _MEMO:
+        return _MEMO[spec.path]
+    check_source_dir(spec, arch, model_kwargs)
+    try:
+        net = read_source_dir(spec.path)
+    except SourceError as e:
+        raise TransferError(str(e)) from None
+    m = net.manifest
+    info = {"dataset_label": m["dataset_label"], "source_dataset": m["dataset"], "name": net.name,
+            "source_dir": str(net.path), "val_acc": m.get("test_accuracy"),
+            "val_images": m.get("test_images"), "command": m.get("command")}
+    src = Source(spec, m["arch"], net.state_dict, net.template, info)
+    _MEMO[spec.path] = src
     return src
 
 

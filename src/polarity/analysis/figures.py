@@ -18,8 +18,8 @@ display is needed.
 Multi-panel figures of the image report (each draws groups in a given order with a ``style``
 ``{group: {"label", "color", "ls"}}`` and writes PNG and CSV under one stem):
 
-* ``paired_differences`` / ``plot_paired_differences``: per-trial differences against a
-  reference group (Figure 3), significance stars from a ``compare_to_reference`` table;
+* ``plot_paired_differences``: median paired differences against a reference group with their
+  bootstrap intervals and stars (Figure 3), from ``stats.paired_to_reference`` tables;
 * ``plot_panels``: one panel per column (e.g. per cut-off, Figures C.3/C.4);
 * ``plot_learning_curves``: median validation accuracy per epoch, one panel per ``n``;
 * ``plot_sign_switches``: per-layer sign-switch fractions between epochs (Figure C.5);
@@ -198,47 +198,23 @@ def _save(fig, out: Path, table=None) -> None:
     plt.close(fig)
 
 
-def paired_differences(trials, metrics: Sequence[str], reference: str, groups: Sequence[str],
-                       x: str = "n", pair: str = "trial", by: str = "condition"):
-    """Per (metric, group, x): median and quartiles of ``group - reference`` over the pairs
-    (rows sharing ``x`` and ``pair``, e.g. one trial seed) where both are known."""
-    import pandas as pd
-
-    ref = trials[trials[by] == reference].set_index([x, pair])
-    rows = []
-    for metric in metrics:
-        for c in groups:
-            if c == reference:
-                continue
-            cur = trials[trials[by] == c].set_index([x, pair])
-            d = (cur[metric] - ref[metric]).dropna().reset_index()
-            for xv, g in d.groupby(x):
-                v = g[metric].to_numpy()
-                rows.append({"metric": metric, by: c, x: xv, "median": np.median(v),
-                             "q25": np.quantile(v, 0.25), "q75": np.quantile(v, 0.75),
-                             "trials": len(v)})
-    return pd.DataFrame(rows)
-
-
-def plot_paired_differences(diffs, out: Path, panels: Sequence[tuple[str, str]],
-                            groups: Sequence[str], style: Style | None = None, *,
-                            stats: Mapping[str, Any] | None = None, x: str = "n",
+def plot_paired_differences(stats, out: Path, panels: Sequence[tuple[str, str]],
+                            groups: Sequence[str], style: Style | None = None, *, x: str = "n",
                             by: str = "condition", zero_color=None, xlabel: str | None = None,
                             panel_title: str | None = None, title: str | None = None):
-    """One panel per ``(metric, ylabel)`` of :func:`paired_differences`' frame: median and
-    quartile band per group, a line at 0, and the ``stars`` of ``stats[metric]`` (a
-    ``compare_to_reference`` frame) above each point.  Writes ``out.png`` and ``out.csv``."""
+    """One panel per ``(metric, ylabel)``: the median paired difference per group against ``x``
+    with its confidence band, a line at 0, and each row's ``stars`` above its point.  ``stats``
+    holds ``polarity.analysis.stats.paired_to_reference`` frames with a ``metric`` column.
+    Writes ``out.png`` and ``out.csv``."""
     fig, axs = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (metric, ylabel) in zip(axs.flat, panels):
-        dm = diffs[diffs["metric"] == metric]
-        _lines(ax, dm, x, "median", groups, style, by, "q25", "q75")
+        dm = stats[stats["metric"] == metric].replace([np.inf, -np.inf], np.nan)
+        _lines(ax, dm, x, "median_diff", groups, style, by, "ci_low", "ci_high")
         ax.set_xlabel(xlabel or x)
         ax.axhline(0, color=zero_color, lw=1)
-        st = (stats or {}).get(metric)
-        for _, r in (st.iterrows() if st is not None else ()):
-            row = dm[(dm[by] == r[by]) & (dm[x] == r[x])]
-            if len(row) and r.get("stars"):
-                ax.annotate(str(r["stars"]), (r[x], float(row["median"].iloc[0])),
+        for _, r in dm.iterrows():
+            if r.get("stars") and np.isfinite(r["median_diff"]):
+                ax.annotate(str(r["stars"]), (r[x], float(r["median_diff"])),
                             color=_look(style, r[by])[1], fontsize=9, ha="center", va="bottom")
         ax.set_ylabel(ylabel)
         if panel_title:
@@ -246,8 +222,8 @@ def plot_paired_differences(diffs, out: Path, panels: Sequence[tuple[str, str]],
     axs.flat[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, out, diffs)
-    return diffs
+    _save(fig, out, stats)
+    return stats
 
 
 def plot_panels(frame, x: str, panels: Sequence[tuple[str, str]], out: Path,
@@ -378,5 +354,5 @@ def markdown_table(frame, floatfmt: str = ".3g", columns: Sequence[str] | None =
 
 
 __all__ = ["band_summary", "success_summary", "plot_band", "plot_success",
-           "plot_epochs_to_cutoff", "paired_differences", "plot_paired_differences", "plot_panels",
+           "plot_epochs_to_cutoff", "plot_paired_differences", "plot_panels",
            "plot_learning_curves", "plot_sign_switches", "plot_histograms", "markdown_table"]

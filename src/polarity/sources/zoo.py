@@ -19,12 +19,20 @@ def shipped() -> list[str]:
     return sorted(p.name for p in ZOO.iterdir() if (p / MANIFEST).is_file())
 
 
+def as_path(text: str | Path) -> Path:
+    """``text`` as a path, ``~`` expanded where a home directory is known."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:   # "~user" with no such user / no home directory
+        return Path(text)
+
+
 def resolve(name_or_path: str | Path) -> Path:
     """The directory of a shipped source name, or of a path to a source directory."""
     text = str(name_or_path)
     if text in shipped():
         return ZOO / text
-    p = Path(text).expanduser()
+    p = as_path(text)
     if p.is_dir():
         if not (p / MANIFEST).is_file():
             raise SourceError(f"{p} is a directory but not a source directory (no {MANIFEST})")
@@ -33,4 +41,4 @@ def resolve(name_or_path: str | Path) -> Path:
                       "nor a source directory (train one with 'polarity source train DATASET --out DIR')")
 
 
-__all__ = ["ZOO", "shipped", "resolve"]
+__all__ = ["ZOO", "as_path", "shipped", "resolve"]

@@ -6,11 +6,12 @@ import dataclasses
 from pathlib import Path
 
 from ... import RESET_METHODS
-from ...transfer import TransferError, parse_source
+from ...data.subsets import SubsetError, split_name, subset_classes
+from ...transfer import TransferError, check_source_dir, parse_source
 from .. import register
 from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
 from .presets import (CIFAR_PAPER_N, CONDITIONS, FMNIST_PAPER_N, NEEDS_SOURCE, ImageHparams,
-                      make_presets)
+                      make_presets, model_kwargs, transfer_preset)
 from .protocol import run_trial
 
 
@@ -20,7 +21,8 @@ class ImageExperiment(Experiment):
     dataset: str | None = "fmnist"
     Hparams = ImageHparams
     conditions = CONDITIONS
-    cli_fields = {"source": "transfer source: imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>"}
+    cli_fields = {"source": "transfer source: a shipped source name ('polarity source list') | a "
+                            "source directory | imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>"}
 
     def validate(self, hp: ImageHparams) -> None:
         super().validate(hp)
@@ -33,6 +35,14 @@ class ImageExperiment(Experiment):
             raise ExperimentError(f"sample_sizes must be positive integers, got {hp.sample_sizes}")
         if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
             raise ExperimentError("trials, epochs and batch_size must be >= 1")
+        if hp.min_steps < 0 or hp.eval_points < 0:
+            raise ExperimentError(f"min_steps and eval_points must be >= 0, got {hp.min_steps} and "
+                                  f"{hp.eval_points}")
+        if (hp.eval_points > 0 and hp.switch_epochs > 0
+                and any(c.startswith("fluid-") for c in hp.conditions)):
+            raise ExperimentError("sign-switch fractions (switch_epochs > 0, Figure C.5) are measured "
+                                  "between consecutive epochs and need validation at every epoch: set "
+                                  "eval_points=0 or switch_epochs=0")
         if hp.val_size is not None and hp.val_size < 1:
             raise ExperimentError(f"val_size must be >= 1 or none (the whole test split), got {hp.val_size}")
         if hp.in_size < 8:
@@ -50,13 +60,20 @@ class ImageExperiment(Experiment):
                 raise ExperimentError(f"experiment {self.name!r} trains on {self.dataset!r}, "
                                       f"hparams say dataset={hp.dataset!r}")
             return
-        # the generic experiment: any dataset the loaders know
-        if not (hp.dataset in ("fmnist", "cifar10")
-                or (hp.dataset.startswith("folder:") and len(hp.dataset) > len("folder:"))):
+        # the generic experiment: any dataset the loaders know, or a class subset of one
+        base, subset = split_name(hp.dataset)
+        if not (base in ("fmnist", "cifar10")
+                or (base.startswith("folder:") and len(base) > len("folder:"))):
             raise ExperimentError(
                 f"experiment {self.name!r} needs a dataset: --dataset fmnist | cifar10 | "
+                f"<fmnist|cifar10>:<subset> (e.g. cifar10:vehicles) | "
                 f"folder:/path/to/images (train/ and test/ with one sub-folder per class); "
                 f"got {hp.dataset!r}")
+        if subset is not None:
+            try:
+                subset_classes(base, subset)
+            except SubsetError as e:
+                raise ExperimentError(str(e)) from None
         folder = Path(hp.dataset[len("folder:"):]).expanduser() if hp.dataset.startswith("folder:") else None
         if folder is not None and not (folder / "train").is_dir():
             raise ExperimentError(f"folder dataset {folder} has no train/ sub-folder (expected "
@@ -77,6 +94,14 @@ class ImageExperiment(Experiment):
         if spec.kind == "pretrained" and spec.dataset == hp.dataset:
             raise ExperimentError(f"source {hp.source!r} is the target dataset itself; "
                                   "transfer from another dataset")
+        if spec.kind == "directory":
+            try:
+                m = check_source_dir(spec, hp.arch, model_kwargs(hp))
+            except TransferError as e:
+                raise ExperimentError(str(e)) from None
+            if m["dataset"] == hp.dataset:
+                raise ExperimentError(f"source {hp.source!r} was trained on the target dataset "
+                                      f"{hp.dataset!r} itself; transfer from another dataset")
 
     def trials(self, hp: ImageHparams) -> list[TrialKey]:
         return [TrialKey(c, int(n), 0, t) for n in hp.sample_sizes for t in range(hp.trials)
@@ -129,10 +154,15 @@ class ImageFolderExperiment(ImageExperiment):
     name = "images"
     dataset = None
     description = ("Polarity vs weight transfer on any image dataset (--dataset folder:/path | fmnist "
-                   "| cifar10), six conditions; presets as the fmnist/cifar10 experiments")
+                   "| cifar10 | cifar10:vehicles ...), six conditions; presets as the fmnist/cifar10 "
+                   "experiments, and transfer-control (CIFAR-10 animals -> vehicles)")
     cli_fields = {**ImageExperiment.cli_fields,
                   "dataset": "folder:/path/to/images (train/, test/, one sub-folder per class) | "
-                             "fmnist | cifar10"}
-    presets = {k: dataclasses.replace(v, dataset="folder:")
-               for k, v in make_presets("folder:", "cifar10", 0.5, 0.3, 0.9, CIFAR_PAPER_N,
-                                   (100, 400, 1600)).items()}
+                             "fmnist | cifar10 | <fmnist|cifar10>:<subset> (vehicles, animals, "
+                             "tops, others, classes=i,j,...)"}
+    presets = {**{k: dataclasses.replace(v, dataset="folder:")
+                  for k, v in make_presets("folder:", "cifar10", 0.5, 0.3, 0.9, CIFAR_PAPER_N,
+                                           (100, 400, 1600)).items() if k != "transfer"},
+               # the positive control: CIFAR-10's animals transferred to its vehicles (4 classes)
+               "transfer-control": transfer_preset("cifar10:vehicles", "cifar10-animals-compact-w0.5",
+                                                   0.7, (0.5, 0.6, 0.7, 0.75, 0.8, 0.85))}

@@ -35,12 +35,34 @@ class ImageHparams:
     cutoff: float = 0.8  # the figure's cut-off (SPEC §6)
     cutoffs: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85)  # supplement (C.3/C.4)
     switch_epochs: int = 50  # Figure C.5: sign-switch fractions over the first epochs
+    # the training budget (docs/images.md): every n trains for at least min_steps optimizer steps
+    # per started 1000 training images (the paper's batch-1000, 100-epoch schedule gives exactly
+    # 100 * ceil(n / 1000)), raising ``epochs`` where needed; 0 = exactly ``epochs``
+    min_steps: int = 0
+    eval_points: int = 0  # validate at most this many evenly spaced epochs (the last included); 0 = every epoch
     pretrain_n: int = 10000  # pretrained:<dataset> sources: first n source images
     pretrain_epochs: int = 4
     data_root: str | None = None
     data_source: str = "auto"
     seed: int = 0
     threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
+
+
+def epochs_for(hp: ImageHparams, n: int) -> int:
+    """The epochs a sample size ``n`` trains for: ``hp.epochs``, raised until ``n`` gets at least
+    ``hp.min_steps * ceil(n / 1000)`` optimizer steps at ``hp.batch_size``."""
+    per_epoch = -(-int(n) // int(hp.batch_size))
+    need = int(hp.min_steps) * -(-int(n) // 1000)
+    return max(int(hp.epochs), -(-need // per_epoch))
+
+
+def eval_epochs(hp: ImageHparams, n: int) -> list[int]:
+    """The epochs at which a trial of size ``n`` is validated (and recorded): every epoch, or
+    ``hp.eval_points`` evenly spaced ones ending with the last."""
+    e, p = epochs_for(hp, n), int(hp.eval_points)
+    if p <= 0 or p >= e:
+        return list(range(1, e + 1))
+    return sorted({(e * k + p // 2) // p for k in range(1, p + 1)})
 
 
 def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
@@ -67,22 +89,38 @@ def _cutoffs_for(primary: float, lo: float, hi: float) -> tuple[float, ...]:
 
 
 def make_presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi: float,
-            paper_n: Sequence[int], quick_n: Sequence[int]) -> dict[str, ImageHparams]:
-    """``paper`` (torchvision AlexNet at 227px, ImageNet source, the paper's grid), ``quick``
-    (the compact network at 32px, a source pretrained here on ``other``) and ``tiny`` (seconds)."""
+                 paper_n: Sequence[int], quick_n: Sequence[int]) -> dict[str, ImageHparams]:
+    """``paper`` (torchvision AlexNet at 227px, ImageNet source, the paper's grid), ``transfer``
+    (the transfer study: the compact network at 32px, the shipped source network trained on
+    ``other``, small n, 12 paired trials), ``quick`` (the compact network, a source pretrained
+    here on ``other``) and ``tiny`` (seconds)."""
     cuts = _cutoffs_for(cutoff, cut_lo, cut_hi)
     paper = ImageHparams(dataset=dataset, arch="alexnet", in_size=227, head="append",
                          source="imagenet", sample_sizes=tuple(paper_n), trials=20, epochs=100,
                          batch_size=1000, lr=1e-3, val_size=None, cutoff=cutoff, cutoffs=cuts,
-                         threads=4)
+                         min_steps=100, threads=4)
     quick = ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
                          source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=6,
                          epochs=10, batch_size=50, lr=1e-3, val_size=600, cutoff=cutoff,
-                         cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, threads=1)
+                         cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, min_steps=100, threads=1)
+    transfer = transfer_preset(dataset, f"{other}-compact-w0.5", cutoff, cuts)
     tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
-                               val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1)
-    return {"quick": quick, "paper": paper, "tiny": tiny}
+                               val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1,
+                               min_steps=0)
+    return {"transfer": transfer, "quick": quick, "paper": paper, "tiny": tiny}
+
+
+def transfer_preset(dataset: str, source: str, cutoff: float, cutoffs: Sequence[float]) -> ImageHparams:
+    """The transfer study (docs/images.md): small n where transfer matters, 12 paired trials,
+    every n at least 100 optimizer steps (batch 100: n = 100 trains 100 full-batch epochs),
+    validation on 1000 test images at 10 points per trial; about 20 minutes on 2 cores."""
+    return ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
+                        source=source, sample_sizes=(100, 250, 1000), trials=12, epochs=10,
+                        batch_size=100, lr=1e-3, val_size=1000, cutoff=cutoff,
+                        cutoffs=tuple(cutoffs), switch_epochs=0, min_steps=100, eval_points=10,
+                        threads=1)
 
 
 __all__ = ["CONDITIONS", "NEEDS_SOURCE", "REFERENCE", "FMNIST_PAPER_N", "CIFAR_PAPER_N",
-           "ImageHparams", "model_kwargs", "condition_label", "make_presets"]
+           "ImageHparams", "epochs_for", "eval_epochs", "model_kwargs", "condition_label",
+           "make_presets", "transfer_preset"]

@@ -14,13 +14,15 @@ from typing import Any, Sequence
 import torch
 
 from ... import Freezer, impose, switch_fraction
-from ...data.images import ImageData, first_n, load_dataset
+from ...data.images import ImageData, first_n
+from ...data.subsets import load as load_dataset
 from ...models import build_model, head_names, init_glorot_
 from ...template import Template
 from ...training import evaluate, fit, make_optimizer
 from ...transfer import PretrainConfig, Source, load_source
 from ..base import EpochRecord, ExperimentError, TrialKey, TrialResult, trial_seed
-from .presets import NEEDS_SOURCE, ImageHparams, condition_label, model_kwargs
+from .presets import (NEEDS_SOURCE, ImageHparams, condition_label, epochs_for, eval_epochs,
+                      model_kwargs)
 
 # log10 |w| histogram bins for Figure C.6 (fixed so histograms add up across trials)
 HIST_LO, HIST_HI, HIST_BINS = -6.0, 1.0, 70
@@ -106,7 +108,7 @@ def shared_start(hp: ImageHparams, model: torch.nn.Module, n: int, seed: int,
     constrained = list(rand.keys())
     init_sorted = _abs_sorted(_params(model, constrained))
     g = torch.Generator().manual_seed(seed)
-    perms = [torch.randperm(n, generator=g) for _ in range(hp.epochs)]
+    perms = [torch.randperm(n, generator=g) for _ in range(epochs_for(hp, n))]
     source = polarity = None
     source_names: list[str] = []
     if any(c in NEEDS_SOURCE for c in conditions):
@@ -215,17 +217,18 @@ def _start_measures(model: torch.nn.Module, template: Template, start: SharedSta
     if start.source is not None and start.source_names:
         out["source_sign_agreement_init"] = source_agreement(start.source.template, model,
                                                              start.source_names)
-    if start.source is not None and "cache_dir" in start.source.info:
-        out["source_val_acc"] = start.source.info.get("val_acc")
+    if start.source is not None and start.source.info.get("val_acc") is not None:
+        out["source_val_acc"] = start.source.info["val_acc"]
     return out
 
 
 def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen: bool,
            track_switch: bool, sets: TrialData, start: SharedStart, seed: int,
            device: str) -> list[EpochRecord]:
-    """Train one condition (Freeze-SGD against ``template`` when ``frozen``); one record per epoch,
-    with the per-layer sign-switch fractions of the first ``hp.switch_epochs`` epochs when
-    ``track_switch`` (Figure C.5)."""
+    """Train one condition (Freeze-SGD against ``template`` when ``frozen``); one record per
+    validated epoch (``eval_epochs``) with the optimizer step and images seen so far, and the
+    per-layer sign-switch fractions of the first ``hp.switch_epochs`` epochs when ``track_switch``
+    (Figure C.5; validation ensures those epochs are all validated)."""
     params = _params(model, start.constrained)
     opt = make_optimizer(model, hp.lr)
     handle = Freezer(model, template, reset=hp.reset, seed=seed).attach(opt) if frozen else None
@@ -233,11 +236,16 @@ def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen:
     prev = {k: p.detach().clone() for k, p in params.items()} if track_switch else None
     eval_bs = 1000 if hp.arch == "compact" else 250
     records: list[EpochRecord] = []
+    n = len(sets.train_y)
+    per_epoch = -(-n // hp.batch_size)
+    validate_at = set(eval_epochs(hp, n))
 
     def on_epoch(e: int, tl: float, ta: float) -> None:
         nonlocal prev
+        if e not in validate_at:
+            return
         vl, va = evaluate(model, sets.val_x, sets.val_y, sets.val_tf, device=device, batch_size=eval_bs)
-        ex: dict[str, float] = {}
+        ex: dict[str, float] = {"step": e * per_epoch, "images_seen": e * n}
         if prev is not None and e <= hp.switch_epochs:
             cur = {k: p.detach().clone() for k, p in params.items()}
             for k, v in switch_fraction(prev, cur).items():

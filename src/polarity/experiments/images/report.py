@@ -13,8 +13,8 @@ import pandas as pd
 
 from ...analysis import figures
 from ...analysis.metrics import cutoff_column, per_trial, summarize
-from ...analysis.stats import compare_to_reference
-from .presets import CONDITIONS, REFERENCE, ImageHparams, condition_label
+from ...analysis.stats import compare_to_reference, paired_to_reference
+from .presets import CONDITIONS, REFERENCE, ImageHparams, condition_label, epochs_for
 from .protocol import HIST_BINS, HIST_HI, HIST_LO
 
 COLORS = {"fluid-rand": "#7f7f7f", "frozen-rand": "#1f77b4", "fluid-polarity": "#ff7f0e",
@@ -55,11 +55,6 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     cuts = sorted(set(float(c) for c in hp.cutoffs) | {float(hp.cutoff)})
     main_col = cutoff_column(hp.cutoff)
     pt = per_trial(epochs, cuts)
-    # a trial that never reaches a cut-off is ranked after every trial that does (censored at
-    # epochs + 1) for the statistics; medians of epochs use the trials that reach it
-    for c in cuts:
-        col = cutoff_column(c)
-        pt[col + "_censored"] = pt[col].fillna(pt["epochs"] + 1)
     summ = summarize(pt, cuts, by=("condition", "n"))
     pt.to_csv(outdir / "images_per_trial.csv", index=False)
     summ.to_csv(outdir / "images_summary.csv", index=False)
@@ -70,9 +65,9 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
                 f"{dlabel}, {hp.arch} {hp.in_size}px, source {hp.source}", main_col, cuts)
     md = _header(r, pt, ex, slabel)
     md += _figure2(r, pt)
-    stat_frames = _statistics(r, pt)
-    md += _figure3(r, pt, stat_frames)
-    md += _pvalue_table(r, pt, stat_frames)
+    stats = _statistics(r, pt)
+    md += _figure3(r, pt, stats)
+    md += _pvalue_table(r, pt, stats)
     md += _results_table(r, summ)
     md += _cutoff_figures(r, summ)
     md += _learning_curves(r, epochs)
@@ -111,12 +106,15 @@ def _header(r: _Report, pt, ex, slabel: str) -> list[str]:
     hp = r.hp
     md = [f"## Image reproduction: {r.dlabel}", "",
           f"Architecture `{hp.arch}` at {hp.in_size}x{hp.in_size}, transfer source `{hp.source}`, "
-          f"{hp.epochs} epochs, batch {hp.batch_size}, Adam lr {hp.lr}, reset `{hp.reset}`, "
+          f"epochs per n: {', '.join(f'{n}: {epochs_for(hp, n)}' for n in sorted(pt['n'].unique()))} "
+          f"(at least {hp.min_steps} optimizer steps per started 1000 images), "
+          f"batch {hp.batch_size}, Adam lr {hp.lr}, reset `{hp.reset}`, "
+          f"{'validated every epoch' if hp.eval_points <= 0 else f'validated at {hp.eval_points} evenly spaced epochs'}, "
           f"validation = {'the whole test split' if hp.val_size is None else f'the first {hp.val_size} test images'}; "
           f"{pt.groupby(['condition', 'n']).size().max()} trials per condition and n, n = "
           f"{', '.join(str(v) for v in sorted(pt['n'].unique()))}. Cut-off {hp.cutoff:g}.", ""]
     if "source_val_acc" in ex and ex["source_val_acc"].notna().any():
-        md += [f"Source network ({slabel}) validation accuracy on its own task: "
+        md += [f"Source network ({slabel}) accuracy on its own test split: "
                f"{float(ex['source_val_acc'].dropna().iloc[0]):.3f}.", ""]
     return md
 
@@ -141,61 +139,80 @@ def _figure2(r: _Report, pt) -> list[str]:
             f"({r.tag}; epochs to the cut-off are over the trials that reach it.)", ""]
 
 
-def _statistics(r: _Report, pt) -> dict[str, pd.DataFrame]:
-    """Mann-Whitney U per n against the reference, Holm across the comparisons of a metric.
-    Epochs to the cut-off: a trial that never reaches it ranks after every one that does (the
-    stats module's "inf" policy); stored under the censored column's name."""
+def _metrics(r: _Report) -> list[tuple[str, str]]:
+    """The compared metrics: (per-trial column, what it is).  Epochs to the cut-off: a trial that
+    never reaches it ranks after every one that does (the stats module's "inf" policy)."""
+    return [("error", "validation error"), (r.main_col, f"epochs to {r.hp.cutoff:g}")]
+
+
+def _statistics(r: _Report, pt) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per n, every condition against the reference: the paired analysis (median paired
+    difference, bootstrap 95% interval, Wilcoxon signed-rank) and the paper's Mann-Whitney U,
+    each with Holm-Bonferroni across the comparisons of a metric."""
     if REFERENCE not in r.conds or len(r.conds) < 2:
         return {}
-    return {"error": compare_to_reference(pt, "error", reference=REFERENCE, by="n"),
-            r.main_col + "_censored": compare_to_reference(pt, r.main_col, reference=REFERENCE,
-                                                           by="n", nan_policy="inf")}
+    out: dict[str, dict[str, pd.DataFrame]] = {"paired": {}, "mwu": {}}
+    for metric, _ in _metrics(r):
+        policy = "inf" if metric.startswith("epochs_to") else "omit"
+        out["paired"][metric] = paired_to_reference(pt, metric, reference=REFERENCE, by="n",
+                                                    nan_policy=policy)
+        out["mwu"][metric] = compare_to_reference(pt, metric, reference=REFERENCE, by="n",
+                                                  nan_policy=policy)
+    return out
 
 
-def _figure3(r: _Report, pt, stat_frames) -> list[str]:
-    """Paired differences against the reference condition, with significance stars."""
-    if REFERENCE not in r.conds or len(r.conds) < 2:
-        return []
-    panels = [("error", "validation error"), (r.main_col + "_censored", f"epochs to {r.hp.cutoff:g}")]
-    diffs = figures.paired_differences(pt, [m for m, _ in panels], REFERENCE, r.conds)
-    if not len(diffs):
+def _figure3(r: _Report, pt, stats) -> list[str]:
+    """Paired differences against the reference: median over trials with its bootstrap 95%
+    interval, stars from the Holm-corrected Wilcoxon test."""
+    if not stats:
         return []
     ref_label = r.labels[REFERENCE]
+    frame = pd.concat([st.assign(metric=m) for m, st in stats["paired"].items()], ignore_index=True)
     figures.plot_paired_differences(
-        diffs, r.outdir / "fig3_images", [(m, f"{nice}: condition - reference") for m, nice in panels],
-        r.conds, r.style, stats=stat_frames, zero_color=COLORS[REFERENCE], xlabel=N_LABEL,
-        panel_title=f"reference: {ref_label} (paired by trial)",
-        title=f"Figure 3 -- {r.tag}; * p<0.05, ** p<0.01, *** p<0.001 (Mann-Whitney, Holm)")
-    return [f"### Figure 3: differences against {ref_label} ({r.dlabel})", "",
+        frame, r.outdir / "fig3_images", [(m, f"{nice}: condition - reference") for m, nice in _metrics(r)],
+        r.conds, r.style, zero_color=COLORS[REFERENCE], xlabel=N_LABEL,
+        panel_title=f"reference: {ref_label} (paired by trial; median, 95% bootstrap CI)",
+        title=f"Figure 3 -- {r.tag}; * p<0.05, ** p<0.01, *** p<0.001 (Wilcoxon signed-rank, Holm)")
+    return [f"### Figure 3: paired differences against {ref_label} ({r.dlabel})", "",
             *r.figure("fig3_images.png")]
 
 
-def _pvalue_table(r: _Report, pt, stat_frames) -> list[str]:
-    if not stat_frames:
+def _fmt(v: float, digits: int = 3) -> str:
+    return "inf" if v == math.inf else "-inf" if v == -math.inf else "nan" if v != v else f"{v:.{digits}g}"
+
+
+def _pvalue_table(r: _Report, pt, stats) -> list[str]:
+    if not stats:
         return []
     ref_label = r.labels[REFERENCE]
-    md = [f"### Significance against {ref_label} ({r.dlabel})", "",
-          "Two-sided Mann-Whitney U per n; Holm-Bonferroni across all comparisons of a metric "
-          "(alpha 0.05). Epochs-to-cut-off: a trial that never reaches it ranks last.", "",
-          "| metric | n | condition | p | p (Holm) | |", "|---|---|---|---|---|---|"]
-    allst = []
-    for metric, st in stat_frames.items():
-        name = metric.replace("_censored", "")
-        st = st.copy()
-        st["metric"] = name
-        allst.append(st)
-        st["_o"] = [r.conds.index(c) if c in r.conds else len(r.conds) for c in st["condition"]]
-        for _, row in st.sort_values(["n", "_o"]).iterrows():
-            md.append(f"| {name} | {row['n']} | {r.labels.get(row['condition'], row['condition'])} "
-                      f"| {row['p']:.3g} | {row['p_holm']:.3g} | {row.get('stars', '')} |")
-    pd.concat(allst).drop(columns=["_o"]).to_csv(r.outdir / "pvalues_images.csv", index=False)
+    md = [f"### Paired comparison against {ref_label} ({r.dlabel})", "",
+          "Per n and trial, condition minus reference (negative: the condition has the lower "
+          "error / reaches the cut-off sooner). Median over trials with a bootstrap 95% interval; "
+          "'lower' counts the trials in which the condition's value was below the reference's; "
+          "two-sided Wilcoxon signed-rank p, Holm-Bonferroni across all comparisons of a metric; "
+          "beside it the paper's two-sided Mann-Whitney U (unpaired), Holm likewise. "
+          "Epochs-to-cut-off: a trial that never reaches it ranks last.", "",
+          "| metric | n | condition | median diff [95% CI] | lower / pairs | Wilcoxon p (Holm) | | "
+          "Mann-Whitney p (Holm) | |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for metric, nice in _metrics(r):
+        pa = stats["paired"][metric]
+        mw = stats["mwu"][metric].set_index(["n", "condition"])
+        pa = pa.assign(_o=[r.conds.index(c) if c in r.conds else len(r.conds) for c in pa["condition"]])
+        for _, row in pa.sort_values(["n", "_o"]).iterrows():
+            m = mw.loc[(row["n"], row["condition"])]
+            md.append(f"| {nice} | {row['n']} | {r.labels.get(row['condition'], row['condition'])} | "
+                      f"{_fmt(row['median_diff'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | "
+                      f"{row['n_lower']}/{row['n_pairs']} | {row['p']:.3g} ({row['p_holm']:.3g}) | "
+                      f"{row['stars']} | {m['p']:.3g} ({m['p_holm']:.3g}) | {m['stars']} |")
+            rows.append({"metric": metric, **row.drop("_o").to_dict(),
+                         "mwu_p": m["p"], "mwu_p_holm": m["p_holm"], "mwu_stars": m["stars"]})
+    pd.DataFrame(rows).to_csv(r.outdir / "pvalues_images.csv", index=False)
     md.append("")
     k = int(pt.groupby(["condition", "n"]).size().min())
-    p_min = 2.0 / math.comb(2 * k, k)
-    if p_min > 0.05:
-        md += [f"Note: with {k} trials per condition the smallest two-sided Mann-Whitney p-value "
-               f"possible is {p_min:.3g}, so no comparison can be significant at this scale "
-               "(the paper uses 20 trials).", ""]
+    if 2.0 / 2 ** k > 0.05:
+        md += [f"Note: with {k} paired trials the smallest two-sided Wilcoxon p-value possible is "
+               f"{2.0 / 2 ** k:.3g}, so no comparison can be significant at this scale.", ""]
     return md
 
 
