@@ -45,7 +45,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         for t in targets:
             while t and t not in known:
                 t = t.rpartition(".")[0]
-            if t and t != name and t != "polarity":
+            if t and t != name:
                 out.add(t)
     return out
 

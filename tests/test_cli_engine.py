@@ -148,7 +148,7 @@ def test_failed_job_exit_1_names_job_and_exception(capsys, tmp_path):
     assert "4/8 trials complete" in out
 
 
-def test_plugins_missing_skipped_broken_surface_working_added(monkeypatch, tmp_path, capsys):
+def test_plugins_are_plain_imports_working_added_broken_surface(monkeypatch, tmp_path, capsys):
     (tmp_path / "good_plugin.py").write_text(textwrap.dedent("""
         def add_parser(sub):
             p = sub.add_parser("hello", help="say hello")
@@ -157,12 +157,15 @@ def test_plugins_missing_skipped_broken_surface_working_added(monkeypatch, tmp_p
     """))
     (tmp_path / "broken_plugin.py").write_text("import a_dependency_that_is_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "PLUGINS", ("polarity.no_such_plugin", "good_plugin"))
+    monkeypatch.setattr(cli, "PLUGINS", ("good_plugin",))
     code, out, _ = _run(capsys, "hello", "--name", "polarity")
     assert code == 3 and out.strip() == "hello polarity"
     assert "toy" in cli.build_parser()._subparsers._group_actions[0].choices["hello"].format_help()
     monkeypatch.setattr(cli, "PLUGINS", ("broken_plugin",))
     with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_not_installed"):
+        cli.build_parser()
+    monkeypatch.setattr(cli, "PLUGINS", ("polarity.no_such_plugin",))   # no silent skip
+    with pytest.raises(ModuleNotFoundError, match="polarity.no_such_plugin"):
         cli.build_parser()
 
 

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Weight-polarity templates, Freeze-SGD and the experiments of 'Polarity is all "
                     "you need to learn and transfer faster'.",
         epilog=cat)
-    from . import __version__
+    from ._version import __version__
 
     p.add_argument("--version", action="version", version=f"polarity {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -82,7 +82,7 @@ class TemplateError(ValueError):
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

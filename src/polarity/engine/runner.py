@@ -54,7 +54,7 @@ class RunSummary:
 
 def _version() -> str:
     try:
-        from .. import __version__
+        from .._version import __version__
 
         return str(__version__)
     except Exception:  # pragma: no cover

@@ -65,7 +65,7 @@ def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, rec
     """Write ``model`` (trained by ``recipe``) as a source directory at ``path``."""
     from safetensors.torch import save_file
 
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     if path.exists() and not path.is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ... import RESET_METHODS
+from ...freeze import ResetError, check_method
 from ...data.subsets import SubsetError, split_name, subset_classes
 from ...transfer import TransferError, check_source_dir, parse_source
 from .. import register
@@ -50,8 +50,10 @@ class ImageExperiment(Experiment):
         bad = [c for c in (hp.cutoff, *hp.cutoffs) if not 0.0 < c <= 1.0]
         if bad:
             raise ExperimentError(f"cut-offs are validation accuracies in (0, 1]; got {bad}")
-        if hp.reset not in RESET_METHODS:
-            raise ExperimentError(f"unknown reset {hp.reset!r}; known: {', '.join(RESET_METHODS)}")
+        try:
+            check_method(hp.reset)
+        except ResetError as e:
+            raise ExperimentError(str(e)) from None
         self._validate_source(hp)
 
     def _validate_dataset(self, hp: ImageHparams) -> None:

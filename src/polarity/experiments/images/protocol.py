@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ... import Freezer, impose, switch_fraction
+from ...freeze import Freezer, impose, switch_fraction
 from ...data.images import ImageData, first_n
 from ...data.subsets import load as load_dataset
 from ...models import build_model, head_names, init_glorot_
