@@ -1,6 +1,7 @@
-"""Files on disk: the one cache root and the one atomic write every module uses."""
+"""Files on disk: the one cache root, the one atomic write and the one file hash every module uses."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -42,4 +43,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[str], No
     return path
 
 
-__all__ = ["atomic_write", "cache_root"]
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's contents, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["atomic_write", "cache_root", "sha256_file"]

@@ -12,7 +12,6 @@ sha256 and size of both files; :func:`read_source_dir` checks them before anythi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..files import atomic_write
+from ..files import atomic_write, sha256_file
 from ..template import Template, TemplateError
 
 FORMAT = "polarity-source"
@@ -52,14 +51,6 @@ class SourceNetwork:
         return self.manifest["dataset_label"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, recipe,
                      dataset_label: str, classes, metrics: dict, command: str) -> Path:
     """Write ``model`` (trained by ``recipe``) as a source directory at ``path``."""
@@ -74,7 +65,7 @@ def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, rec
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     Template.from_module(model).save(path / TEMPLATE)
-    files = {f: {"sha256": _sha256(path / f), "bytes": (path / f).stat().st_size}
+    files = {f: {"sha256": sha256_file(path / f), "bytes": (path / f).stat().st_size}
              for f in (WEIGHTS, TEMPLATE)}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name,
@@ -125,7 +116,7 @@ def verify_source_dir(path: str | Path, manifest: dict | None = None) -> dict[st
             raise SourceError(f"{path / MANIFEST} lists no {f}")
         if not p.is_file():
             raise SourceError(f"source {path} lacks {f}")
-        if p.stat().st_size != want["bytes"] or _sha256(p) != want["sha256"]:
+        if p.stat().st_size != want["bytes"] or sha256_file(p) != want["sha256"]:
             raise SourceError(f"{p} does not match its manifest (size or sha256 differ): the file "
                               f"is corrupt or was replaced; regenerate it with: {manifest.get('command')}")
     return manifest
