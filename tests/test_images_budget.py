@@ -24,8 +24,9 @@ def test_the_paper_schedule_meets_its_own_budget_and_small_n_trains_100_steps():
     paper = get("fmnist").presets["paper"]
     assert [epochs_for(paper, n) for n in (100, 1000, 2500, 60000)] == [100] * 4
     t = get("fmnist").presets["transfer"]
-    # batch 100: n = 100 is full batch (100 epochs), n = 250 has 3 steps an epoch, n = 1000 ten
-    assert [epochs_for(t, n) for n in (100, 250, 1000)] == [100, 34, 10]
+    # batch 100: n = 100 is full batch (100 epochs), n = 250 has 3 steps an epoch (34 epochs),
+    # n = 1000 ten (its 30-epoch floor gives 300 steps)
+    assert [epochs_for(t, n) for n in (100, 250, 1000)] == [100, 34, 30]
     q = get("cifar10").presets["quick"]           # batch 50: n = 100 used to get 20 steps
     assert epochs_for(q, 100) * 2 >= 100
 

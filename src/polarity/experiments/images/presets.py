@@ -112,10 +112,11 @@ def make_presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi:
 
 def transfer_preset(dataset: str, source: str, cutoff: float, cutoffs: Sequence[float]) -> ImageHparams:
     """The transfer study (docs/images.md): small n where transfer matters, 12 paired trials,
-    every n at least 100 optimizer steps (batch 100: n = 100 trains 100 full-batch epochs),
-    validation on 1000 test images at 10 points per trial; about 20 minutes on 2 cores."""
+    every n at least 30 epochs and at least 100 optimizer steps (batch 100: n = 100 trains 100
+    full-batch epochs, n = 250 34 epochs, n = 1000 30 epochs = 300 steps), validation on 1000
+    test images at 10 points per trial; about 10-15 minutes on 2 cores."""
     return ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
-                        source=source, sample_sizes=(100, 250, 1000), trials=12, epochs=10,
+                        source=source, sample_sizes=(100, 250, 1000), trials=12, epochs=30,
                         batch_size=100, lr=1e-3, val_size=1000, cutoff=cutoff,
                         cutoffs=tuple(cutoffs), switch_epochs=0, min_steps=100, eval_points=10,
                         threads=1)
