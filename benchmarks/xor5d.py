@@ -56,9 +56,9 @@ def run_preset(exp, hp) -> tuple[float, int, float]:
 
 def naive_trial_s(hp, epochs: int) -> float:
     from polarity.data.xor import trial_data
-    from polarity.experiments.base import trial_seed
     from polarity.experiments.xor5d import epoch_permutations, initial_state, parse_condition, train_single
     from polarity.models.mlp import XORNet
+    from polarity.seeds import trial_seed
 
     seed = trial_seed(hp.seed, 0)
     data = trial_data(seed, max(hp.sample_sizes), hp.n_val)

@@ -77,12 +77,4 @@ class XORNet(nn.Module):
         return torch.sigmoid(self.forward(x))
 
 
-def sufficient_output_signs(w1: torch.Tensor) -> torch.Tensor:
-    """SPEC §4 sufficient template for the output layer: hidden unit j's output weight gets
-    ``sign(w1[j, 0] * w1[j, 1])`` (the product of the signs of its two relevant input weights).
-    ``w1``: ``[..., width, dim]``; returns ``[..., width]`` of +1/-1/0."""
-    return torch.sign(w1[..., 0] * w1[..., 1])
-
-
-__all__ = ["XORNet", "init_params", "truncated_normal", "glorot_uniform_bias",
-           "sufficient_output_signs", "KERNEL_SD"]
+__all__ = ["XORNet", "init_params", "truncated_normal", "glorot_uniform_bias", "KERNEL_SD"]

@@ -1,0 +1,424 @@
+"""The fused CPU kernels of the batched XOR-5D trainer (numba): training step, validation, reset.
+
+One call of ``step_serial``/``step_parallel`` runs one optimizer step of every network of a job:
+the forward pass, the hand-written backward pass of the batch-mean BCE and the Adam update.
+``val_serial``/``val_parallel`` run every network's validation pass, ``reset_nets`` the
+Freeze-SGD reset (the rule of ``polarity.freeze.numba_reset``, each network on its own posRand
+stream).  Layout, vectorisation and the float32 exp/log: docs/xor5d.md.
+
+Parameters live in a "transposed" layout: fc1.weight as ``w1t [G, C, d, Hp]``, ``b1`` and
+``w2 [G, C, Hp]``, ``b2 [G, C]``; for one network (g, c), ``w1t[g, c]`` is a C-contiguous
+``[d, Hp]`` matrix whose rows run over the hidden units, which is what the kernels vectorise over.
+They are views of flat buffers that Adam updates block by block.
+
+Arguments come in plain tuples of arrays, unpacked into named locals at the top of each kernel
+(numba's dispatcher types a namedtuple argument in Python, about 1 µs per call and argument,
+which the per-step calls would notice):
+
+* ``net``, ``grad`` = ``(w1t, b1, w2, b2)``: every network's parameters / their gradients
+* ``flat`` = ``(params, m, v, grad, offs)``: the flat buffers behind ``net`` and ``grad``, Adam's
+  moments, and the block offsets (block b is ``offs[b]:offs[b + 1]``, each group's slice of it
+  contiguous)
+* ``batch`` = ``(x, y, rows, count)``: every trial's training data flattened (``[T * n_max, d]``,
+  ``[T * n_max]``) and one step's batches: group g trains on rows ``rows[g, :count[g]]``
+  (``count[g] == 0``: it has no batch left this epoch and sits out)
+* ``scalars``: the step's :data:`ADAM_SCALARS`, one numpy record per group
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from ..._numba import f32_from_bits
+from ...freeze.numba_reset import reset_value
+from ...freeze.stream import mix32
+
+
+class Scratch(NamedTuple):
+    """Per-thread work arrays of one group's step (B: batch size)."""
+
+    xT: np.ndarray  # the gathered batch, [d, B]
+    yb: np.ndarray  # its labels [B]
+    A: np.ndarray   # pre-activations [Hp, B]
+    zb: np.ndarray  # logits [B]
+    db: np.ndarray  # d(mean BCE)/d(logit) [B]
+    tb: np.ndarray  # float32 exp(-|z|) [B]
+    H: np.ndarray   # d(mean BCE)/d(pre-activation) of one unit [B] (generic d)
+
+
+# The Adam scalars of one (epoch, step, group), computed in float64 on the host as
+# torch.optim.Adam does, stored in the parameter dtype: a structured record per group.
+ADAM_SCALARS = ("inv_count",        # 1 / (samples in the batch)
+                "step_size",        # lr / (1 - beta1^t); 0 for a group that sits out
+                "bc2_sqrt",         # sqrt(1 - beta2^t)
+                "eps",              # Adam's eps (eps_mode="keras": eps / bc2_sqrt)
+                "one_minus_beta1",
+                "beta2",
+                "one_minus_beta2")
+
+
+def adam_scalars_dtype(dtype) -> np.dtype:
+    """The record dtype of :data:`ADAM_SCALARS` in the parameter ``dtype``."""
+    return np.dtype([(name, dtype) for name in ADAM_SCALARS])
+
+
+# ----------------------------------------------------------------------------- validation
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _logits_one(xt, w1t, b1, w2, b2, width, z):
+    # xt [d, nv] (samples contiguous, so the sample loop vectorises); w1t [d, Hp];
+    # only the first ``width`` (real) hidden units are visited
+    d, nv = xt.shape
+    zero = z.dtype.type(0)
+    for i in range(nv):
+        z[i] = b2
+    j = 0
+    if d == 5:
+        x0, x1, x2, x3, x4 = xt[0], xt[1], xt[2], xt[3], xt[4]
+        while j + 4 <= width:  # four hidden units per pass over the samples
+            c0, c1, c2, c3 = b1[j], b1[j + 1], b1[j + 2], b1[j + 3]
+            v0, v1, v2, v3 = w2[j], w2[j + 1], w2[j + 2], w2[j + 3]
+            p00, p01, p02, p03 = w1t[0, j], w1t[0, j + 1], w1t[0, j + 2], w1t[0, j + 3]
+            p10, p11, p12, p13 = w1t[1, j], w1t[1, j + 1], w1t[1, j + 2], w1t[1, j + 3]
+            p20, p21, p22, p23 = w1t[2, j], w1t[2, j + 1], w1t[2, j + 2], w1t[2, j + 3]
+            p30, p31, p32, p33 = w1t[3, j], w1t[3, j + 1], w1t[3, j + 2], w1t[3, j + 3]
+            p40, p41, p42, p43 = w1t[4, j], w1t[4, j + 1], w1t[4, j + 2], w1t[4, j + 3]
+            for i in range(nv):
+                e0, e1, e2, e3, e4 = x0[i], x1[i], x2[i], x3[i], x4[i]
+                a0 = c0 + e0 * p00 + e1 * p10 + e2 * p20 + e3 * p30 + e4 * p40
+                a1 = c1 + e0 * p01 + e1 * p11 + e2 * p21 + e3 * p31 + e4 * p41
+                a2 = c2 + e0 * p02 + e1 * p12 + e2 * p22 + e3 * p32 + e4 * p42
+                a3 = c3 + e0 * p03 + e1 * p13 + e2 * p23 + e3 * p33 + e4 * p43
+                z[i] += (v0 * max(a0, zero) + v1 * max(a1, zero)) + (v2 * max(a2, zero) + v3 * max(a3, zero))
+            j += 4
+        while j < width:  # the remaining units one at a time
+            bj, vj = b1[j], w2[j]
+            u0, u1, u2, u3, u4 = w1t[0, j], w1t[1, j], w1t[2, j], w1t[3, j], w1t[4, j]
+            for i in range(nv):
+                a = bj + x0[i] * u0 + x1[i] * u1 + x2[i] * u2 + x3[i] * u3 + x4[i] * u4
+                z[i] += vj * max(a, zero)
+            j += 1
+    while j < width:
+        bj, vj = b1[j], w2[j]
+        for i in range(nv):
+            a = bj
+            for k in range(d):
+                a += xt[k, i] * w1t[k, j]
+            z[i] += vj * max(a, zero)
+        j += 1
+
+
+_F32 = np.float32
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693145751953125)
+_LN2_LO = np.float32(1.428606765330187e-06)
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _exp_neg_abs1(v):
+    # exp(-|v|) in float32: range reduction, degree-7 polynomial (relative error < 1e-7) and
+    # the power of two built from its bits; no libm call, so loops using it vectorise
+    x = -min(abs(_F32(v)), _F32(80.0))
+    k = np.floor(x * _LOG2E + _F32(0.5))
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _F32(1.0) + r * (_F32(1.0) + r * (_F32(0.5) + r * (_F32(1 / 6) + r * (_F32(1 / 24) + r * (
+        _F32(1 / 120) + r * (_F32(1 / 720) + r * _F32(1 / 5040)))))))
+    return p * f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _bce1(z, y):
+    # BCE(logit z, label y) = softplus(-u), u = (2y - 1) z: relu(-u) + log1p(t), t = exp(-|u|)
+    # in (0, 1], log1p(t) = 2 atanh(t / (2 + t)) by its series
+    u = (_F32(2.0) * _F32(y) - _F32(1.0)) * _F32(z)
+    t = _exp_neg_abs1(u)
+    q = t / (_F32(2.0) + t)
+    q2 = q * q
+    lg = _F32(2.0) * q * (_F32(1.0) + q2 * (_F32(1 / 3) + q2 * (_F32(1 / 5) + q2 * (_F32(1 / 7) + q2 * (
+        _F32(1 / 9) + q2 * (_F32(1 / 11) + q2 * (_F32(1 / 13) + q2 * _F32(1 / 15))))))))
+    return max(-u, _F32(0.0)) + lg
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _bce_hits(z, y, n, tb):
+    """(sum over i < n of BCE(logit z_i, label y_i), number of i with sign(z_i) matching
+    y_i): float32 terms (through the scratch ``tb``), float64 sum.  Vectorises: numba's
+    error_model="numpy" drops the division-by-zero branch, the count is an int32."""
+    h = np.int32(0)
+    for i in range(n):
+        zi, yi = z[i], y[i]
+        tb[i] = _bce1(zi, yi)
+        h = np.int32(h + ((zi > 0) == (yi > 0.5)))
+    s = 0.0
+    for i in range(n):
+        s += tb[i]
+    return s, h
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, out):
+    _logits_one(xt, w1t, b1, w2, b2, width, z)
+    nv = z.shape[0]
+    loss, hits = _bce_hits(z, y, nv, tb)
+    out[0] = loss / nv
+    out[1] = hits / nv
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def val_serial(xt, y, net, widths, out):
+    """Validation loss and accuracy of every network, ``out [2, G, C]``: ``xt [G, d, nv]``,
+    ``y [G, nv]`` each group's validation set."""
+    w1t, b1, w2, b2 = net
+    G, C = b2.shape
+    nv = xt.shape[2]
+    z = np.empty(nv, dtype=b1.dtype)
+    tb = np.empty(nv, dtype=np.float32)
+    o = np.empty(2, dtype=np.float64)
+    for g in range(G):
+        for c in range(C):
+            _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, o)
+            out[0, g, c] = o[0]
+            out[1, g, c] = o[1]
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
+def val_parallel(xt, y, net, widths, out):
+    """``val_serial`` with the networks split over numba's threads (the same numbers)."""
+    w1t, b1, w2, b2 = net
+    G, C = b2.shape
+    nv = xt.shape[2]
+    for gc in prange(G * C):
+        g, c = gc // C, gc % C
+        z = np.empty(nv, dtype=b1.dtype)
+        tb = np.empty(nv, dtype=np.float32)
+        o = np.empty(2, dtype=np.float64)
+        _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, o)
+        out[0, g, c] = o[0]
+        out[1, g, c] = o[1]
+
+
+@njit(cache=True, nogil=True)
+def train_loss(zt, ys, gn, out):
+    """Epoch train loss per network from the logits recorded during the epoch:
+    zt [G, C, S*B], ys [G, S*B] (labels in the same order), gn [G] valid samples."""
+    G, C, L = zt.shape
+    tb = np.empty(L, dtype=np.float32)
+    for g in range(G):
+        for c in range(C):
+            out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
+
+
+# ----------------------------------------------------------------------------- Freeze-SGD
+@njit(cache=True, nogil=True)
+def reset_nets(W1T, W2, T1, T2, codes, eps, seeds, steps):
+    """The Freeze-SGD reset of every frozen column (``codes[c]`` >= 0, a code of
+    ``polarity.freeze.methods``) of every group, each network with its own posRand stream
+    ``seeds[g, c]``: after its step ``steps[g]``, fc1.weight entry (j, k) draws from
+    (mix32(seed, step, 0), j*d + k) and fc2.weight entry j from (mix32(seed, step, 1), j),
+    exactly as ``reset_range`` on the network's own nn.Linear weights does
+    (``train_single(reset_seed=)``).  ``T1``, ``T2``: int8 templates in the layout of ``W1T``,
+    ``W2``; fluid columns and padding have template 0."""
+    G, C, d, Hp = W1T.shape
+    zero = W1T.dtype.type(0)
+    for g in range(G):
+        for c in range(C):
+            code = codes[c]
+            if code < 0:
+                continue
+            s1 = mix32(seeds[g, c], steps[g], 0)
+            s2 = mix32(seeds[g, c], steps[g], 1)
+            for k in range(d):
+                for j in range(Hp):
+                    wi = W1T[g, c, k, j]
+                    tf = W1T.dtype.type(T1[g, c, k, j])
+                    if wi * tf < 0:
+                        W1T[g, c, k, j] = reset_value(code, wi, tf, eps, zero, s1, j * d + k)
+            for j in range(Hp):
+                wi = W2[g, c, j]
+                tf = W2.dtype.type(T2[g, c, j])
+                if wi * tf < 0:
+                    W2[g, c, j] = reset_value(code, wi, tf, eps, zero, s2, j)
+
+
+# ----------------------------------------------------------------------------- training step
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _adam_group(flat, G, g, s):
+    """torch.optim.Adam (single tensor) on group g's slice of every parameter block of the
+    flat buffers, with the group's :data:`ADAM_SCALARS` record ``s``: m.lerp_(g, 1-b1);
+    v.mul_(b2).addcmul_(g, g, 1-b2); p.addcdiv_(m, sqrt(v)/bc2s + eps, value=-ss).  Padding
+    has zero gradient, so it stays 0."""
+    P, M, V, GR, offs = flat
+    ss, bc2s, eps = s.step_size, s.bc2_sqrt, s.eps
+    omb1, b2_, omb2 = s.one_minus_beta1, s.beta2, s.one_minus_beta2
+    for b in range(4):
+        per = (offs[b + 1] - offs[b]) // G
+        lo = offs[b] + g * per
+        p, m, v, gr = P[lo:lo + per], M[lo:lo + per], V[lo:lo + per], GR[lo:lo + per]
+        for i in range(per):
+            gi = gr[i]
+            mi = m[i] + omb1 * (gi - m[i])
+            vi = v[i] * b2_ + omb2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
+    """Forward and backward of network (g, c) on its batch of ``cnt`` samples (gathered into
+    ``scratch.xT`` and ``scratch.yb``; ``inv`` = 1/cnt): the gradients of the batch-mean BCE go
+    to ``grad`` (only the first ``width`` units), the logits to ZO[g, c]; returns #correct.
+    Vectorised over the samples; arrays are indexed in place (no views: creating a numba
+    view costs as much as the arithmetic of a narrow network)."""
+    W1T, B1, W2, B2 = net
+    GW1, GB1, GW2, GB2 = grad
+    xT, yb, A, zb, db, tb, H = scratch
+    d = xT.shape[0]
+    zero = B1.dtype.type(0)
+    b2v = B2[g, c]
+    for i in range(cnt):
+        zb[i] = b2v
+    for j in range(width):  # forward: A = pre-activations, zb = logits
+        bj, vj = B1[g, c, j], W2[g, c, j]
+        if d == 5:  # the XOR-5D case in one pass over the samples
+            u0, u1, u2 = W1T[g, c, 0, j], W1T[g, c, 1, j], W1T[g, c, 2, j]
+            u3, u4 = W1T[g, c, 3, j], W1T[g, c, 4, j]
+            for i in range(cnt):
+                a = (bj + xT[0, i] * u0 + xT[1, i] * u1 + xT[2, i] * u2 + xT[3, i] * u3
+                     + xT[4, i] * u4)
+                A[j, i] = a
+                zb[i] += vj * max(a, zero)
+        else:
+            for i in range(cnt):
+                A[j, i] = bj
+            for k in range(d):
+                u = W1T[g, c, k, j]
+                for i in range(cnt):
+                    A[j, i] += xT[k, i] * u
+            for i in range(cnt):
+                zb[i] += vj * max(A[j, i], zero)
+    hits = 0
+    if exact_exp:  # libm exp (float64 runs, checked against torch to 1e-9)
+        for i in range(cnt):
+            z = zb[i]
+            y = yb[i]
+            ZO[g, c, i] = z
+            hits += (z > 0) == (y > 0.5)
+            db[i] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
+    else:  # vectorised float32 exp: sigmoid(z) = 1/(1+t) or t/(1+t), t = exp(-|z|)
+        for i in range(cnt):
+            tb[i] = _exp_neg_abs1(zb[i])
+        for i in range(cnt):
+            z = zb[i]
+            y = yb[i]
+            ZO[g, c, i] = z
+            hits += (z > 0) == (y > 0.5)
+            t = tb[i]
+            s = (_F32(1.0) if z >= 0 else t) / (_F32(1.0) + t)
+            db[i] = (s - y) * inv
+    s2 = zero
+    for i in range(cnt):
+        s2 += db[i]
+    GB2[g, c] = s2
+    for j in range(width):  # backward
+        vj = W2[g, c, j]
+        sw = zero
+        sb = zero
+        if d == 5:
+            s0 = s1 = s2 = s3 = s4 = zero
+            for i in range(cnt):
+                a = A[j, i]
+                dz = db[i]
+                h = dz * vj if a > zero else zero
+                sw += dz * max(a, zero)
+                sb += h
+                s0 += xT[0, i] * h
+                s1 += xT[1, i] * h
+                s2 += xT[2, i] * h
+                s3 += xT[3, i] * h
+                s4 += xT[4, i] * h
+            GW1[g, c, 0, j] = s0
+            GW1[g, c, 1, j] = s1
+            GW1[g, c, 2, j] = s2
+            GW1[g, c, 3, j] = s3
+            GW1[g, c, 4, j] = s4
+        else:
+            for i in range(cnt):
+                a = A[j, i]
+                dz = db[i]
+                h = dz * vj if a > zero else zero
+                H[i] = h
+                sw += dz * max(a, zero)
+                sb += h
+            for k in range(d):
+                sk = zero
+                for i in range(cnt):
+                    sk += xT[k, i] * H[i]
+                GW1[g, c, k, j] = sk
+        GW2[g, c, j] = sw
+        GB1[g, c, j] = sb
+    return hits
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _gather(xs, ys, rows, cnt, xT, yb):
+    for i in range(cnt):
+        r = rows[i]
+        for k in range(xs.shape[1]):
+            xT[k, i] = xs[r, k]
+        yb[i] = ys[r]
+
+
+@njit(cache=True, nogil=True)
+def _scratch(d, Hp, B, dtype_like):
+    dt = dtype_like.dtype
+    return Scratch(np.empty((d, B), dtype=dt), np.empty(B, dtype=dt), np.empty((Hp, B), dtype=dt),
+                   np.empty(B, dtype=dt), np.empty(B, dtype=dt), np.empty(B, dtype=np.float32),
+                   np.empty(B, dtype=dt))
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+def _group_step(batch, net, grad, inv, widths, ZO, hits, exact_exp, g, scratch):
+    # the batch of group g is gathered once for all its columns
+    xs, ys, rows, count = batch
+    cnt = count[g]
+    _gather(xs, ys, rows[g], cnt, scratch.xT, scratch.yb)
+    for c in range(net[0].shape[1]):
+        hits[g, c] += _net_grads(g, c, net, grad, scratch, cnt, inv, widths[c], ZO, exact_exp)
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+def step_serial(batch, net, grad, flat, scalars, widths, logits, hits, exact_exp):
+    """One Adam step of every network (the tuples: module docstring); ``widths [C]``: each
+    column's true width.  Records the logits in ``logits [G, C, B]`` and adds the correct
+    predictions to ``hits [G, C]``.  ``exact_exp``: libm's exp for the sigmoid (float64 runs)
+    instead of the float32 one."""
+    w1t, b1 = net[0], net[1]
+    rows, count = batch[2], batch[3]
+    G, C, d, Hp = w1t.shape
+    scratch = _scratch(d, Hp, rows.shape[1], b1)
+    for g in range(G):
+        if count[g] > 0:
+            s = scalars[g]
+            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, exact_exp, g, scratch)
+            _adam_group(flat, G, g, s)
+
+
+@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
+def step_parallel(batch, net, grad, flat, scalars, widths, logits, hits, exact_exp):
+    """``step_serial`` with the groups split over numba's threads (the same numbers)."""
+    w1t, b1 = net[0], net[1]
+    rows, count = batch[2], batch[3]
+    G, C, d, Hp = w1t.shape
+    for g in prange(G):
+        if count[g] > 0:
+            scratch = _scratch(d, Hp, rows.shape[1], b1)
+            s = scalars[g]
+            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, exact_exp, g, scratch)
+            _adam_group(flat, G, g, s)
+
+
+__all__ = ["Scratch", "ADAM_SCALARS", "adam_scalars_dtype", "step_serial",
+           "step_parallel", "val_serial", "val_parallel", "train_loss", "reset_nets"]
