@@ -11,14 +11,19 @@ Prints ONE JSON line:
   data_fraction: share of a fluid step spent in the data pipeline (index the uint8 images,
       BatchTransform: normalise, resize, grey->RGB).
 Timings are the median over interleaved repeats (fluid, frozen, data alternate, so machine
-noise hits all of them alike).
+noise hits all of them alike).  The uint8 images sit on the device and each batch is transformed
+there (the protocol's device pipeline); ``--precision`` and ``--channels-last`` are the image
+experiments' throughput options (``polarity.training.compute_mode``).
 
     python benchmarks/images.py                          # compact 32x32 on the CPU, 1 thread
-    python benchmarks/images.py --arch alexnet --in-size 227 --batch 256 --device cuda
+    python benchmarks/images.py --arch alexnet --in-size 227 --batch 1000 --device cuda \
+        --precision bf16 --channels-last
+(benchmarks/gpu_check.sh measures the paper's configuration on a GPU in one go.)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -40,24 +45,28 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args(argv)
 
     from polarity import Freezer, Template, impose
     from polarity.data.images import load_dataset
     from polarity.models import build_model, init_glorot_
-    from polarity.training import make_optimizer
+    from polarity.data.images import to_device
+    from polarity.training import compute_mode, make_optimizer
 
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     in_size = args.in_size or (32 if args.arch == "compact" else 227)
     data = load_dataset(args.dataset)
     need = args.batch * args.steps
-    x = data.train_x[:need].to(device)
-    y = data.train_y[:need].to(device)
+    x = to_device(data.train_x[:need], device)
+    y = to_device(data.train_y[:need], device)
     if len(y) < need:
         print(f"dataset has only {len(y)} training images; lower --batch/--steps", file=sys.stderr)
         return 2
-    transform = data.transform(size=in_size, rgb=True)
+    transform = data.transform(size=in_size, rgb=True, memory_format=(
+        torch.channels_last if args.channels_last else torch.contiguous_format))
     kw = {"in_size": in_size, "width": args.width} if args.arch == "compact" else {"head": "append"}
 
     def make():
@@ -73,6 +82,9 @@ def main(argv=None) -> int:
     opt_frozen = make_optimizer(frozen, 1e-3)
     freezer = Freezer(frozen, template, reset="posRand", seed=0)
     freezer.attach(opt_frozen)
+    modes = contextlib.ExitStack()  # entered before the first optimizer step: Adam's state takes the layout
+    for m in (fluid, frozen):
+        modes.enter_context(compute_mode(m, device, args.precision, args.channels_last))
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(need, generator=g).to(device)
 
@@ -113,9 +125,9 @@ def main(argv=None) -> int:
         sync()
         return time.perf_counter() - t0
 
-    train(fluid, opt_fluid, 3)
-    train(frozen, opt_frozen, 3)
-    data_only(3)
+    train(fluid, opt_fluid, min(3, args.steps))
+    train(frozen, opt_frozen, min(3, args.steps))
+    data_only(min(3, args.steps))
     tf, tz, td, tr = [], [], [], []
     for r in range(args.repeats):
         order = [0, 1] if r % 2 == 0 else [1, 0]
@@ -126,11 +138,13 @@ def main(argv=None) -> int:
                 tz.append(train(frozen, opt_frozen, args.steps))
         td.append(data_only(args.steps))
         tr.append(resets(args.steps))
+    modes.close()
     f, z, d, rs = (statistics.median(v) for v in (tf, tz, td, tr))
     out = {
         "arch": args.arch, "in_size": in_size, "width": args.width if args.arch == "compact" else None,
         "dataset": data.label, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
-        "threads": args.threads, "device": device,
+        "threads": args.threads, "device": device, "precision": args.precision,
+        "channels_last": args.channels_last,
         "parameters": sum(p.numel() for p in fluid.parameters()),
         "images_per_s_fluid": need / f, "images_per_s_frozen": need / z,
         "freezer_slowdown": z / f, "reset_ms_per_step": 1e3 * rs / args.steps,

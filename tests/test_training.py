@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import polarity
-from polarity.training import evaluate, fit, make_optimizer
+from polarity.training import _means, compute_mode, evaluate, fit, make_optimizer
 
 torch.set_num_threads(1)
 
@@ -73,6 +73,92 @@ def test_make_optimizer_is_adam_over_trainable_parameters():
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 0.01
     held = [p for g in opt.param_groups for p in g["params"]]
     assert len(held) == 3 and all(p.requires_grad for p in held)
+
+
+def test_one_read_of_the_device_gives_the_values_of_two():
+    """_means (one stacked read) equals float(loss_sum) / n, int(correct) / n bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        loss_sum = (torch.rand((), generator=g) * 10 ** torch.randint(-3, 6, (), generator=g)).float()
+        n = int(torch.randint(1, 60001, (), generator=g))
+        correct = torch.randint(0, n + 1, (), generator=g)
+        assert _means(loss_sum, correct, n) == (float(loss_sum) / n, int(correct) / n)
+
+
+def _conv_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Dropout(0.2), torch.nn.Linear(4 * 6 * 6, 3))
+
+
+def _train(model, **mode):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 3, 8, 8, generator=g), torch.randint(0, 3, (12,), generator=g)
+    perms = [torch.randperm(12, generator=g) for _ in range(2)]
+    opt = make_optimizer(model, 1e-2)
+    torch.manual_seed(2)
+    if not mode:
+        return fit(model, opt, x, y, None, perms, 5), evaluate(model, x, y, None, batch_size=5)
+    with compute_mode(model, "cpu", **mode):
+        return fit(model, opt, x, y, None, perms, 5), evaluate(model, x, y, None, batch_size=5)
+
+
+def test_compute_mode_fp32_on_the_cpu_changes_nothing():
+    plain, moded = _conv_net(), _conv_net()
+    assert _train(plain) == _train(moded, precision="fp32")
+    assert _train(_conv_net(), precision="tf32") == _train(_conv_net())  # TF32 is CUDA's
+    for a, b in zip(plain.parameters(), moded.parameters()):
+        assert torch.equal(a, b) and a.stride() == b.stride()
+    assert not moded._forward_pre_hooks and not moded._forward_hooks
+
+
+def test_compute_mode_channels_last_and_bf16():
+    model = _conv_net()
+    seen = []
+    model[0].register_forward_hook(lambda m, a, out: seen.append((out.dtype, a[0].is_contiguous(
+        memory_format=torch.channels_last), m.weight.is_contiguous(memory_format=torch.channels_last))))
+    x = torch.randn(2, 3, 8, 8)
+    with compute_mode(model, "cpu", precision="bf16", channels_last=True):
+        out = model(x)
+        assert out.dtype == torch.float32  # the loss sees float32 logits
+        assert model[0].weight.dtype == torch.float32  # parameters stay float32
+    assert seen[-1] == (torch.bfloat16, True, True)
+    assert model[0].weight.is_contiguous() and not torch.is_autocast_enabled("cpu")
+    assert len(model._forward_pre_hooks) == 0 and len(model._forward_hooks) == 0
+    assert model(x).dtype == torch.float32 and seen[-1][0] == torch.float32
+    # trained in these modes, the numbers stay close to float32's
+    ref = _train(_conv_net())
+    cl = _train(_conv_net(), channels_last=True)
+    bf = _train(_conv_net(), precision="bf16")
+    assert cl[1] == pytest.approx(ref[1], rel=1e-4)
+    assert bf[1][0] == pytest.approx(ref[1][0], rel=5e-2)
+
+
+def test_compute_mode_sets_and_restores_cudas_tf32_flags():
+    """On CUDA, fp32 is strict float32 (PyTorch allows TF32 convolutions by default), tf32
+    allows TF32; the flags come back afterwards.  (Flags only: no GPU is needed to set them.)"""
+    from polarity.training import _tf32_settings
+
+    model = torch.nn.Linear(2, 2)
+    before = [getattr(obj, name) for obj, name, _, _ in _tf32_settings()]
+    for precision, want in (("fp32", 3), ("tf32", 2)):
+        with compute_mode(model, "cuda", precision=precision):
+            now = [getattr(obj, name) for obj, name, _, _ in _tf32_settings()]
+            assert now == [s[want] for s in _tf32_settings()]
+        assert [getattr(obj, name) for obj, name, _, _ in _tf32_settings()] == before
+    with compute_mode(model, "cpu", precision="fp32"):  # the CPU leaves them alone
+        assert [getattr(obj, name) for obj, name, _, _ in _tf32_settings()] == before
+
+
+def test_compute_mode_leaves_autocast_when_the_forward_fails():
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(RuntimeError):
+        with compute_mode(model, "cpu", precision="bf16"):
+            model(torch.randn(2, 5))  # wrong width
+    assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="unknown precision"):
+        with compute_mode(model, "cpu", precision="fp16"):
+            pass
 
 
 LIBRARY = ("training.py", "transfer.py", "files.py", "data", "models", "analysis")

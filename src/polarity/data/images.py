@@ -33,6 +33,11 @@ training images are class balanced) and decoded once into ``.npy`` arrays under
 Transforms: ``ImageData.transform(size, rgb)`` is the dataset's SPEC §5 normalisation as a
 :class:`BatchTransform`, which turns a uint8 batch on any device into a normalised float batch
 (resize, grey->3 channels) with a few tensor ops, no per-image Python.
+
+The device pipeline: images travel as uint8 and are transformed where the model
+runs.  :func:`to_device` moves a tensor to an accelerator through page-locked memory without
+blocking the host; :func:`fits_on_device` says whether a trial's uint8 data may stay on the
+device for the whole trial.  On the CPU both are no-ops, so CPU numbers do not depend on them.
 """
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ from .decode import (DatasetCorruptError, DatasetNotFoundError, decode_cached, l
                      read_dir_members, read_tar_members, sha256_file)
 
 __all__ = [
-    "ImageData", "load_dataset", "first_n", "BatchTransform", "DatasetNotFoundError",
+    "ImageData", "load_dataset", "first_n", "BatchTransform", "to_device", "fits_on_device",
+    "DEVICE_DATA_FRACTION", "DatasetNotFoundError",
     "DatasetCorruptError", "read_idx", "DATASETS", "FMNIST_CLASSES", "CIFAR10_CLASSES",
 ]
 
@@ -73,6 +79,8 @@ FMNIST_FILES = {
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
 }
 CIFAR_JPEG_NAME = "cifar10-jpeg.tar.gz"
+# a trial's uint8 data stays on an accelerator when it takes at most this share of its free memory
+DEVICE_DATA_FRACTION = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,9 +110,11 @@ class ImageData:
         return len(self.classes)
 
     def transform(self, size: int | Sequence[int] | None = None, rgb: bool = False,
-                  dtype: torch.dtype = torch.float32) -> "BatchTransform":
+                  dtype: torch.dtype = torch.float32,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> "BatchTransform":
         """The SPEC §5 normalisation of this dataset, optionally resized / grey->RGB."""
-        return BatchTransform(self.mean, self.std, size=size, rgb=rgb, dtype=dtype)
+        return BatchTransform(self.mean, self.std, size=size, rgb=rgb, dtype=dtype,
+                              memory_format=memory_format)
 
     def __repr__(self) -> str:  # the tensors are large: summarise
         return (f"ImageData(name={self.name!r}, label={self.label!r}, train={tuple(self.train_x.shape)}, "
@@ -135,13 +145,16 @@ class BatchTransform:
     ``(x - mean) / std`` per channel (constants on the 0..255 scale), then a bilinear resize to
     ``size`` (``F.interpolate(..., mode="bilinear", align_corners=False, antialias=False)``), then
     grey -> 3 channels by repetition when ``rgb`` is true. Resizing before repeating is exact
-    (bilinear interpolation is linear per channel) and three times cheaper. The output is
-    contiguous, of ``dtype`` (float32 by default), on the input's device.
+    (bilinear interpolation is linear per channel) and three times cheaper. The arithmetic is
+    float32; the output is of ``dtype`` (float32 by default), dense in ``memory_format``
+    (``torch.channels_last`` for a channels-last model), on the input's device: give it the batch
+    where the model runs (:func:`to_device`), and only uint8 crosses the bus.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float],
                  size: int | Sequence[int] | None = None, rgb: bool = False,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         mean = tuple(float(m) for m in (mean if isinstance(mean, (tuple, list)) else (mean,)))
         std = tuple(float(s) for s in (std if isinstance(std, (tuple, list)) else (std,)))
         if len(mean) != len(std) or not mean:
@@ -154,12 +167,16 @@ class BatchTransform:
                 raise ValueError(f"size must be a positive int or (height, width), got {size}")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating type, got {dtype}")
+        if memory_format not in (torch.contiguous_format, torch.channels_last):
+            raise ValueError(f"memory_format must be torch.contiguous_format or torch.channels_last, "
+                             f"got {memory_format}")
         self.mean, self.std, self.size, self.rgb, self.dtype = mean, std, size, bool(rgb), dtype
+        self.memory_format = memory_format
         self._consts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return (f"BatchTransform(mean={self.mean}, std={self.std}, size={self.size}, rgb={self.rgb}, "
-                f"dtype={self.dtype})")
+                f"dtype={self.dtype}, memory_format={self.memory_format})")
 
     def _constants(self, device: torch.device, channels: int):
         key = (device, channels)
@@ -196,7 +213,32 @@ class BatchTransform:
         if self.rgb and c == 1:
             x = x.expand(-1, 3, -1, -1)
         x = x.to(self.dtype)
-        return x.contiguous()
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """``x`` on ``device`` (``x`` itself when already there).  A host tensor bound for a CUDA
+    device is copied into page-locked memory first (unless it is pinned already) and sent with a
+    non-blocking copy: the host goes on queueing work while the copy runs.  PyTorch's caching
+    host allocator keeps the pinned block alive until the copy has finished."""
+    device = torch.device(device)
+    if x.device == device or (device.index is None and x.device.type == device.type):
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return (x if x.is_pinned() else x.pin_memory()).to(device, non_blocking=True)
+    return x.to(device)
+
+
+def fits_on_device(nbytes: int, device: str | torch.device) -> bool:
+    """Whether ``nbytes`` of data may stay on ``device`` for a whole trial: on a CUDA device
+    when they take at most ``DEVICE_DATA_FRACTION`` of its free memory (the rest is the model's,
+    its activations' and the transformed batches'); always elsewhere (on the CPU the loader
+    holds them already; other devices report no free memory)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(nbytes) <= DEVICE_DATA_FRACTION * free
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, source: str = "auto",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...freeze import ResetError, check_method
 from ...data.subsets import SubsetError, split_name, subset_classes
+from ...training import PRECISIONS
 from ...transfer import TransferError, check_source_dir, parse_source
 from .. import register
 from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
@@ -54,6 +55,11 @@ class ImageExperiment(Experiment):
             check_method(hp.reset)
         except ResetError as e:
             raise ExperimentError(str(e)) from None
+        if hp.precision not in PRECISIONS:
+            raise ExperimentError(f"unknown precision {hp.precision!r}; choose one of "
+                                  f"{', '.join(PRECISIONS)} (fp32 is the paper's)")
+        if not isinstance(hp.channels_last, bool):
+            raise ExperimentError(f"channels_last must be true or false, got {hp.channels_last!r}")
         self._validate_source(hp)
 
     def _validate_dataset(self, hp: ImageHparams) -> None:

@@ -46,6 +46,10 @@ class ImageHparams:
     data_source: str = "auto"
     seed: int = 0
     threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
+    # throughput options (polarity.training.compute_mode), recorded with the run; the defaults
+    # are the paper's float32 and give the CPU numbers of before bit for bit
+    precision: str = "fp32"  # "fp32" (TF32 off on CUDA) | "tf32" (CUDA tensor cores) | "bf16" (autocast forward)
+    channels_last: bool = False  # NHWC parameters and batches (faster convolutions on GPUs)
 
 
 def epochs_for(hp: ImageHparams, n: int) -> int:

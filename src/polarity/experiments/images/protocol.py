@@ -4,6 +4,11 @@ Within a trial (seed ``trial_seed(hp.seed, trial)``) every condition starts from
 initialisation, sees the same training images in the same batch order, draws the same dropout
 masks and is evaluated on the same validation images; only the polarity handling differs
 (``start_condition``).  ``docs/images.md`` explains the design and what is recorded.
+
+On an accelerator the trial's uint8 images stay on the device when they fit (``trial_data``),
+every batch is normalised and resized there, and training runs in ``hp.precision`` /
+``hp.channels_last`` (``polarity.training.compute_mode``); on the CPU, with the defaults, the
+numbers are those of the host pipeline bit for bit (tests/test_device_pipeline.py).
 """
 from __future__ import annotations
 
@@ -14,11 +19,11 @@ from typing import Any, Sequence
 import torch
 
 from ...freeze import Freezer, impose, switch_fraction
-from ...data.images import ImageData, first_n
+from ...data.images import ImageData, first_n, fits_on_device, to_device
 from ...data.subsets import load as load_dataset
 from ...models import build_model, head_names, init_glorot_
 from ...template import Template
-from ...training import evaluate, fit, make_optimizer
+from ...training import compute_mode, evaluate, fit, make_optimizer
 from ...transfer import PretrainConfig, Source, load_source
 from ..base import EpochRecord, ExperimentError, TrialKey, TrialResult, trial_seed
 from .presets import (NEEDS_SOURCE, ImageHparams, condition_label, epochs_for, eval_epochs,
@@ -52,7 +57,8 @@ def get_source(hp: ImageHparams, num_classes: int | None, device: str = "cpu", l
 
 @dataclass
 class TrialData:
-    """Training and validation tensors on the device; ``*_tf`` is None when already transformed."""
+    """Training and validation tensors (on the device, or in page-locked host memory when the
+    uint8 images do not fit there); ``*_tf`` is None when already transformed."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -63,24 +69,30 @@ class TrialData:
 
 
 def trial_data(hp: ImageHparams, data: ImageData, n: int, device: str) -> TrialData:
-    """The first ``n`` training images and the validation images; a set small enough
-    (``PRETRANSFORM_BYTES``) is transformed once, so all conditions see identical float batches."""
+    """The first ``n`` training images and the validation images.  Only uint8 crosses to the
+    device: the images of the whole trial stay there when they fit (``fits_on_device``), else in
+    page-locked host memory, each batch sent before its transform.  A set small enough
+    (``PRETRANSFORM_BYTES`` as float32) is transformed once, on the device, so all conditions
+    see identical float batches."""
     x, y = first_n(data.train_x, data.train_y, n)
     nval = len(data.test_y) if hp.val_size is None else min(int(hp.val_size), len(data.test_y))
     vx, vy = first_n(data.test_x, data.test_y, nval)
-    transform = data.transform(size=hp.in_size, rgb=True)
+    memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
+    transform = data.transform(size=hp.in_size, rgb=True, memory_format=memory_format)
     per_img = 3 * hp.in_size * hp.in_size * 4
-    dev_x = x.to(device)
-    if n * per_img <= PRETRANSFORM_BYTES:
-        train_x, train_tf = transform(dev_x), None
-    else:
-        train_x, train_tf = dev_x, transform
-    train_y = y.to(device)
-    if nval * per_img <= PRETRANSFORM_BYTES:
-        val_x, val_tf = transform(vx.to(device)), None
-    else:
-        val_x, val_tf = vx.to(device), transform
-    return TrialData(train_x, train_y, train_tf, val_x, val_y=vy.to(device), val_tf=val_tf)
+    resident = fits_on_device(x.nbytes + y.nbytes + vx.nbytes + vy.nbytes, device)
+    on_cuda = torch.device(device).type == "cuda"
+
+    def prepared(images: torch.Tensor, labels: torch.Tensor, count: int):
+        if count * per_img <= PRETRANSFORM_BYTES:  # transformed once, on the device
+            return transform(to_device(images, device)), to_device(labels, device), None
+        if resident or not on_cuda:
+            return to_device(images, device), to_device(labels, device), transform
+        return images.pin_memory(), labels.pin_memory(), transform  # batches travel one by one
+
+    train_x, train_y, train_tf = prepared(x, y, n)
+    val_x, val_y, val_tf = prepared(vx, vy, nval)
+    return TrialData(train_x, train_y, train_tf, val_x, val_y=val_y, val_tf=val_tf)
 
 
 @dataclass
@@ -146,17 +158,19 @@ def _abs_sorted(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _hist(params: dict[str, torch.Tensor]) -> list[int]:
-    a = torch.cat([v.detach().abs().flatten().float().cpu() for v in params.values()])
+    """Computed where the parameters live: only the 70 counts cross to the host."""
+    a = torch.cat([v.detach().abs().flatten().float() for v in params.values()])
     la = torch.log10(a.clamp_min(1e-30))
     inside = torch.histc(la.clamp(HIST_LO, HIST_HI - 1e-9), bins=HIST_BINS, min=HIST_LO, max=HIST_HI)
     return [int(v) for v in inside.tolist()]
 
 
 def _quantiles(params: dict[str, torch.Tensor]) -> list[float]:
-    a = torch.cat([v.detach().abs().flatten().float().cpu() for v in params.values()])
+    a = torch.cat([v.detach().abs().flatten().float() for v in params.values()])
     if a.numel() > 2_000_000:
-        a = a[torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
-    q = torch.quantile(a, torch.tensor([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]))
+        pick = torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]
+        a = a[to_device(pick, a.device)]
+    q = torch.quantile(a, torch.tensor([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99], device=a.device))
     return [float(v) for v in q.tolist()]
 
 
@@ -173,10 +187,11 @@ def source_agreement(template: Template, model: torch.nn.Module, names: Sequence
 # ---------------------------------------------------------------------- one trial
 
 def run_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
-              device: str = "cpu") -> list[TrialResult]:
-    """Run every condition of one (n, trial); see the module docstring for what is shared."""
+              device: str = "cpu", data: ImageData | None = None) -> list[TrialResult]:
+    """Run every condition of one (n, trial); see the module docstring for what is shared.
+    ``data``: the dataset (default ``load_data(hp)``; benchmarks pass synthetic images)."""
     seed = trial_seed(hp.seed, trial)
-    data = load_data(hp)
+    data = load_data(hp) if data is None else data
     if n > len(data.train_y):
         raise ExperimentError(f"n={n} exceeds the {len(data.train_y)} training images of {data.label}")
     sets = trial_data(hp, data, n, device)
@@ -254,8 +269,9 @@ def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen:
         records.append(EpochRecord(e, tl, ta, vl, va, ex))
 
     torch.manual_seed(seed)  # identical dropout masks across conditions
-    fit(model, opt, sets.train_x, sets.train_y, sets.train_tf, start.perms, hp.batch_size,
-        device=device, on_epoch=on_epoch)
+    with compute_mode(model, device, hp.precision, hp.channels_last):
+        fit(model, opt, sets.train_x, sets.train_y, sets.train_tf, start.perms, hp.batch_size,
+            device=device, on_epoch=on_epoch)
     if handle is not None:
         handle.remove()
     return records
