@@ -97,9 +97,9 @@ def _tf32_settings() -> list[tuple[object, str, object, object]]:
     API this torch build has (the newer ``fp32_precision`` must not be mixed with ``allow_tf32``)."""
     b = torch.backends
     if hasattr(b.cuda.matmul, "fp32_precision") and hasattr(b.cudnn, "conv"):
-        return [(b.cuda.matmul, "fp32_precision", "tf32", "ieee"),
-                (b.cudnn.conv, "fp32_precision", "tf32", "ieee"),
-                (b.cudnn.rnn, "fp32_precision", "tf32", "ieee")]
+        return [(obj, "fp32_precision", "tf32", "ieee")
+                for obj in (b.cuda.matmul, b.cudnn.conv, getattr(b.cudnn, "rnn", None))
+                if obj is not None]
     return [(b.cuda.matmul, "allow_tf32", True, False), (b.cudnn, "allow_tf32", True, False)]
 
 

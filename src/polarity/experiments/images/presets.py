@@ -48,7 +48,7 @@ class ImageHparams:
     threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
     # throughput options (polarity.training.compute_mode), recorded with the run; the defaults
     # are the paper's float32 and give the CPU numbers of before bit for bit
-    precision: str = "fp32"  # "fp32" (TF32 off on CUDA) | "tf32" (CUDA tensor cores) | "bf16" (autocast forward)
+    precision: str = "fp32"  # fp32 (TF32 off on CUDA) | tf32 (CUDA tensor cores) | bf16 (autocast)
     channels_last: bool = False  # NHWC parameters and batches (faster convolutions on GPUs)
 
 
