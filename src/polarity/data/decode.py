@@ -38,14 +38,6 @@ class DatasetCorruptError(ValueError):
     """A dataset file exists but is truncated or malformed; the message names the file."""
 
 
-def sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def listing_hash(d: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(d.rglob("*")):
@@ -264,5 +256,5 @@ def _load_cache(cdir: Path, key: str, meta_path: Path) -> dict | None:
 
 
 __all__ = ["IMAGE_EXTENSIONS", "PARALLEL_MIN", "DatasetNotFoundError", "DatasetCorruptError",
-           "sha256_file", "listing_hash", "read_tar_members", "read_dir_members", "decode_cached",
+           "listing_hash", "read_tar_members", "read_dir_members", "decode_cached",
            "can_fork_pool"]

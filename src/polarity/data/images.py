@@ -53,9 +53,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..files import cache_root
+from ..files import cache_root, sha256_file
 from .decode import (DatasetCorruptError, DatasetNotFoundError, decode_cached, listing_hash,
-                     read_dir_members, read_tar_members, sha256_file)
+                     read_dir_members, read_tar_members)
 
 __all__ = [
     "ImageData", "load_dataset", "first_n", "BatchTransform", "to_device", "fits_on_device",
@@ -436,12 +436,7 @@ def _repo_candidates() -> list[Path]:
             out.append(p)
             break
     out.append(cwd)
-    seen, uniq = set(), []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            uniq.append(p)
-    return uniq
+    return list(dict.fromkeys(out))   # in order, each once
 
 
 def _cifar_jpeg_candidates(root) -> list[Path]:
@@ -454,12 +449,7 @@ def _cifar_jpeg_candidates(root) -> list[Path]:
         c += [r / CIFAR_JPEG_NAME, r / "cifar10-jpeg", r]
     for repo in _repo_candidates():
         c += [repo.parent / "shared" / "data" / CIFAR_JPEG_NAME, repo / "shared" / "data" / CIFAR_JPEG_NAME]
-    seen, uniq = set(), []
-    for p in c:
-        if p not in seen:
-            seen.add(p)
-            uniq.append(p)
-    return uniq
+    return list(dict.fromkeys(c))   # in order, each once
 
 
 def _is_split_dir(p: Path) -> bool:
