@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 try:
@@ -25,9 +26,13 @@ except ImportError:  # pragma: no cover
 PACKAGE = Path(__file__).resolve().parent
 
 
+_DEFINES_KERNEL = re.compile(r"^\s*@(?:\w+\.)*(?:njit|jit|intrinsic)\b", re.M)
+
+
 def kernel_files() -> list[Path]:
-    """The package's source files that use numba (the ones a cached kernel may inline)."""
-    return sorted(p for p in PACKAGE.rglob("*.py") if "numba" in p.read_text(errors="ignore"))
+    """The package's source files that define numba kernels or intrinsics (what a cached kernel
+    may inline); files that only mention numba do not count."""
+    return sorted(p for p in PACKAGE.rglob("*.py") if _DEFINES_KERNEL.search(p.read_text(errors="ignore")))
 
 
 def kernel_stamp() -> str:

@@ -137,22 +137,33 @@ class ImageExperiment(Experiment):
         return report(hp, epochs, trials, outdir)
 
 
-@register
-class FashionMNISTExperiment(ImageExperiment):
-    name = "fmnist"
-    dataset = "fmnist"
-    description = ("Fashion-MNIST image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer "
-                   "vs weight transfer, six conditions")
-    presets = make_presets("fmnist", "cifar10", 0.8, 0.6, 0.9, FMNIST_PAPER_N, (100, 400, 1600))
+class DatasetExperiment(ImageExperiment):
+    """The reproduction on one of the paper's datasets, with the other one as the source."""
+
+    label: str
+    other: str                                  # the source dataset of quick / transfer
+    cutoff_range: tuple[float, float, float]    # the figure's cut-off, supplement from .. to
+    paper_n: tuple[int, ...]
+    quick_n = (100, 400, 1600)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.name = cls.dataset
+        cls.description = (f"{cls.label} image reproduction (paper Figs. 2, 3, C.3-C.6): polarity "
+                           "transfer vs weight transfer, six conditions")
+        cls.presets = make_presets(cls.dataset, cls.other, *cls.cutoff_range, cls.paper_n, cls.quick_n)
 
 
 @register
-class CIFAR10Experiment(ImageExperiment):
-    name = "cifar10"
-    dataset = "cifar10"
-    description = ("CIFAR-10 image reproduction (paper Figs. 2, 3, C.3-C.6): polarity transfer vs "
-                   "weight transfer, six conditions")
-    presets = make_presets("cifar10", "fmnist", 0.5, 0.3, 0.6, CIFAR_PAPER_N, (100, 400, 1600))
+class FashionMNISTExperiment(DatasetExperiment):
+    dataset, label, other = "fmnist", "Fashion-MNIST", "cifar10"
+    cutoff_range, paper_n = (0.8, 0.6, 0.9), FMNIST_PAPER_N
+
+
+@register
+class CIFAR10Experiment(DatasetExperiment):
+    dataset, label, other = "cifar10", "CIFAR-10", "fmnist"
+    cutoff_range, paper_n = (0.5, 0.3, 0.6), CIFAR_PAPER_N
 
 
 @register
