@@ -6,6 +6,7 @@ import torchvision
 from hypothesis import given, settings, strategies as st
 
 from polarity import Template, TemplateError
+from polarity.template import bind, canonical_name, iter_pairs
 
 
 def test_default_selection_is_weights_with_dim_at_least_2(small_net):
@@ -200,3 +201,73 @@ def test_violations_and_agreement_count_nan_and_inf():
     assert t.agreement(w)["w"] == pytest.approx(3 / 5)  # inf, 0.5, -inf agree; NaN and inf don't
     all_nan = {"w": torch.full((1, 6), nan)}
     assert t.violations(all_nan) == {"w": 5} and t.agreement(all_nan) == {"w": 0.0}
+
+
+# ----------------------------------------------------------------------------- names and identity
+
+def test_wrapper_prefixes_are_recognised_both_ways(small_net):
+    t = Template.random(small_net, seed=0)
+    for wrapped in (torch.nn.DataParallel(small_net), torch.compile(small_net),
+                    torch.compile(torch.nn.DataParallel(small_net))):
+        t.check(wrapped)
+        assert [p for _, p, _ in iter_pairs(t, wrapped)] == [small_net[i].weight for i in (0, 3, 5)]
+        back = Template.random(wrapped, seed=0)  # its names carry the prefixes
+        assert list(back) != list(t)
+        assert list(back.violations(small_net).values()) == list(t.violations(wrapped).values())
+    assert canonical_name("module._orig_mod.features.0.weight") == "features.0.weight"
+    assert canonical_name("encoder._orig_mod.fc.weight") == "encoder.fc.weight"
+    assert canonical_name("module") == "module"
+
+
+def test_a_name_that_matches_nothing_still_says_so(small_net):
+    t = Template({"_orig_mod.9.weight": torch.ones(4, 16)})
+    with pytest.raises(TemplateError, match=r"\['_orig_mod\.9\.weight'\] match no parameter"):
+        t.check(torch.compile(small_net))
+
+
+class _TiedLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(10, 6)
+        self.hidden = torch.nn.Linear(6, 6)
+        self.out = torch.nn.Linear(6, 10, bias=False)
+        self.out.weight = self.embed.weight
+
+
+def test_tied_parameters_are_constrained_once_by_identity():
+    m = _TiedLM()
+    from_sd = Template.from_module(m.state_dict())
+    assert set(from_sd) == {"embed.weight", "hidden.weight", "out.weight"}
+    assert list(Template.from_module(m)) == ["embed.weight", "hidden.weight"]
+    pairs = list(iter_pairs(from_sd, m))
+    assert [n for n, _, _ in pairs] == ["embed.weight", "hidden.weight"]
+    assert bind(from_sd, m)[0].entries == ("embed.weight", "out.weight")
+    only_out = Template({"out.weight": from_sd["out.weight"]})
+    assert [(n, p) for n, p, _ in iter_pairs(only_out, m)] == [("embed.weight", m.embed.weight)]
+    with torch.no_grad():
+        m.embed.weight[0, 0] *= -1
+    assert from_sd.violations(m) == {"embed.weight": 1, "hidden.weight": 0, "out.weight": 1}
+
+
+def test_tied_names_with_different_signs_are_an_error():
+    m = _TiedLM()
+    signs = dict(Template.from_module(m.state_dict()).sign_tensors())
+    signs["out.weight"] = signs["out.weight"].clone()
+    signs["out.weight"][:2] *= -1
+    with pytest.raises(TemplateError, match=r"'embed\.weight' and 'out\.weight' name one tied "
+                                            r"parameter \('embed\.weight'\).*different signs at 12"):
+        Template(signs).check(m)
+
+
+def test_adapt_covers_a_tied_parameter_through_either_name():
+    m = _TiedLM()
+    t = Template.random(m, seed=0).rename({"embed.weight": "out.weight"})
+    adapted = t.adapt(m, missing="error")
+    assert set(adapted) == {"out.weight", "hidden.weight"}
+
+
+def test_templates_record_their_selection_rule(small_net):
+    t = Template.from_module(small_net, exclude="5.*", biases=True)
+    assert t.meta["selection"] == {"include": None, "exclude": ["5.*"], "biases": True}
+    assert Template.random(small_net, seed=0).meta["selection"]["biases"] is False

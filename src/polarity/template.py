@@ -12,6 +12,15 @@ By default the weights of linear and convolutional layers: every floating parame
 and ``exclude`` are glob patterns (``fnmatch``) on parameter names that filter that set, e.g.
 ``include=["features.*"]`` or ``exclude=["classifier.6.*"]``.
 
+Names, wrappers and tied parameters
+-----------------------------------
+:func:`bind` matches entries to a model, in one place: by name, else through the prefixes that
+wrappers add (``_orig_mod.`` of ``torch.compile``, ``module.`` of DDP / DataParallel), so one
+template fits a model and its wrapped self.  A parameter tied under several names (an embedding
+shared with the output layer) is constrained once; a template that gives two of its names
+different signs is an error.  ``random`` and ``from_module`` record their selection rule in the
+metadata (``meta["selection"]``).
+
 Exact zeros
 -----------
 ``Template.from_module`` maps an exactly-zero weight to ``0`` (unconstrained), as the reference
@@ -45,6 +54,19 @@ anything; every failure is a :class:`TemplateError`.  Format 1 files (polarity 0
 mask whenever a tensor had a free entry, a checksum over the payload only) still load, with the
 same field checks.  A torchvision AlexNet template is ~7.6 MB against ~244 MB for its float32
 state dict (1/32).
+
+Safetensors interchange
+-----------------------
+``template.save("x.safetensors")`` writes a file any safetensors tool reads: per entry a ``U8``
+tensor under the entry's name holding its signs packed 8 per byte (1 = negative, little-endian
+bit order, C order; free entries 0), and, only when the entry has free entries, a tensor
+``<name>:free``: a packed ``U8`` mask, or the sorted flat indices (``I32``, ``I64`` past 2**31
+entries) when that is smaller.  The metadata holds ``format`` = ``polarity-template``,
+``polarity_format`` = ``1``, ``library_version``, ``entries`` (JSON: name, shape, free = none |
+mask | index, free_count), ``selection`` (JSON, the selection rule or null), ``meta`` (JSON) and
+``sha256`` over every tensor's bytes in entry order.  :meth:`Template.load` tells the two formats
+apart by their first bytes and checks a safetensors file as strictly: metadata, then every
+tensor's dtype and shape against the entries, then the digest, padding bits, masks and indices.
 """
 from __future__ import annotations
 
@@ -53,6 +75,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,12 +116,144 @@ def _patterns(p: Patterns) -> tuple[str, ...] | None:
     return (p,) if isinstance(p, str) else tuple(p)
 
 
-def _named_tensors(obj: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _named_tensors(obj: nn.Module | Mapping[str, torch.Tensor],
+                   aliases: bool = False) -> dict[str, torch.Tensor]:
+    """A module's parameters (with ``aliases``, every name of a tied parameter) or a state
+    dict's tensors, by name."""
     if isinstance(obj, nn.Module):
-        return dict(obj.named_parameters())
+        return dict(obj.named_parameters(remove_duplicate=not aliases))
     if isinstance(obj, Mapping):
         return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     raise TypeError(f"expected an nn.Module or a state dict, got {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------- names and identity
+# Wrappers that rename a module's parameters without changing them: torch.compile's
+# OptimizedModule, activation checkpointing and FSDP1 add a component anywhere in a name; DDP and
+# DataParallel add a leading ``module.``.
+_WRAPPERS_ANYWHERE = frozenset({"_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"})
+_WRAPPERS_LEADING = frozenset({"module"})
+
+
+def canonical_name(name: str) -> str:
+    """``name`` without the components wrappers add (``_orig_mod.`` anywhere, a leading
+    ``module.``), so ``module._orig_mod.fc.weight`` and ``fc.weight`` name one parameter."""
+    parts = [p for p in name.split(".") if p not in _WRAPPERS_ANYWHERE]
+    i = 0
+    while i < len(parts) - 1 and parts[i] in _WRAPPERS_LEADING:
+        i += 1
+    return ".".join(parts[i:])
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One model tensor a template constrains: its model ``name`` (the first of its names), the
+    tensor, the stored sign tensor and every template entry that names it (several when the
+    tensor is tied, e.g. an embedding shared with the output layer)."""
+
+    name: str
+    tensor: torch.Tensor
+    sign: torch.Tensor
+    entries: tuple[str, ...]
+
+
+def bind(template: "Template", obj: nn.Module | Mapping[str, torch.Tensor]) -> list[Bound]:
+    """Match every entry of ``template`` to a tensor of ``obj``, once per tensor, in template order.
+
+    The one place where names are matched.  An entry matches the tensor of the same name, else
+    the one whose :func:`canonical_name` is the entry's (a template of a plain model fits its
+    ``torch.compile``'d or DDP-wrapped self, and the other way round).  Entries that name one
+    tensor (a module's tied parameter, by identity) are constrained once and must give it the
+    same signs.  Any entry that matches nothing, or matches a tensor of another shape, raises
+    :class:`TemplateError`."""
+    tensors = _named_tensors(obj, aliases=True)
+    first: dict[int, str] = {}
+    by_canonical: dict[str, set[int]] = {}
+    for n, v in tensors.items():
+        first.setdefault(id(v), n)
+        by_canonical.setdefault(canonical_name(n), set()).add(id(v))
+    by_id = {id(v): v for v in tensors.values()}
+    found: dict[str, int] = {}
+    missing = []
+    for k in template:
+        if k in tensors:
+            found[k] = id(tensors[k])
+            continue
+        ids = by_canonical.get(canonical_name(k), ())
+        if len(ids) == 1:
+            (found[k],) = ids
+        else:
+            missing.append(k)
+    if missing:
+        names = list(_named_tensors(obj))
+        near = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise TemplateError(
+            f"template entries {missing[:5]}{' ...' if len(missing) > 5 else ''} match no "
+            f"parameter of the model (its parameters: {near}); was the template made for "
+            "another model? Use Template.adapt(model, rename=..., drop=...)"
+        )
+    signs = template.sign_tensors()
+    out: dict[int, Bound] = {}
+    for k, i in found.items():
+        v, s = by_id[i], signs[k]
+        if tuple(v.shape) != tuple(s.shape):
+            alias = "" if first[i] == k else f" (model parameter {first[i]!r})"
+            raise TemplateError(f"shape mismatch for {k!r}{alias}: template {tuple(s.shape)} vs "
+                                f"model {tuple(v.shape)}")
+        b = out.get(i)
+        if b is None:
+            out[i] = Bound(first[i], v, s, (k,))
+            continue
+        if not torch.equal(b.sign, s):
+            n = int((b.sign != s).sum())
+            raise TemplateError(
+                f"template entries {b.entries[0]!r} and {k!r} name one tied parameter "
+                f"({first[i]!r}) but give it different signs at {n} of {s.numel()} entries; a "
+                "tied tensor has one sign pattern: drop one of the entries or make them agree"
+            )
+        out[i] = Bound(b.name, v, b.sign, b.entries + (k,))
+    return list(out.values())
+
+
+def violating(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Where ``w`` breaks the signs ``t``: ``w * t < 0``, or a NaN under a nonzero sign."""
+    wrong = (w * t.to(w.dtype)) < 0
+    if w.is_floating_point():
+        wrong |= torch.isnan(w) & (t != 0)
+    return wrong
+
+
+def _dtensor_class():
+    """torch's DTensor class when it has been imported (no DTensor can exist before)."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return getattr(mod, "DTensor", None)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor (DTensor) gathered whole (a collective: every rank must call it)."""
+    dt = _dtensor_class()
+    return t.full_tensor() if dt is not None and isinstance(t, dt) else t
+
+
+def _selection(include: Patterns, exclude: Patterns, biases: bool) -> dict:
+    """The selection rule as metadata (written into template files)."""
+    inc, exc = _patterns(include), _patterns(exclude)
+    return {"include": None if inc is None else list(inc),
+            "exclude": None if exc is None else list(exc), "biases": bool(biases)}
+
+
+def _recorded_selection(meta: Mapping) -> dict | None:
+    """The selection rule a template recorded (``meta["selection"]``) as keyword arguments of
+    :func:`select_names`, or None when it has none that is well formed."""
+    rule = meta.get("selection")
+    if not isinstance(rule, dict) or not isinstance(rule.get("biases"), bool):
+        return None
+    for key in ("include", "exclude"):
+        v = rule.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(p, str) for p in v)):
+            return None
+    return {"include": rule.get("include"), "exclude": rule.get("exclude"),
+            "biases": rule["biases"]}
 
 
 def select_names(
@@ -181,7 +336,8 @@ class Template(Mapping):
         for name in select_names(tensors, include, exclude, biases):
             bits = torch.randint(0, 2, tuple(tensors[name].shape), generator=gen, dtype=torch.int8)
             signs[name] = bits * 2 - 1
-        return cls(signs, {"source": "random", "seed": seed})
+        return cls(signs, {"source": "random", "seed": seed,
+                           "selection": _selection(include, exclude, biases)})
 
     @classmethod
     def from_module(
@@ -201,7 +357,7 @@ class Template(Mapping):
         tensors = _named_tensors(module_or_state_dict)
         signs, nonfinite = {}, []
         for name in select_names(tensors, include, exclude, biases):
-            w = tensors[name].detach().to("cpu")
+            w = _full(tensors[name].detach()).to("cpu")
             s = torch.sign(w)  # in w's own dtype: a float64 1e-320 keeps its sign
             if zero:
                 s[s == 0] = zero
@@ -217,7 +373,7 @@ class Template(Mapping):
                 "are left unconstrained (0), infinite ones keep their sign",
                 RuntimeWarning, stacklevel=2,
             )
-        return cls(signs, {"source": source})
+        return cls(signs, {"source": source, "selection": _selection(include, exclude, biases)})
 
     @classmethod
     def from_init(cls, module: nn.Module, **kwargs) -> "Template":
@@ -303,9 +459,9 @@ class Template(Mapping):
         ``rename`` renames entries first; entries matching a ``drop`` pattern are discarded
         (e.g. an ImageNet head).  Every remaining entry must name a parameter of ``module`` with
         the same shape, otherwise a :class:`TemplateError` names it and both shapes.  Parameters
-        of ``module`` that the template's selection rule would constrain but that have no entry
-        (a new head) get ``missing``: ``"random"`` signs (seeded by ``seed``), ``"free"`` (left
-        unconstrained) or ``"error"``.
+        of ``module`` that the template's selection rule (as recorded in ``meta["selection"]``)
+        would constrain but that have no entry (a new head) get ``missing``: ``"random"`` signs
+        (seeded by ``seed``), ``"free"`` (left unconstrained) or ``"error"``.
         """
         if missing not in ("random", "free", "error"):
             raise TemplateError(f"missing must be 'random', 'free' or 'error', got {missing!r}")
@@ -313,57 +469,41 @@ class Template(Mapping):
         if drop:
             t = t.select(exclude=drop)
         params = dict(module.named_parameters())
-        t.check(params)
-        biases = any(v.dim() == 1 for v in t._signs.values())
-        uncovered = [n for n in select_names(params, biases=biases) if n not in t]
+        covered = {id(b.tensor) for b in bind(t, module)}
+        rule = _recorded_selection(self._meta) or {
+            "biases": any(v.dim() == 1 for v in t._signs.values())}  # saved without its rule
+        uncovered = [n for n in select_names(params, **rule) if id(params[n]) not in covered]
         signs = dict(t._signs)
         if uncovered and missing == "error":
             raise TemplateError(f"template has no entry for model parameter(s) {uncovered}")
         if uncovered and missing == "random":
             signs.update(Template.random({n: params[n] for n in uncovered}, seed=seed,
-                                         biases=biases)._signs)
+                                         biases=rule["biases"])._signs)
         meta = dict(self._meta)
         meta["adapted"] = {"random" if missing == "random" else "free": uncovered}
         return Template._trusted(signs, meta)
 
     # ----------------------------------------------------------------- checks and measures
     def check(self, module: nn.Module | Mapping[str, torch.Tensor]) -> None:
-        """Raise :class:`TemplateError` unless every entry names a parameter of the same shape."""
-        params = _named_tensors(module)
-        missing = [k for k in self._signs if k not in params]
-        if missing:
-            near = ", ".join(list(params)[:8]) + (", ..." if len(params) > 8 else "")
-            raise TemplateError(
-                f"template entries {missing[:5]}{' ...' if len(missing) > 5 else ''} match no "
-                f"parameter of the model (its parameters: {near}); was the template made for "
-                "another model? Use Template.adapt(model, rename=..., drop=...)"
-            )
-        for k, v in self._signs.items():
-            if tuple(params[k].shape) != tuple(v.shape):
-                raise TemplateError(
-                    f"shape mismatch for {k!r}: template {tuple(v.shape)} vs model "
-                    f"{tuple(params[k].shape)}"
-                )
+        """Raise :class:`TemplateError` unless every entry names a parameter of the same shape
+        (through a wrapper's prefix, or a tied parameter's other name: :func:`bind`)."""
+        bind(self, module)
 
     def _weights(self, module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(name, detached weight, sign tensor on the weight's device) after a :meth:`check`."""
-        self.check(module)
-        params = _named_tensors(module)
-        for k, t in self._signs.items():
-            w = params[k].detach()
-            yield k, w, t.to(w.device)
+        """(entry, detached weight, sign tensor on the weight's device) for every entry, after
+        :func:`bind`; a sharded weight is gathered whole (a collective)."""
+        for b in bind(self, module):
+            w = _full(b.tensor.detach())
+            t = b.sign.to(w.device)
+            for k in b.entries:
+                yield k, w, t
 
     @torch.no_grad()
     def violations(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, int]:
         """Entries with ``W * T < 0`` per parameter, plus NaN weights under a nonzero entry
         (a NaN has no sign, so it cannot keep the template's; Freeze-SGD does not reset it)."""
-        out = {}
-        for k, w, t in self._weights(module):
-            wrong = (w * t.to(w.dtype)) < 0
-            if w.is_floating_point():
-                wrong |= torch.isnan(w) & (t != 0)
-            out[k] = int(wrong.sum())
-        return out
+        out = {k: int(violating(w, t).sum()) for k, w, t in self._weights(module)}
+        return {k: out[k] for k in self._signs}
 
     @torch.no_grad()
     def agreement(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -376,16 +516,18 @@ class Template(Mapping):
             # compared in w's dtype: sign(NaN) is NaN, which equals nothing
             same = int(((torch.sign(w) == t.to(w.dtype)) & mask).sum())
             out[k] = same / n if n else float("nan")
-        return out
+        return {k: out[k] for k in self._signs}
 
     # ----------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_bytes` atomically to ``path``."""
+        """Write the template atomically to ``path``: a ``.safetensors`` path gets
+        :meth:`to_safetensors`, any other the polarity format (:meth:`to_bytes`)."""
         path = Path(path)
         if path.is_dir():
             raise TemplateError(f"cannot write template file {path}: it is a directory")
+        data = self.to_safetensors() if path.suffix == ".safetensors" else self.to_bytes()
         try:
-            return atomic_write(path, self.to_bytes())
+            return atomic_write(path, data)
         except OSError as e:
             raise TemplateError(f"cannot write template file {path}: {e.strerror or e}") from None
 
@@ -411,10 +553,41 @@ class Template(Mapping):
         body = MAGIC + struct.pack("<I", len(hbytes)) + hbytes + payload
         return body + hashlib.sha256(body).digest()
 
+    def to_safetensors(self) -> bytes:
+        """The template as a safetensors file (see "Safetensors interchange" in the module
+        docstring): one ``U8`` tensor of packed signs per entry, the free entries as a packed
+        mask or an index tensor when there are any, shapes and selection rule in the metadata."""
+        from safetensors.numpy import save
+
+        tensors, entries = {}, []
+        for name, t in self._signs.items():
+            entry, arrays = _encode_safetensors_entry(name, t)
+            for key, a in arrays.items():
+                if key in tensors or key in self._signs and key != name:
+                    raise TemplateError(f"cannot write {name!r} to safetensors: its tensor key "
+                                        f"{key!r} is taken by another entry")
+                tensors[key] = a
+            entries.append(entry)
+        digest = hashlib.sha256()
+        for a in tensors.values():  # entries order: each entry's signs, then its free entries
+            digest.update(a.tobytes())
+        metadata = {
+            "format": ST_FORMAT,
+            "polarity_format": str(ST_VERSION),
+            "library_version": _version(),
+            "entries": json.dumps(entries),
+            "selection": json.dumps(_jsonable(self._meta.get("selection"))),
+            "meta": json.dumps(_jsonable(self._meta)),
+            "sha256": digest.hexdigest(),
+        }
+        return save(tensors, metadata=metadata)
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Template":
-        """Read a template file of any format version this library has written.  A missing,
-        unreadable, truncated, corrupt or inconsistent file raises :class:`TemplateError`."""
+        """Read a template file of any format version this library has written, or a template
+        in safetensors (:meth:`to_safetensors`); the content, not the suffix, tells which.  A
+        missing, unreadable, truncated, corrupt or inconsistent file raises
+        :class:`TemplateError`."""
         return read_file(path).template
 
     @classmethod
@@ -430,10 +603,10 @@ class TemplateFile:
     """What :func:`read_file` found: the template and how the file stores it."""
 
     template: Template
-    format: int
+    format: int | str  # 1, 2 or "safetensors"
     file_bytes: int
     payload_bytes: int
-    encodings: dict[str, str]  # name -> how its free entries are stored: none | mask | list
+    encodings: dict[str, str]  # name -> how its free entries are stored: none | mask | list | index
 
     @property
     def bits_per_sign(self) -> float:
@@ -445,7 +618,8 @@ class TemplateFile:
 
 
 def read_file(path: str | os.PathLike) -> TemplateFile:
-    """Read and fully validate a template file (format 1 or 2) before building any tensor."""
+    """Read and fully validate a template file (format 1 or 2, or safetensors) before building
+    any tensor."""
     path = Path(path)
     where = f"template file {path}"
     try:
@@ -465,6 +639,8 @@ def _parse(data: bytes, where: str) -> TemplateFile:
         return _read_format2(data, where)
     if magic == MAGIC_1:
         return _read_format1(data, where)
+    if data[8:9] == b"{":  # a safetensors file: a little-endian u64 length, then a JSON header
+        return _read_safetensors(data, where)
     if magic[:-1] == MAGIC[:-1]:
         raise TemplateError(f"{where} has format {magic[-1]}; this polarity reads formats 1 and "
                             f"{FORMAT_VERSION} (a newer polarity wrote it?)")
@@ -734,6 +910,141 @@ def _read_format1(data: bytes, where: str) -> TemplateFile:
     return TemplateFile(Template._trusted(signs, meta), 1, len(data), len(payload), encodings)
 
 
+# ----------------------------------------------------------------------------- safetensors
+
+ST_FORMAT = "polarity-template"
+ST_VERSION = 1
+_ST_KEYS = {"none": frozenset({"name", "shape", "free"}),
+            "mask": frozenset({"name", "shape", "free", "free_count"}),
+            "index": frozenset({"name", "shape", "free", "free_count"})}
+_FREE_SUFFIX = ":free"
+
+
+def _encode_safetensors_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, np.ndarray]]:
+    """Signs packed 8 per byte (1 = negative, free entries 0), and, when there are free
+    entries, a packed mask or their sorted flat indices, whichever is smaller."""
+    flat = t.reshape(-1).numpy()
+    n = flat.size
+    arrays = {name: np.packbits(flat < 0, bitorder="little")}
+    entry = {"name": name, "shape": list(t.shape), "free": "none"}
+    free = flat == 0
+    k = int(np.count_nonzero(free))
+    if k:
+        dtype = np.int32 if n <= 2**31 else np.int64
+        if k * np.dtype(dtype).itemsize < (n + 7) // 8:
+            entry["free"], a = "index", np.flatnonzero(free).astype(dtype)
+        else:
+            entry["free"], a = "mask", np.packbits(free, bitorder="little")
+        entry["free_count"] = k
+        arrays[name + _FREE_SUFFIX] = a
+    return entry, arrays
+
+
+def _read_safetensors(data: bytes, where: str) -> TemplateFile:
+    """A template in safetensors: the metadata and every tensor's dtype and shape are checked
+    against each other before any sign is unpacked; every failure is a TemplateError."""
+    import safetensors
+
+    if len(data) < 8:
+        raise TemplateError(f"{where} is truncated or corrupt (shorter than its fixed prefix)")
+    (hlen,) = struct.unpack("<Q", data[:8])
+    if hlen > _MAX_HEADER or 8 + hlen > len(data):
+        raise TemplateError(f"{where} is truncated or corrupt (header of {hlen} bytes does not "
+                            "fit)")
+    try:
+        header = json.loads(data[8 : 8 + hlen].decode())
+    except (ValueError, RecursionError) as e:
+        raise TemplateError(f"{where} has a corrupt safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise TemplateError(f"{where} has a corrupt safetensors header (not a JSON object)")
+    md = header.pop("__metadata__", None)
+    if not isinstance(md, dict) or md.get("format") != ST_FORMAT:
+        raise TemplateError(f"{where} is a safetensors file but not a polarity template (its "
+                            f"metadata lacks \"format\": \"{ST_FORMAT}\")")
+    if md.get("polarity_format") != str(ST_VERSION):
+        raise TemplateError(f"{where} has polarity safetensors layout "
+                            f"{_short(md.get('polarity_format'))}; this polarity reads "
+                            f"{ST_VERSION}")
+    fields = {}
+    for key in ("entries", "selection", "meta"):
+        try:
+            fields[key] = json.loads(_field(md, key, str, where))
+        except (ValueError, RecursionError) as e:
+            raise TemplateError(f"{where}: metadata field {key!r} is not JSON: {e}") from None
+    entries, meta = _common({"entries": fields["entries"], "meta": fields["meta"],
+                             "version": md.get("library_version")}, where)
+    if fields["selection"] is not None and not isinstance(fields["selection"], dict):
+        raise TemplateError(f"{where}: metadata field 'selection' is not an object or null")
+    # the tensors the entries promise, with dtype and shape, before anything is read
+    expected = {}
+    for e in entries:
+        what = f"{where}, entry {_short(e['name'])}"
+        kind = e.get("free") if isinstance(e.get("free"), str) else None
+        if kind not in _ST_KEYS or set(e) != _ST_KEYS[kind]:
+            raise TemplateError(f"{what} has fields {_short(sorted(e))} and free="
+                                f"{_short(e.get('free'))}; expected free 'none', 'mask' or "
+                                "'index', and free_count unless 'none'")
+        n = _numel(e["shape"])
+        expected[e["name"]] = ({"U8"}, [(n + 7) // 8])
+        if kind != "none":
+            k = _count(e, "free_count", what)
+            if not 0 < k <= n:
+                raise TemplateError(f"{what}: free_count {k} does not fit shape "
+                                    f"{tuple(e['shape'])} ({n} entries)")
+            expected[e["name"] + _FREE_SUFFIX] = (
+                ({"U8"}, [(n + 7) // 8]) if kind == "mask" else ({"I32", "I64"}, [k]))
+    if set(header) != set(expected):
+        extra, absent = sorted(set(header) - set(expected)), sorted(set(expected) - set(header))
+        raise TemplateError(f"{where}: its tensors do not match its entries (unexpected: "
+                            f"{_short(extra)}, missing: {_short(absent)})")
+    for key, (dtypes, shape) in expected.items():
+        spec = header[key]
+        if (not isinstance(spec, dict) or spec.get("dtype") not in dtypes
+                or spec.get("shape") != shape):
+            raise TemplateError(f"{where}: tensor {_short(key)} is {_short(spec)}; expected dtype "
+                                f"{' or '.join(sorted(dtypes))} and shape {shape}")
+    try:
+        arrays = {k: v for k, v in safetensors.deserialize(data)}
+    except Exception as e:  # the library's own structural checks (offsets, coverage)
+        raise TemplateError(f"{where} is not a valid safetensors file: {e}") from None
+    digest = hashlib.sha256()
+    for key in expected:
+        digest.update(arrays[key]["data"])
+    if digest.hexdigest() != md.get("sha256"):
+        raise TemplateError(f"{where} is truncated or corrupt (checksum mismatch)")
+    signs, encodings, payload = {}, {}, 0
+    for e in entries:
+        name, n, kind = e["name"], _numel(e["shape"]), e["free"]
+        what = f"{where}, entry {_short(name)}"
+        raw = bytes(arrays[name]["data"])
+        payload += len(raw)
+        negative = _bits(raw, n, what)
+        s = _signs(negative)
+        if kind != "none":
+            a = arrays[name + _FREE_SUFFIX]
+            payload += len(a["data"])
+            if kind == "mask":
+                free = _bits(bytes(a["data"]), n, what)
+            else:
+                idx = np.frombuffer(a["data"], "<i4" if a["dtype"] == "I32" else "<i8")
+                if idx[0] < 0 or idx[-1] >= n or (np.diff(idx) <= 0).any():
+                    raise TemplateError(f"{what}: free indices are not increasing inside [0, {n})")
+                free = np.zeros(n, bool)
+                free[idx] = True
+            if int(np.count_nonzero(free)) != e["free_count"]:
+                raise TemplateError(f"{what}: the free mask does not hold {e['free_count']} "
+                                    "entries")
+            if (free & negative).any():
+                raise TemplateError(f"{what}: a free entry has its sign bit set")
+            s[free] = 0
+        signs[name] = torch.from_numpy(s.reshape(e["shape"]))
+        encodings[name] = kind
+    if fields["selection"] is not None:
+        meta.setdefault("selection", fields["selection"])
+    return TemplateFile(Template._trusted(signs, meta), "safetensors", len(data), payload,
+                        encodings)
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -741,8 +1052,7 @@ def _jsonable(obj):
 def iter_pairs(
     template: Template, module: nn.Module
 ) -> Iterable[tuple[str, nn.Parameter, torch.Tensor]]:
-    """(name, parameter, stored sign tensor) for every template entry, after a check."""
-    template.check(module)
-    params = dict(module.named_parameters())
-    for name, t in template.sign_tensors().items():
-        yield name, params[name], t
+    """(model name, parameter, stored sign tensor) for every parameter ``template`` constrains,
+    once per parameter (a tied one once), in template order (:func:`bind`)."""
+    for b in bind(template, module):
+        yield b.name, b.tensor, b.sign
