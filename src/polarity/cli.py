@@ -8,7 +8,9 @@
     polarity list
 
 Plugin modules (``PLUGINS``) add their own subcommands through ``add_parser(subparsers)``.
-User errors print one line on stderr and exit with status 2; failed jobs exit with status 1.
+User errors print one line on stderr and exit with status 2; failed jobs exit with status 1;
+Ctrl-C prints one line and exits with status 130.  This module imports only the standard library
+at module level, so an interrupt during start-up (torch and numpy load later) is one line too.
 """
 from __future__ import annotations
 
@@ -17,8 +19,6 @@ import importlib
 import sys
 from pathlib import Path
 from typing import Any, Sequence
-
-from .experiments.base import ExperimentError
 
 PLUGINS = ("polarity.theory.cli", "polarity.template_cli", "polarity.sources.cli")
 EXIT_USAGE = 2
@@ -131,8 +131,12 @@ def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
 
 # ----------------------------------------------------------------------------- commands
 
+_RUNNING: list[Path] = []  # the run directory a `run` command is writing, once it started
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import engine
+    from .experiments.base import ExperimentError
 
     exp = engine.get_experiment(args.experiment)
     fields = {k[len("field_"):]: v for k, v in vars(args).items() if k.startswith("field_") and v is not None}
@@ -144,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = engine.resolve(exp, args.preset, args.sets, args.conditions, fields)
     out = args.out if args.out is not None else engine.default_run_dir(spec)
     command = ["polarity", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None
+    _RUNNING.append(Path(out))
     summary = engine.run_spec(spec, out, executor=args.executor, workers=args.workers, address=args.address,
                               device=args.device, quiet=args.quiet, command=command)
     done = summary.skipped_trials + summary.computed_trials
@@ -174,23 +179,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .engine.runner import RunDirError, load_spec
-    from .store import StoreError, open_run_store
+    from .engine.runner import RunDirError, check_output, open_run
+    from .experiments.base import ExperimentError
+    from .files import atomic_write
 
-    load_spec(args.dir)
-    try:
-        with open_run_store(args.dir, readonly=True) as store:
-            epochs = store.epochs_frame()
-            trials = store.trials_frame() if args.trials_csv else None
-    except StoreError as e:
-        raise RunDirError(str(e)) from None
+    outputs = [(f, p) for f, p in (("--csv", args.csv), ("--trials-csv", args.trials_csv))
+               if p is not None and str(p) != "-"]
+    for flag, path in outputs:
+        check_output(args.dir, path, flag)
+    if len(outputs) == 2 and Path(outputs[0][1]).resolve() == Path(outputs[1][1]).resolve():
+        raise ExperimentError(f"--csv and --trials-csv name the same file {args.csv}")
+    _, _, store = open_run(args.dir)
+    with store:
+        epochs = store.epochs_frame()
+        trials = store.trials_frame() if args.trials_csv else None
     try:
         if str(args.csv) == "-":
             epochs.to_csv(sys.stdout, index=False)
-        else:
-            epochs.to_csv(args.csv, index=False)
+        else:  # whole or not at all: a failed export never leaves a truncated table
+            atomic_write(args.csv, lambda tmp: epochs.to_csv(tmp, index=False))
         if trials is not None:
-            trials.to_csv(args.trials_csv, index=False)
+            atomic_write(args.trials_csv, lambda tmp: trials.to_csv(tmp, index=False))
     except OSError as e:
         raise RunDirError(f"cannot write {e.filename or args.csv}: {e.strerror or e}") from None
     if str(args.csv) != "-":
@@ -212,7 +221,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        if _RUNNING:
+            print(f"polarity: interrupted; finished jobs are saved in {_RUNNING[-1]}, rerun the same "
+                  "command to resume", file=sys.stderr)
+        else:
+            print("polarity: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _RUNNING.clear()
+
+
+def _main(argv: list[str]) -> int:
+    from .experiments.base import ExperimentError
+
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -220,10 +244,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExperimentError as e:  # SpecError, StoreError, RunDirError are ExperimentErrors
         print(f"polarity: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("polarity: interrupted; finished jobs are saved, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,8 +29,13 @@ Reading: ``Store.epochs_frame()`` is the tidy export (one row per trial and epoc
 ``experiment, condition, n, width, trial, epoch, train_loss, train_acc, val_loss, val_acc`` plus
 one column per per-epoch extra key); ``Store.trials_frame()`` has one row per trial.
 
-A database written by a newer polarity (higher ``user_version``) is refused with a clear error and
-left untouched.
+Opening is safe for the data: a database written by a newer polarity (higher ``user_version``)
+and a database without polarity's schema (another application's file, whatever its
+``user_version``) are refused with a clear error and left untouched.  A read-only open sees every
+committed trial or refuses: a WAL database in a read-only directory without its ``-shm`` index
+(a killed run, archived or mounted read-only) cannot be read in place, so it is read through a
+temporary copy of the database and its WAL.  ``Store.check_writable`` finds a read-only database
+before anything is computed.
 """
 from __future__ import annotations
 
@@ -38,7 +43,9 @@ import datetime as _dt
 import json
 import math
 import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -87,7 +94,33 @@ CREATE TABLE IF NOT EXISTS epochs (
 
 
 class StoreError(ExperimentError):
-    """The store cannot be opened or written (newer schema, read-only or full directory, ...)."""
+    """The store cannot be opened or written (newer schema, read-only or full directory, ...).
+    ``readonly``: the cause is a database or directory that cannot be written (a rerun fails
+    the same way until it is made writable)."""
+
+    def __init__(self, message: str, *, readonly: bool = False):
+        super().__init__(message)
+        self.readonly = readonly
+
+
+def _is_readonly(e: sqlite3.Error) -> bool:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in str(e)
+
+
+def _reference_schema() -> dict[str, list[str]]:
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(_DDL)
+    out = _tables(conn)
+    conn.close()
+    return out
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Table name -> column names (SQLite's own tables left out)."""
+    names = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in names}
 
 
 def _now() -> str:
@@ -155,43 +188,87 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self._tmp: tempfile.TemporaryDirectory | None = None  # a read-only WAL database's copy
         if readonly and not self.path.exists():
             raise StoreError(f"no results database at {self.path}")
         try:
             self.conn = self._connect()
-            self._check_version()
-            if not readonly:
-                self._init_schema()
+            try:
+                self._check_version()
+                self._check_schema()
+                if not readonly:
+                    self._init_schema()
+            except BaseException:
+                self.close()
+                raise
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open results database {self.path}: {e}") from None
+            raise StoreError(f"cannot open results database {self.path}: {e}",
+                             readonly=not readonly and _is_readonly(e)) from None
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
-            d = self.path.resolve().parent
-            if os.access(self.path, os.W_OK) and os.access(d, os.W_OK | os.X_OK):
-                # a plain connection (never used to write) lets SQLite tidy the WAL files on close
-                return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
-            try:
-                conn = sqlite3.connect(uri, uri=True)
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                return conn
-            except sqlite3.OperationalError:
-                # WAL database in a read-only directory without its -shm file
-                conn = sqlite3.connect(uri + "&immutable=1", uri=True)
-                return conn
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        return conn
+        if not self.readonly:
+            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        d = self.path.resolve().parent
+        if os.access(self.path, os.W_OK) and os.access(d, os.W_OK | os.X_OK):
+            # a plain connection (never used to write) lets SQLite tidy the WAL files on close
+            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        # a WAL database in a read-only directory without its -shm index: SQLite cannot read the
+        # WAL in place, and `immutable=1` would silently ignore the trials committed there
+        wal = Path(f"{self.path}-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            return sqlite3.connect(uri + "&immutable=1", uri=True)  # nothing in a WAL to miss
+        try:
+            self._tmp = tempfile.TemporaryDirectory(prefix="polarity-readonly-")
+            copy = Path(self._tmp.name) / self.path.name
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(wal, f"{copy}-wal")
+        except OSError as e:
+            self.close()
+            raise StoreError(
+                f"{self.path} keeps committed results in {wal.name}, which SQLite cannot read in place "
+                f"in a read-only directory without {self.path.name}-shm, and copying them to a temporary "
+                f"directory failed ({e.strerror or e}); make {d} writable, or copy the run directory "
+                "somewhere writable, and read it there") from None
+        return sqlite3.connect(copy, timeout=30.0, isolation_level=None)
 
     def _check_version(self) -> None:
         (v,) = self.conn.execute("PRAGMA user_version").fetchone()
         if v > SCHEMA_VERSION:
-            self.conn.close()
             raise StoreError(
                 f"{self.path} has schema version {v}, newer than this polarity's "
                 f"{SCHEMA_VERSION}; upgrade polarity to read or extend it (nothing was changed)")
         self.version = v
+
+    def _check_schema(self) -> None:
+        """Refuse (untouched) a database that is not polarity's, whatever its user_version; a new,
+        empty database is fine (a reader sees an empty run)."""
+        tables = _tables(self.conn)
+        if not tables and self.version == 0:
+            if self.readonly:  # e.g. a run killed before its schema was committed
+                self.close()
+                self.conn = sqlite3.connect(":memory:", isolation_level=None)
+                self.conn.executescript(_DDL)
+            return
+        want = _REFERENCE if self.version else {}
+        if tables != want:
+            other = sorted(set(tables) - set(want))
+            missing = sorted(set(want) - set(tables))
+            changed = sorted(t for t in set(tables) & set(want) if tables[t] != want[t])
+            what = "; ".join(x for x in (
+                f"user_version {self.version}",
+                f"tables polarity does not know: {', '.join(other)}" if other else "",
+                f"missing tables: {', '.join(missing)}" if missing else "",
+                f"tables with other columns: {', '.join(changed)}" if changed else "") if x)
+            raise StoreError(f"{self.path} is not a polarity results database ({what}); nothing was "
+                             "changed: move it away or choose another run directory")
 
     def _init_schema(self) -> None:
         c = self.conn
@@ -211,11 +288,32 @@ class Store:
                 raise
             self.version = SCHEMA_VERSION
 
-    def close(self) -> None:
+    def check_writable(self) -> None:
+        """Raise ``StoreError(readonly=True)`` now, before any computation, if a commit would
+        fail because the database or its directory cannot be written (a statement that would
+        write no row still needs write access, so nothing changes)."""
+        c = self.conn
         try:
-            self.conn.close()
-        except sqlite3.Error:  # pragma: no cover
-            pass
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute("UPDATE run SET value = value WHERE 0")
+            finally:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            raise StoreError(f"results database {self.path} cannot be written ({e}); make it and its "
+                             "directory writable, then rerun", readonly=True) from None
+
+    def close(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover
+                pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> "Store":
         return self
@@ -225,10 +323,7 @@ class Store:
 
     # -- run metadata ----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        try:
-            rows = self.conn.execute("SELECT key, value FROM run").fetchall()
-        except sqlite3.OperationalError:
-            return {}
+        rows = self.conn.execute("SELECT key, value FROM run").fetchall()
         return {k: json.loads(v) for k, v in rows}
 
     def set_meta(self, values: Mapping[str, Any]) -> None:
@@ -250,17 +345,15 @@ class Store:
                     c.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"cannot write results database {self.path}: {e}") from None
+            raise StoreError(f"cannot write results database {self.path}: {e}",
+                             readonly=_is_readonly(e)) from None
         return out
 
     # -- trials ----------------------------------------------------------------------------
     def completed(self, experiment: str) -> set[TrialKey]:
-        try:
-            rows = self.conn.execute(
-                "SELECT condition, n, width, trial FROM trials WHERE experiment=? AND status='complete'",
-                (experiment,)).fetchall()
-        except sqlite3.OperationalError:
-            return set()
+        rows = self.conn.execute(
+            "SELECT condition, n, width, trial FROM trials WHERE experiment=? AND status='complete'",
+            (experiment,)).fetchall()
         return {TrialKey(c, int(n), int(w), int(t)) for c, n, w, t in rows}
 
     def commit_job(self, experiment: str, job_key: str, results: Sequence[TrialResult], *,
@@ -376,6 +469,9 @@ class Store:
             df[col] = df[col].astype("int64")
         df["wall_s"] = df["wall_s"].astype("float64")
         return df
+
+
+_REFERENCE = _reference_schema()
 
 
 def open_run_store(run_dir: str | Path, *, readonly: bool = False) -> Store:

@@ -1,6 +1,6 @@
 """``polarity report DIR``: DIR/report/report.md (a header on the run, then the experiment's own
 section) and DIR/report/epochs.csv (the tidy export the figures are computed from).  Reads only
-the store and spec.json."""
+the store and spec.json, once they are found to agree (``runner.open_run``); takes no lock."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..store import StoreError, open_run_store
+from ..experiments.base import MAX_GRID_TRIALS
 from .hardware import describe
-from .runner import RunDirError, load_spec, plan
+from .runner import RunDirError, open_run, plan
 from .spec import overrides
 
 
@@ -33,9 +33,8 @@ def _fmt_seconds(s: float) -> str:
 
 
 def header(exp, spec, out: Path, epochs, trials, meta: dict[str, Any]) -> str:
-    try:
-        expected, _ = plan(exp, spec.hp)
-        n_expected = len(expected)
+    try:  # the grid is counted before it is built: a hand-edited spec.json cannot make it huge
+        n_expected = len(plan(exp, spec.hp)[0]) if exp.grid_size(spec.hp) <= MAX_GRID_TRIALS else None
     except Exception:  # noqa: BLE001 - a header must not fail on a broken grid
         n_expected = None
     n_done = int((trials["status"] == "complete").sum()) if len(trials) else 0
@@ -76,14 +75,11 @@ def write_report(out: str | Path) -> Path:
     """Write DIR/report/report.md and DIR/report/epochs.csv (up to ``EPOCHS_CSV_MAX_ROWS`` rows);
     returns the report path."""
     out = Path(out)
-    exp, spec, _ = load_spec(out)
-    try:
-        with open_run_store(out, readonly=True) as store:
-            epochs = store.epochs_frame()
-            trials = store.trials_frame()
-            meta = store.meta()
-    except StoreError as e:
-        raise RunDirError(str(e)) from None
+    exp, spec, store = open_run(out)
+    with store:
+        epochs = store.epochs_frame()
+        trials = store.trials_frame()
+        meta = store.meta()
     rdir = out / "report"
     try:
         rdir.mkdir(parents=True, exist_ok=True)

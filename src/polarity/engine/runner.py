@@ -1,19 +1,31 @@
-"""Running a spec into a run directory: checks, resume, executors, commits, progress.
+"""Running a spec into a run directory: checks, lock, resume, executors, commits, progress.
 
 A run directory holds ``spec.json`` (experiment, preset, hparams, hash), ``results.sqlite`` (see
-``polarity.store``) and ``report/``.  ``run_spec`` is idempotent: it computes only the jobs whose
-trials are not all complete, so rerunning the same command after an interruption (even SIGKILL)
-completes the run with every trial exactly once and the numbers of an uninterrupted run.
+``polarity.store``), ``run.lock`` and ``report/``.  ``run_spec`` is idempotent: it computes only
+the jobs whose trials are not all complete, so rerunning the same command after an interruption
+(even SIGKILL) completes the run with every trial exactly once and the numbers of an
+uninterrupted run.
+
+One writer at a time: a run holds an exclusive ``flock`` on ``run.lock`` from before it writes
+``spec.json`` until it ends; the kernel releases it however the process ends (SIGKILL included).
+A second ``polarity run`` on the same directory is refused with the holder's pid, host and
+command.  Every check that can refuse a directory (another spec, not a run directory, a newer or
+foreign database, a read-only directory or database) runs before anything is written or computed
+and leaves the directory as it was.  Readers (``report``, ``export``) never take the lock; they
+check that ``spec.json`` and the database's own record of its spec agree (``open_run``).
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import platform
 import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import experiments
 from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
@@ -24,6 +36,10 @@ from .progress import Progress
 from .spec import Spec, hparams_from_dict, spec_diff
 
 SPEC_FILE = "spec.json"
+LOCK_FILE = "run.lock"
+# the files of a run directory that no output (``export --csv``) may ever replace
+RUN_FILES = (SPEC_FILE, FILENAME, f"{FILENAME}-wal", f"{FILENAME}-shm", f"{FILENAME}-journal", LOCK_FILE,
+             "errors.log")
 
 
 class RunDirError(ExperimentError):
@@ -68,9 +84,14 @@ def read_spec_file(out: Path) -> dict[str, Any] | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise RunDirError(f"cannot read {p}: {e}") from None
+    if not (isinstance(data, dict) and isinstance(data.get("experiment"), str)
+            and isinstance(data.get("hparams"), dict)):
+        raise RunDirError(f"{p} is not a polarity spec (a JSON object with an experiment name and its "
+                          f"hparams), it holds {type(data).__name__} {json.dumps(data)[:60]}")
+    return data
 
 
 def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
@@ -81,9 +102,57 @@ def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
     data = read_spec_file(out)
     if data is None:
         raise RunDirError(f"{out} is not a polarity run directory (no {SPEC_FILE})")
-    exp = experiments.get(data.get("experiment", "?"))
-    hp = hparams_from_dict(exp.Hparams, data.get("hparams", {}), strict=False)
+    exp = experiments.get(data["experiment"])
+    hp = hparams_from_dict(exp.Hparams, data["hparams"], strict=False)
     return exp, Spec(exp.name, data.get("preset", "?"), hp), data
+
+
+def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Refuse to read results under a spec.json that is not the spec they were computed for
+    (``meta``: the database's own record, written with its first row)."""
+    if not meta:
+        return
+    if (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) != (
+            data.get("hash"), data.get("experiment"), data.get("hparams")):
+        diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
+        raise RunDirError(
+            f"{out / SPEC_FILE} (spec {str(data.get('hash'))[:10]}) does not describe the results in "
+            f"{out / FILENAME} (computed for spec {str(meta.get('spec_hash'))[:10]}); differences "
+            f"(spec.json vs database): {'; '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}. "
+            "Nothing was written; restore the run's own spec.json")
+
+
+def open_run(out: str | Path) -> tuple[Experiment, Spec, Store]:
+    """A reader's view of a run directory: its experiment, its spec and its store, open read-only,
+    after checking that they agree.  Takes no lock; the caller closes the store."""
+    out = Path(out)
+    exp, spec, data = load_spec(out)
+    try:
+        store = Store(out / FILENAME, readonly=True)
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    try:
+        check_agrees(out, data, store.meta())
+    except BaseException:
+        store.close()
+        raise
+    return exp, spec, store
+
+
+def check_output(out: Path, path: str | Path, flag: str) -> None:
+    """Refuse an output file that is one of the run's own files (its database, its spec, ...)."""
+    p = Path(path)
+    for name in RUN_FILES:
+        own = Path(out) / name
+        same = own.resolve() == p.resolve()
+        if not same and own.exists() and p.exists():
+            try:
+                same = os.path.samefile(own, p)
+            except OSError:
+                same = False
+        if same:
+            raise RunDirError(f"{flag} {p} is the run's own {name}; writing it would destroy the run. "
+                              "Nothing was written; choose another file")
 
 
 def check_run_dir(out: Path, spec: Spec) -> bool:
@@ -96,7 +165,7 @@ def check_run_dir(out: Path, spec: Spec) -> bool:
     stored = read_spec_file(out)
     if stored is None:
         try:
-            entries = [p.name for p in out.iterdir()]
+            entries = [p.name for p in out.iterdir() if p.name != LOCK_FILE]
         except OSError as e:
             raise RunDirError(f"cannot read {out}: {e.strerror or e}") from None
         if entries:
@@ -113,6 +182,85 @@ def check_run_dir(out: Path, spec: Spec) -> bool:
     return True
 
 
+def _check_writable(out: Path) -> None:
+    """A read-only --out or database is refused before anything is written or computed."""
+    for p in (out, *(out / name for name in (FILENAME, f"{FILENAME}-wal", f"{FILENAME}-shm", LOCK_FILE))):
+        if p.exists() and not os.access(p, os.W_OK):
+            raise RunDirError(f"{p} is read-only: make it writable to run into --out {out}, or choose "
+                              "another --out. Nothing was changed")
+
+
+class RunLock:
+    """The one writer's exclusive lock on a run directory: ``flock`` on ``DIR/run.lock``.  While
+    it is held the file names the holder (pid, host, start, command); it is emptied on release.
+    The kernel releases the lock when the process ends, however it ends."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self, command: Sequence[str] | None = None) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot write run directory {self.out}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if isinstance(e, BlockingIOError):
+                raise RunDirError(
+                    f"--out {self.out} is in use by another polarity run ({self.holder()}); wait for it "
+                    "to finish, or choose another --out. Nothing was changed") from None
+            raise RunDirError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        self.fd = fd
+        info = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": list(command or sys.argv)}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock still holds, a second writer just cannot name us
+
+    def holder(self, wait_s: float = 2.0) -> str:
+        """Who holds the lock, from what the holder wrote (it writes right after locking)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                info = json.loads(self.path.read_text())
+                pid, host = int(info["pid"]), str(info.get("host", "?"))
+                if host != platform.node() or _alive(pid):
+                    return (f"pid {pid} on {host}, started {info.get('started', '?')}: "
+                            f"{' '.join(map(str, info.get('command') or []))}")
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                return "a process that did not say which"
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None) -> None:
     p = out / SPEC_FILE
     data = spec.to_json()
@@ -122,37 +270,49 @@ def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None) -> None:
     atomic_write(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None) -> Store:
-    """Check, create and open a run directory for ``spec``; returns its store."""
-    exists = check_run_dir(out, spec)
+def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None) -> tuple[RunLock, Store]:
+    """Check, lock, create and open a run directory for ``spec``; returns the held lock and the
+    store (the caller closes the store, then releases the lock).  A refusal changes nothing."""
+    check_run_dir(out, spec)
+    _check_writable(out)
     db = out / FILENAME
     if db.exists():
-        # refuse a newer schema before anything is written
-        Store(db, readonly=True).close()
+        Store(db, readonly=True).close()  # a newer or foreign schema is refused before any write
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if not exists:
-            _write_spec(out, spec, command)
     except OSError as e:
         raise RunDirError(f"cannot write run directory {out}: {e.strerror or e}") from None
+    lock = RunLock(out)
+    lock.acquire(command)
+    store = None
     try:
-        store = Store(db)
-    except StoreError as e:
-        raise RunDirError(str(e)) from None
-    meta = store.meta()
-    if meta.get("spec_hash") not in (None, spec.hash):
-        store.close()
-        raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
-                          "nothing was changed")
-    if not meta:
+        if not check_run_dir(out, spec):  # again, as the lock holder: another writer may have come first
+            try:
+                _write_spec(out, spec, command)
+            except OSError as e:
+                raise RunDirError(f"cannot write run directory {out}: {e.strerror or e}") from None
         try:
-            store.set_meta({"spec_hash": spec.hash, "experiment": spec.experiment, "preset": spec.preset,
-                            "hparams": spec.hparams, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "polarity_version": _version(), "elapsed_s": 0.0})
+            store = Store(db)
+            store.check_writable()
         except StoreError as e:
-            store.close()
             raise RunDirError(str(e)) from None
-    return store
+        meta = store.meta()
+        if meta.get("spec_hash") not in (None, spec.hash):
+            raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
+                              "nothing was changed")
+        if not meta:
+            try:
+                store.set_meta({"spec_hash": spec.hash, "experiment": spec.experiment, "preset": spec.preset,
+                                "hparams": spec.hparams, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "polarity_version": _version(), "elapsed_s": 0.0})
+            except StoreError as e:
+                raise RunDirError(str(e)) from None
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    return lock, store
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -205,7 +365,7 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
     check_device(device, executor)
     out = Path(out)
     trials, jobs = plan(exp, spec.hp)
-    store = prepare_run_dir(out, spec, command)
+    lock, store = prepare_run_dir(out, spec, command)
     t_start = time.perf_counter()
     summary = RunSummary(out, len(trials), 0, 0)
     try:
@@ -239,8 +399,10 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
                     store.commit_job(spec.experiment, job.key, outcome.results, hardware=outcome.hardware,
                                      version=version, hparams=hparams)
                 except StoreError as e:
+                    fix = ("make it and its directory writable, then rerun to resume" if e.readonly
+                           else "rerun to resume (once there is room, if the disk is full)")
                     raise RunDirError(f"{e}; the {summary.computed_trials + summary.skipped_trials} trials "
-                                      f"committed so far are kept, rerun to resume") from None
+                                      f"committed so far are kept; {fix}") from None
                 done.update(r.key for r in outcome.results)
                 summary.computed_trials += n_new
                 bar.update(n_new)
@@ -254,6 +416,7 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
         except (StoreError, sqlite3.Error):
             pass
         store.close()
+        lock.release()
         if summary.failures:
             _write_errors(out, summary.failures)
 

@@ -10,20 +10,21 @@
 Value syntax for ``--set`` (and for the reproduction command written into reports):
 ``int``/``float``/``str`` as usual; ``bool``: true/false/1/0/yes/no/on/off; tuples: comma
 separated items (``ns=8,20,32``; an empty value is the empty tuple), integer items may be
-inclusive ranges ``lo..hi`` (``widths=2..29,32``); ``none`` for an optional field.
+inclusive ranges ``lo..hi`` (``widths=2..29,32``; at most ``MAX_GRID_TRIALS`` items, counted
+before they are built); ``none`` for an optional field.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..experiments.base import Experiment, ExperimentError, hparams_dict
+from ..experiments.base import (MAX_GRID_TRIALS, Experiment, ExperimentError, field_types, hparams_dict,
+                                optional_inner)
 
 
 class SpecError(ExperimentError):
@@ -62,25 +63,7 @@ def default_run_dir(spec: Spec, root: str | Path = "runs") -> Path:
     return Path(root) / f"{spec.experiment}-{spec.preset}-{spec.hash[:10]}"
 
 
-# ----------------------------------------------------------------------------- field types
-
-def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a dataclass's fields (handles ``from __future__ import annotations``)."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # pragma: no cover - unresolvable annotations: fall back to the raw ones
-        hints = {}
-    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
-
-
-def _optional_inner(tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(types, "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
+# ----------------------------------------------------------------------------- parsing values
 
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
@@ -112,7 +95,7 @@ def _parse_scalar(tp: Any, text: str, name: str) -> Any:
 
 def parse_value(tp: Any, text: str, name: str = "value") -> Any:
     """Parse ``text`` as a value of type ``tp`` (see the module docstring for the syntax)."""
-    optional, tp = _optional_inner(tp)
+    optional, tp = optional_inner(tp)
     if optional and text.strip().lower() in ("none", "null"):
         return None
     origin = typing.get_origin(tp)
@@ -135,6 +118,8 @@ def parse_value(tp: Any, text: str, name: str = "value") -> Any:
                     a, b = _parse_scalar(int, lo, name), _parse_scalar(int, hi, name)
                     if b < a:
                         raise SpecError(f"--set {name}={text!r}: empty range {part!r}")
+                    if len(out) + (b - a + 1) > MAX_GRID_TRIALS:  # refuse before allocating
+                        raise SpecError(f"--set {name}={text!r}: more than {MAX_GRID_TRIALS:,} items")
                     out.extend(range(a, b + 1))
                 else:
                     try:
@@ -161,7 +146,7 @@ def format_value(value: Any) -> str:
 
 def coerce(tp: Any, value: Any, name: str) -> Any:
     """Turn a JSON value (lists for tuples) back into the field's Python type."""
-    optional, inner = _optional_inner(tp)
+    optional, inner = optional_inner(tp)
     if value is None:
         return None
     origin = typing.get_origin(inner)

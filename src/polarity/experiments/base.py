@@ -13,14 +13,25 @@ An experiment is a typed hyper-parameter dataclass plus four functions:
 
 The engine (``polarity.engine``) owns expansion, storage, resume, executors and progress;
 an experiment never touches the database.
+
+``Experiment.validate`` checks what holds for every experiment before anything is computed or
+written (``check_hparams``): each field has its declared type, floats are finite, tuple fields
+(the grid axes) list no value twice, numbers lie in their ``Range`` (``COMMON_LIMITS`` for
+``trials``, ``threads`` and ``seed``, plus the Hparams class's own ``limits``), and the grid
+holds at most ``MAX_GRID_TRIALS`` trials, counted before it is built.  An experiment adds its
+own rules (conditions, couplings between fields) after ``super().validate(hp)``.
 """
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import dataclasses
 import gc
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -91,6 +102,120 @@ class ExperimentError(ValueError):
     """A bad request to an experiment (unknown condition, impossible grid, ...)."""
 
 
+# ----------------------------------------------------------------------------- hyper-parameters
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number (or each item of a tuple of numbers) may take: ``lo <= v <= hi``,
+    either end open with ``open_lo`` / ``open_hi``.  The upper bounds are sanity bounds far above
+    any sensible use: they turn a typo (``epochs=1000000000``) into an error, not a run that
+    allocates until it fails."""
+
+    lo: float
+    hi: float
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        return ((self.lo < v if self.open_lo else self.lo <= v)
+                and (v < self.hi if self.open_hi else v <= self.hi))
+
+    def __str__(self) -> str:  # ">= 1 and <= 10000"
+        def fmt(x: float) -> str:
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        return (f"{'>' if self.open_lo else '>='} {fmt(self.lo)} and "
+                f"{'<' if self.open_hi else '<='} {fmt(self.hi)}")
+
+
+def positive(hi: float) -> Range:
+    """``(0, hi]``."""
+    return Range(0, hi, open_lo=True)
+
+
+MAX_GRID_TRIALS = 1_000_000  # trials in one run directory (the paper's largest grid has 52,800)
+COMMON_LIMITS: Mapping[str, Range] = {
+    "trials": Range(1, 100_000),  # trials per grid cell
+    "threads": Range(1, 1024),  # torch threads per job
+    "seed": Range(0, 2**63 - 1),  # seeds are non-negative 64-bit integers (SQLite, numpy)
+}
+_INT64 = Range(-(2**63), 2**63 - 1)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields (handles ``from __future__ import annotations``)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # pragma: no cover - unresolvable annotations: fall back to the raw ones
+        hints = {}
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
+
+
+def optional_inner(tp: Any) -> tuple[bool, Any]:
+    """``(True, X)`` for ``Optional[X]`` / ``X | None``, else ``(False, tp)``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(types, "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _tuple_item(tp: Any) -> Any | None:
+    """The item type of ``tuple[X, ...]`` (``Any`` for a bare tuple); ``None`` if not a tuple."""
+    if tp is tuple or typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        return args[0] if args else Any
+    return None
+
+
+def _type_problem(tp: Any, v: Any) -> str | None:
+    """What is wrong with ``v`` as a value of the scalar type ``tp`` (None if nothing)."""
+    if tp is bool:
+        return None if isinstance(v, bool) else "a boolean"
+    if tp is int:
+        if not isinstance(v, int) or isinstance(v, bool):
+            return "an integer"
+        return None if v in _INT64 else "a 64-bit integer"
+    if tp is float:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return "a number"
+        return None if math.isfinite(v) else "a finite number"
+    if tp is str:
+        return None if isinstance(v, str) else "a string"
+    return None  # Any and other types: the experiment's own validate checks them
+
+
+def check_hparams(exp_name: str, hp: Any) -> None:
+    """The checks every experiment shares (see the module docstring); raises ``ExperimentError``
+    naming the field, the value and what it must be."""
+    limits = {**COMMON_LIMITS, **dict(getattr(type(hp), "limits", {}))}
+    for name, tp in field_types(type(hp)).items():
+        v = getattr(hp, name)
+        optional, tp = optional_inner(tp)
+        if v is None:
+            if not optional:
+                raise ExperimentError(f"{exp_name}: {name} must be set, got none")
+            continue
+        item = _tuple_item(tp)
+        values = v if item is not None else (v,)
+        if item is not None and not isinstance(v, (tuple, list)):
+            raise ExperimentError(f"{exp_name}: {name} must be a tuple, got {v!r}")
+        for x in values:
+            what = _type_problem(item if item is not None else tp, x)
+            if what:
+                got = f"{x!r} in {name}" if item is not None else repr(x)
+                raise ExperimentError(f"{exp_name}: {name} must be {what}"
+                                      f"{' per item' if item is not None else ''}, got {got}")
+            if name in limits and x not in limits[name]:
+                raise ExperimentError(f"{exp_name}: {name} must be {limits[name]}, got {x!r}")
+        if item is not None:
+            dup = sorted({x for x, k in collections.Counter(v).items() if k > 1}, key=repr)
+            if dup:
+                what = "condition(s)" if name == "conditions" else "value(s)"
+                raise ExperimentError(f"{exp_name}: duplicate {what} {dup} in {name}; list each once")
+
+
 class Experiment(abc.ABC):
     """Subclass, set the class attributes, implement the four methods, and ``@register`` it."""
 
@@ -103,12 +228,30 @@ class Experiment(abc.ABC):
     cli_fields: ClassVar[Mapping[str, str]] = {}
 
     def validate(self, hp: Any) -> None:
+        """The shared checks (``check_hparams``), known conditions, and a grid of at most
+        ``MAX_GRID_TRIALS`` trials.  Subclasses call it first, then check their own rules."""
+        check_hparams(self.name, hp)
         unknown = [c for c in hp.conditions if not self.is_condition(c)]
         if unknown:
             raise ExperimentError(
                 f"unknown condition(s) {unknown} for experiment {self.name!r}; "
                 f"known: {', '.join(self.conditions)}"
             )
+        size = self.grid_size(hp)
+        if size > MAX_GRID_TRIALS:
+            raise ExperimentError(
+                f"{self.name}: the grid has {size:,} trials, more than the {MAX_GRID_TRIALS:,} one run "
+                "takes; split it into several runs (fewer trials, conditions or grid values each)")
+
+    def grid_size(self, hp: Any) -> int:
+        """The number of trials of ``hp``'s grid, counted without building it: conditions x
+        trials x the length of every integer-tuple field (the grid axes: sample sizes, widths).
+        Override when a grid is not such a product."""
+        size = len(hp.conditions) * int(hp.trials)
+        for name, tp in field_types(type(hp)).items():
+            if _tuple_item(optional_inner(tp)[1]) is int and getattr(hp, name) is not None:
+                size *= len(getattr(hp, name))
+        return size
 
     def is_condition(self, condition: str) -> bool:
         """Override when conditions are parametrised (e.g. 'frozen-rand@flip')."""

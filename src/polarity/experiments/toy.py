@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Mapping
 
 from . import register
-from .base import EpochRecord, Experiment, Job, TrialKey, TrialResult, trial_seed
+from .base import EpochRecord, Experiment, ExperimentError, Job, Range, TrialKey, TrialResult, positive, trial_seed
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class ToyHparams:
     sleep_s: float = 0.0
     fail_job: str = ""
 
+    # every number's range (``trials``, ``threads``, ``seed``: the engine's common limits); a toy
+    # stays small: its largest trial holds (max(ns) + val_n) x max(dim, widths) float64 values
+    limits: ClassVar[Mapping[str, Range]] = {
+        "ns": Range(1, 100_000), "widths": Range(0, 1_000), "epochs": Range(1, 10_000),
+        "dim": Range(1, 1_000), "lr": positive(1e3), "batch": Range(1, 100_000),
+        "val_n": Range(1, 100_000), "noise": Range(0, 1e3), "sleep_s": Range(0, 3600)}
+
 
 @register
 class Toy(Experiment):
@@ -53,15 +61,9 @@ class Toy(Experiment):
     }
 
     def validate(self, hp: ToyHparams) -> None:
-        super().validate(hp)
-        from .base import ExperimentError
-
-        if hp.trials < 1 or hp.epochs < 1 or hp.batch < 1:
-            raise ExperimentError("toy: trials, epochs and batch must be >= 1")
-        if not hp.ns or min(hp.ns) < 1:
-            raise ExperimentError(f"toy: ns must be positive, got {hp.ns}")
-        if any(w < 0 for w in hp.widths):
-            raise ExperimentError(f"toy: widths must be >= 0, got {hp.widths}")
+        super().validate(hp)  # types, ranges (ToyHparams.limits), duplicates, grid size
+        if not hp.ns or not hp.widths:
+            raise ExperimentError(f"toy: ns and widths need at least one value, got {hp.ns} and {hp.widths}")
 
     def trials(self, hp: ToyHparams) -> list[TrialKey]:
         return [TrialKey(c, n, w, t) for n in hp.ns for w in hp.widths for c in hp.conditions

@@ -7,12 +7,13 @@ magnitudes are shared) and sees the same batch order (SPEC §3, §4; docs/xor5d.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Mapping
 
 import numpy as np
 
 from ...freeze.methods import RESET_METHODS, ResetError, check_method
 from ...models.mlp import init_params
-from ..base import ExperimentError
+from ..base import MAX_GRID_TRIALS, ExperimentError, Range, positive
 
 FIG1_N = (8, 20, 32, 40, 52, 60, 72, 80, 92, 100, 500)
 FIG4_WIDTHS = tuple(range(2, 30)) + (30, 32, 48, 64)
@@ -49,6 +50,16 @@ class XorHparams:
     dtype: str = "float32"
     max_job_networks: int = 0  # 0: no cap; else split groups so a job holds at most this many
     merge_ratio: float = 1.25  # jobs merge widths / batches-per-epoch within this ratio (padding, masks)
+
+    # the ranges of the numbers, checked by Experiment.validate before a run directory is created
+    # (trials, threads, seed: the engine's common limits; betas and cut-offs: Xor5D.validate);
+    # the upper bounds only refuse the absurd: a job holds trials x (max n + n_val) x dim inputs
+    limits: ClassVar[Mapping[str, Range]] = {
+        "sample_sizes": Range(4, 1_000_000), "widths": Range(1, 100_000), "epochs": Range(1, 1_000_000),
+        "lr": positive(1e3), "batch_size": Range(1, 1_000_000), "reset_eps": positive(1e3),
+        "gaussian_sd": positive(1e3), "dim": Range(2, 1_000), "n_val": Range(1, 1_000_000),
+        "adam_eps": positive(1.0), "max_job_networks": Range(0, MAX_GRID_TRIALS),
+        "merge_ratio": Range(1, 1e6)}
 
     def __post_init__(self):
         for f in ("conditions", "sample_sizes", "widths", "cutoffs"):
