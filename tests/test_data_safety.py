@@ -381,19 +381,19 @@ def test_absurd_grid_is_refused_before_it_is_built(tmp_path, sets):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="`import polarity` loads torch before cli.main can catch the interrupt; "
-                                       "needs polarity/__init__.py to import Template, Freezer, ... lazily (PEP 562)")
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT at several moments of start-up (imports, parsing, the first job): never a traceback.
-    (Before 0.1 s the interpreter itself is still starting: no code of ours runs yet.)"""
+    (While the interpreter itself is still starting, no code of ours runs yet: on an idle machine
+    that is the first 0.1 s, on a loaded one longer; CPython then says "Could not import runpy
+    module", which is out of our reach and skipped.)"""
     for i, delay in enumerate((0.3, 0.6, 1.0, 1.5, 2.5)):
         p = subprocess.Popen(_polarity("run", "toy", "--out", tmp_path / f"r{i}", "--quiet"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
-        if p.returncode == 0:
-            continue  # finished before the signal
+        if p.returncode == 0 or err.startswith("Could not import runpy module"):
+            continue  # finished before the signal / interrupted CPython's own start-up
         assert p.returncode == 130, (delay, err[-2000:])
         assert "Traceback" not in err and err.startswith("polarity: interrupted") and err.count("\n") == 1, \
             (delay, err[-2000:])

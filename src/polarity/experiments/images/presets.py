@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+
+from ..base import Range, positive
 
 CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
               "fluid-weight", "frozen-weight")
@@ -18,6 +20,16 @@ CIFAR_PAPER_N = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 
 @dataclass(frozen=True)
 class ImageHparams:
+    # every number's range, checked before a run directory is created (``trials``, ``threads``,
+    # ``seed``: the engine's common limits); the upper ends are sanity bounds far above any use
+    limits: ClassVar[Mapping[str, Range]] = {
+        "in_size": Range(8, 1024), "model_width": positive(16), "sample_sizes": Range(1, 10_000_000),
+        "epochs": Range(1, 100_000), "batch_size": Range(1, 1_000_000), "lr": positive(1e3),
+        "val_size": Range(1, 10_000_000), "cutoff": Range(0, 1, open_lo=True),
+        "cutoffs": Range(0, 1, open_lo=True), "switch_epochs": Range(0, 100_000),
+        "min_steps": Range(0, 1_000_000), "eval_points": Range(0, 100_000),
+        "pretrain_n": Range(1, 10_000_000), "pretrain_epochs": Range(1, 100_000)}
+
     dataset: str = "fmnist"
     arch: str = "compact"  # "compact" (small inputs, CPU) | "alexnet" (torchvision, 227x227)
     in_size: int = 32  # input side after resizing
