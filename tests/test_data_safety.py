@@ -60,7 +60,7 @@ def _assert_exactly_once(d: Path, spec):
     keys = _trial_keys(d)
     assert sorted(keys) == sorted((t.condition, t.n, t.width, t.trial) for t in trials)
     c = sqlite3.connect(d / "results.sqlite")
-    per_trial = c.execute("SELECT count(*) FROM epochs GROUP BY trial_id").fetchall()
+    per_trial = c.execute("SELECT n_epochs FROM epochs").fetchall()
     c.close()
     assert len(per_trial) == len(keys) and all(k == spec.hp.epochs for (k,) in per_trial)
 
@@ -385,15 +385,16 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT at several moments of start-up (imports, parsing, the first job): never a traceback.
     (While the interpreter itself is still starting, no code of ours runs yet: on an idle machine
     that is the first 0.1 s, on a loaded one longer; CPython then says "Could not import runpy
-    module", which is out of our reach and skipped.)"""
+    module", or dies of the signal silently before installing its handler: out of our reach, skipped.)"""
     for i, delay in enumerate((0.3, 0.6, 1.0, 1.5, 2.5)):
         p = subprocess.Popen(_polarity("run", "toy", "--out", tmp_path / f"r{i}", "--quiet"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
-        if p.returncode == 0 or err.startswith("Could not import runpy module"):
-            continue  # finished before the signal / interrupted CPython's own start-up
+        if (p.returncode == 0 or err.startswith("Could not import runpy module")
+                or (p.returncode == -signal.SIGINT and not err)):
+            continue  # finished before the signal / CPython's own start-up, before any handler
         assert p.returncode == 130, (delay, err[-2000:])
         assert "Traceback" not in err and err.startswith("polarity: interrupted") and err.count("\n") == 1, \
             (delay, err[-2000:])

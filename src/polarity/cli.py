@@ -1,10 +1,11 @@
 """The ``polarity`` command line (also ``python -m polarity``).
 
     polarity run EXP [--preset P] [--out DIR] [--set FIELD=VALUE ...] [--conditions a,b]
-                 [--workers N] [--executor local|ray] [--address ADDR] [--device cpu|cuda]
-                 [--quiet] [--no-report]
+                 [--workers N] [--executor local|ray] [--address ADDR] [--retries N]
+                 [--device cpu|cuda] [--progress-every SECONDS] [--quiet] [--no-report]
     polarity export DIR --csv FILE [--trials-csv FILE]
     polarity report DIR
+    polarity store upgrade DIR
     polarity list
 
 Plugin modules (``PLUGINS``) add their own subcommands through ``add_parser(subparsers)``.
@@ -86,9 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local: a spawn "
                    "process pool when > 1; ray: CPUs of a local instance) (default 1)")
     r.add_argument("--executor", choices=("local", "ray"), default="local", help="where jobs run (default local)")
-    r.add_argument("--address", help="Ray cluster address (--executor ray; default: start a local instance)")
+    r.add_argument("--address", help="Ray cluster address, e.g. HEAD_IP:6379 (--executor ray; the jobs "
+                   "ship the polarity package; default: start a local instance)")
+    r.add_argument("--retries", type=int, default=3, metavar="N",
+                   help="--executor ray: run a job again up to N times when its worker or node is lost "
+                        "(an exception in the job is not retried) (default 3)")
     r.add_argument("--device", default="cpu", help="torch device passed to every job: cpu or cuda[:i] (default cpu)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar and no messages but errors")
+    r.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal (a log, nohup, CI): one progress line every SECONDS "
+                        "(done/total trials, rate, ETA) (default 30)")
+    r.add_argument("--quiet", action="store_true", help="no progress (bar or lines) and no messages but errors")
     r.add_argument("--no-report", action="store_true", help="do not write DIR/report at the end")
     r.set_defaults(func=cmd_run)
 
@@ -104,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt, epilog=cat)
     rp.add_argument("dir", type=Path, metavar="DIR", help="run directory")
     rp.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("store", help="maintain a run's results database", formatter_class=fmt, epilog=cat)
+    st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    up = st_sub.add_parser("upgrade", formatter_class=fmt, epilog=cat,
+                           help="convert a run's results database to the current schema, in place",
+                           description="Convert DIR/results.sqlite, written by an older polarity, to the "
+                                       "current schema in one transaction (an interruption leaves it as it "
+                                       "was), then compact it. Older stores are read and exported without "
+                                       "it; only adding results to them needs it. Holds the run's lock.")
+    up.add_argument("dir", type=Path, metavar="DIR", help="run directory")
+    up.set_defaults(func=cmd_store_upgrade)
 
     ls = sub.add_parser("list", help="list experiments, presets and conditions", formatter_class=fmt, epilog=cat)
     ls.set_defaults(func=cmd_list)
@@ -150,7 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = ["polarity", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None
     _RUNNING.append(Path(out))
     summary = engine.run_spec(spec, out, executor=args.executor, workers=args.workers, address=args.address,
-                              device=args.device, quiet=args.quiet, command=command)
+                              device=args.device, quiet=args.quiet, progress_every=args.progress_every,
+                              retries=args.retries, command=command)
     done = summary.skipped_trials + summary.computed_trials
     print(f"{done}/{summary.total_trials} trials complete in {out} "
           f"({summary.computed_trials} computed now, {summary.skipped_trials} already there; "
@@ -215,6 +235,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_upgrade(args: argparse.Namespace) -> int:
+    from .engine.runner import upgrade_run
+
+    info = upgrade_run(args.dir, command=["polarity", "store", "upgrade", str(args.dir)])
+    db = Path(args.dir) / "results.sqlite"
+    if info["from"] == info["to"]:
+        print(f"{db} already has schema {info['to']}; nothing to do")
+    else:
+        print(f"{db}: schema {info['from']} -> {info['to']}, {info['trials']} trials, "
+              f"{info['bytes_before'] / 1e6:.1f} MB -> {info['bytes_after'] / 1e6:.1f} MB")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     print(catalogue())
     return 0
@@ -223,7 +256,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
-    except KeyboardInterrupt:
+    except BrokenPipeError:  # `polarity ... | head`: the reader left; say nothing more
+        sys.stderr.close()
+        return 0
+    except BaseException as e:
+        if not _interrupted(e):
+            raise
         if _RUNNING:
             print(f"polarity: interrupted; finished jobs are saved in {_RUNNING[-1]}, rerun the same "
                   "command to resume", file=sys.stderr)
@@ -232,6 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _RUNNING.clear()
+
+
+def _interrupted(e: BaseException) -> bool:
+    """A Ctrl-C, also when an import wrapped it (e.g. ``RuntimeError: Error calling __set_name__``)."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _main(argv: list[str]) -> int:
