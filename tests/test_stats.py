@@ -158,6 +158,9 @@ def test_paired_difference_ties_zeros_and_failures():
     # nan_policy="inf": a failed trial is slower than any finished one; two failures tie
     r = paired_difference([5, np.nan, np.nan, 3], [7, 4, np.nan, 3], nan_policy="inf")
     assert (r.n, r.n_lower, r.n_higher) == (4, 1, 1)
+    # infinite differences: no NaN median or interval (no averaging of +inf with -inf)
+    r = paired_difference([np.nan, 5, np.nan, 9], [3, np.nan, 4, np.nan], nan_policy="inf")
+    assert r.median == -np.inf and r.ci_low == -np.inf and r.ci_high == np.inf and r.n == 4
     r = paired_difference([1, np.nan, 3], [2, 2, np.nan], nan_policy="omit")
     assert (r.n, r.median) == (1, -1.0)
     with pytest.raises(ValueError, match="equal lengths"):

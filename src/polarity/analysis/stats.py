@@ -199,7 +199,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = 
     pairs, a fixed ``seed``: the same data give the same interval), and the two-sided Wilcoxon
     signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped, exact for small samples
     without ties).  With ``nan_policy="inf"`` a NaN (never reached the cut-off) is +inf: the
-    difference is +-inf, ranked beyond every finite one, and 0 when both failed.  No pairs: NaN."""
+    difference is +-inf, ranked beyond every finite one, and 0 when both failed; medians of
+    differences that include an infinity are the lower middle value.  No pairs: NaN."""
     from scipy.stats import wilcoxon
 
     if not 0 < confidence < 1:
@@ -208,10 +209,14 @@ def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = 
     n = int(d.size)
     if n == 0:
         return Paired(math.nan, math.nan, math.nan, math.nan, 0, 0, 0)
+    # with infinite differences (a trial that never reached the cut-off) a median averaging an
+    # infinity with another value is meaningless: take the lower middle value instead
+    method = "linear" if np.isfinite(d).all() else "lower"
     rng = np.random.default_rng(seed)
-    boot = np.median(d[rng.integers(0, n, size=(int(n_boot), n))], axis=1)
+    boot = np.quantile(d[rng.integers(0, n, size=(int(n_boot), n))], 0.5, axis=1, method=method)
+    boot.sort()
     q = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [q, 1 - q], method="inverted_cdf")
+    lo, hi = boot[int(math.floor(q * len(boot)))], boot[int(math.ceil((1 - q) * len(boot))) - 1]
     nz = d[d != 0]
     if nz.size == 0:
         p = 1.0
@@ -220,7 +225,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = 
         big = (finite.max() if finite.size else 1.0) * 2 + 1   # ranks of +-inf: beyond all others
         p = float(wilcoxon(np.clip(nz, -big, big), zero_method="wilcox",
                            alternative="two-sided").pvalue)
-    return Paired(float(np.median(d)), float(lo), float(hi), p, n, int((d < 0).sum()),
+    return Paired(float(np.quantile(d, 0.5, method=method)), float(lo), float(hi), p, n, int((d < 0).sum()),
                   int((d > 0).sum()))
 
 
