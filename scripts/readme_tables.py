@@ -1,6 +1,6 @@
 """Print the README's result tables from finished run directories (no numbers typed by hand).
 
-    .venv/bin/python scripts/readme_tables.py runs/xor5d-fig1 runs/xor5d-fig4 runs/fmnist-quick runs/cifar10-quick
+    .venv/bin/python scripts/readme_tables.py runs/xor5d-fig1 runs/xor5d-fig4 runs/fmnist-transfer runs/cifar10-transfer runs/control-transfer
 """
 from __future__ import annotations
 
@@ -44,19 +44,35 @@ def xor_fig4(d: Path, n: int = 500) -> str:
     return "\n".join(lines)
 
 
-def images(d: Path) -> str:
+def images(d: Path, reference: str = "frozen-polarity") -> str:
+    """Median error per (n, condition), and for every other condition its paired difference
+    from the reference (median over trials [bootstrap 95% CI], Wilcoxon-Holm stars)."""
     s = pd.read_csv(d / "report" / "images_summary.csv")
-    conds = [c for c in ORDER if c in set(s.condition)]
-    lines = ["| n | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
+    pv = pd.read_csv(d / "report" / "pvalues_images.csv")
+    pv = pv[pv.metric == "error"].set_index(["n", "condition"])
+    conds = [reference] + [c for c in ORDER if c in set(s.condition) and c != reference]
+    lines = ["| n | " + " | ".join(f"{c}{' (reference)' if c == reference else ''}" for c in conds) + " |",
+             "|---" * (len(conds) + 1) + "|"]
     for n, g in s.groupby("n"):
         row = {r.condition: r for _, r in g.iterrows()}
-        lines.append(f"| {n} | " + " | ".join(f"{row[c]['error_median']:.3f}" for c in conds) + " |")
-    pv = pd.read_csv(d / "report" / "pvalues_images.csv")
+        cells = []
+        for c in conds:
+            cell = f"{row[c]['error_median']:.3f}"
+            if c != reference and (n, c) in pv.index:
+                r = pv.loc[(n, c)]
+                cell += (f" ({r.median_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                         f"{' ' + r.stars if isinstance(r.stars, str) and r.stars else ''})")
+            cells.append(cell)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     sig = pv[pv["reject"].astype(bool)]
-    note = (f"{len(sig)} of {len(pv)} comparisons against frozen-polarity significant after Holm"
-            + (": " + "; ".join(f"{r.metric} n={r.n} {r.condition} (p_holm={r.p_holm:.3g})"
-                                for r in sig.itertuples()) if len(sig) else ""))
-    return "\n".join(lines) + ("\n\n" + note if note else "")
+    better = sig[sig.median_diff < 0]
+    worse = sig[sig.median_diff > 0]
+    note = (f"Paired (Wilcoxon signed-rank, Holm over {len(pv)} error comparisons): "
+            f"{len(better)} conditions significantly *below* {reference}'s error "
+            f"({', '.join(f'{c} n={n}' for n, c in better.index) or 'none'}), "
+            f"{len(worse)} significantly above it "
+            f"({', '.join(f'{c} n={n}' for n, c in worse.index) or 'none'}).")
+    return "\n".join(lines) + "\n\n" + note
 
 
 if __name__ == "__main__":
