@@ -1,11 +1,30 @@
-"""Attach one Freezer to every optimizer of a trainer (shared by the callbacks)."""
+"""What the trainer callbacks share: their settings, and attaching one Freezer to every optimizer."""
 from __future__ import annotations
 
 import warnings
 
 import torch
 
-from ..freeze import Freezer
+from ..freeze import DEFAULT_EPS, Freezer, check_eps, check_method
+from ..template import Template
+
+
+class CallbackSettings:
+    """The template and the Freezer's settings of a trainer callback, validated when it is made."""
+
+    def __init__(self, template: Template, reset: str = "posRand", eps: float = DEFAULT_EPS,
+                 seed: int | None = None, impose: str | None = "flip",
+                 log_name: str = "polarity/resets"):
+        if not isinstance(template, Template):
+            raise TypeError(f"template must be a polarity.Template, got {type(template).__name__}")
+        check_method(reset)
+        if impose is not None:
+            check_method(impose)
+        self.template, self.reset, self.eps, self.seed = template, reset, check_eps(eps), seed
+        self.impose, self.log_name = impose, log_name
+        self.freezer: Freezer | None = None
+        self._handles: list = []
+        self._seen: tuple = (0, 0)  # the freezer's steps and total_reset at the latest log
 
 
 def innermost(optimizer):

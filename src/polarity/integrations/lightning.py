@@ -14,32 +14,21 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-from ..freeze import DEFAULT_EPS, Freezer, check_eps, check_method, impose as impose_
+from ..freeze import Freezer, impose as impose_
 from ..template import Template
-from ._attach import attach_all
+from ._attach import CallbackSettings, attach_all
 
 
-class PolarityCallback(pl.Callback):
+class PolarityCallback(CallbackSettings, pl.Callback):
     """Keep ``template``'s signs on the LightningModule after every optimizer step.
 
     ``reset``, ``eps`` and ``seed`` are the :class:`~polarity.Freezer`'s; ``impose`` is the method
     that makes the module comply before training (``"flip"`` keeps the magnitudes; ``None``
     leaves it as it is).  ``callback.freezer`` is the freezer once the fit has started."""
 
-    def __init__(self, template: Template, reset: str = "posRand", eps: float = DEFAULT_EPS,
-                 seed: int | None = None, impose: str | None = "flip",
-                 log_name: str = "polarity/resets"):
-        if not isinstance(template, Template):
-            raise TypeError(f"template must be a polarity.Template, got {type(template).__name__}")
-        check_method(reset)
-        if impose is not None:
-            check_method(impose)
-        self.template, self.reset, self.eps, self.seed = template, reset, check_eps(eps), seed
-        self.impose, self.log_name = impose, log_name
-        self.freezer: Freezer | None = None
+    def __init__(self, template: Template, *args: Any, **kwargs: Any) -> None:
+        super().__init__(template, *args, **kwargs)   # CallbackSettings: reset, eps, seed, ...
         self._state: dict | None = None  # restored from a checkpoint before the freezer exists
-        self._handles: list = []
-        self._seen: tuple = (0, 0)  # the freezer's steps and total_reset at the latest log
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.impose is not None:

@@ -17,33 +17,19 @@ import warnings
 
 import transformers
 
-from ..freeze import DEFAULT_EPS, Freezer, check_eps, check_method, impose as impose_
+from ..freeze import Freezer, impose as impose_
 from ..template import Template
-from ._attach import attach_all
+from ._attach import CallbackSettings, attach_all
 
 STATE_FILE = "polarity_freezer.json"
 
 
-class PolarityCallback(transformers.TrainerCallback):
+class PolarityCallback(CallbackSettings, transformers.TrainerCallback):
     """Keep ``template``'s signs on the Trainer's model after every optimizer step.
 
     ``reset``, ``eps`` and ``seed`` are the :class:`~polarity.Freezer`'s; ``impose`` makes the
     model comply before training (``"flip"`` keeps the magnitudes; ``None`` leaves it).
     ``callback.freezer`` is the freezer once training has begun."""
-
-    def __init__(self, template: Template, reset: str = "posRand", eps: float = DEFAULT_EPS,
-                 seed: int | None = None, impose: str | None = "flip",
-                 log_name: str = "polarity/resets"):
-        if not isinstance(template, Template):
-            raise TypeError(f"template must be a polarity.Template, got {type(template).__name__}")
-        check_method(reset)
-        if impose is not None:
-            check_method(impose)
-        self.template, self.reset, self.eps, self.seed = template, reset, check_eps(eps), seed
-        self.impose, self.log_name = impose, log_name
-        self.freezer: Freezer | None = None
-        self._handles: list = []
-        self._seen: tuple = (0, 0)  # the freezer's steps and total_reset at the latest log
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if self.impose is not None:
