@@ -15,9 +15,14 @@
   every epoch).  Jobs group networks by batches-per-epoch and width bucket (padding waste ~10%).
   ``fig4_n500_s`` is its n = 500 slice alone (the ``fig4-n500`` preset, 4,800 networks).
 * The numba kernels are compiled (or loaded from cache) before timing.
+* ``--fig4-run``: the whole ``polarity run xor5d --preset fig4 --workers 2`` (``--run-workers``)
+  into a temporary run directory, the results store included: ``fig4_run_s`` (wall time, pool
+  start-up included), ``fig4_run_commit_s`` (the driver's time in ``Store.commit_job``) and
+  ``fig4_run_commit_fraction`` = commit / wall (goal <= 0.10).  ``--only-fig4-run`` skips the rest.
 
 Goals on one CPU core: fig1_s <= 10, speedup >= 40, fig4_s <= 120.  torch and numba use one
-thread.  Usage: ``python benchmarks/xor5d.py [--skip-fig4] [--fig4-n500] [--naive-epochs K]``.
+thread.  Usage: ``python benchmarks/xor5d.py [--skip-fig4] [--fig4-n500] [--naive-epochs K]
+[--fig4-run [--run-workers N] [--only-fig4-run]]``.
 """
 from __future__ import annotations
 
@@ -80,14 +85,44 @@ def naive_trial_s(hp, epochs: int) -> float:
     return float(np.mean(times))
 
 
+def fig4_run(workers: int) -> dict:
+    """``polarity run xor5d --preset fig4 --workers N`` into a temporary directory, store included."""
+    import tempfile
+
+    from polarity import engine
+
+    spec = engine.resolve(engine.get_experiment("xor5d"), "fig4")
+    with tempfile.TemporaryDirectory(prefix="polarity-bench-fig4-") as tmp:
+        t0 = time.perf_counter()
+        s = engine.run_spec(spec, tmp, workers=workers, quiet=True)
+        wall = time.perf_counter() - t0
+        db = os.path.getsize(os.path.join(tmp, "results.sqlite"))
+    assert s.complete, s.failures[:3]
+    return {"fig4_run_workers": workers, "fig4_run_s": round(wall, 3), "fig4_run_trials": s.computed_trials,
+            "fig4_run_commit_s": round(s.commit_s, 3), "fig4_run_commit_fraction": round(s.commit_s / wall, 4),
+            "fig4_run_db_mb": round(db / 1e6, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--skip-fig4", action="store_true")
     ap.add_argument("--fig4-n500", action="store_true",
                     help="also time the fig4-n500 preset (the n = 500 slice of fig4), as fig4_n500_s")
     ap.add_argument("--naive-epochs", type=int, default=3)
+    ap.add_argument("--fig4-run", action="store_true",
+                    help="also time `polarity run xor5d --preset fig4 --workers N`, the store included")
+    ap.add_argument("--run-workers", type=int, default=2, help="N for --fig4-run (default 2)")
+    ap.add_argument("--only-fig4-run", action="store_true", help="time --fig4-run only")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.only_fig4_run:
+        steal0 = steal_s()
+        out = {"cpus": os.cpu_count(), "load_avg_1m_before": round(os.getloadavg()[0], 2),
+               **fig4_run(args.run_workers)}
+        out["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        out["steal_s"] = round(steal_s() - steal0, 2)
+        print(json.dumps(out))
+        return
     from polarity.experiments import get
 
     exp = get("xor5d")
@@ -109,6 +144,8 @@ def main() -> None:
     if args.fig4_n500:
         fa_s, na, fa_cpu = run_preset(exp, exp.presets["fig4-n500"])
         out.update(fig4_n500_s=round(fa_s, 3), fig4_n500_cpu_s=round(fa_cpu, 3), fig4_n500_networks=na)
+    if args.fig4_run:
+        out.update(fig4_run(args.run_workers))
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     out["steal_s"] = round(steal_s() - steal0, 2)
     print(json.dumps(out))

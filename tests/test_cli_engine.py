@@ -104,6 +104,10 @@ def test_help_lists_experiments_presets_conditions(capsys):
     (["run", "toy", "--source", "imagenet"], "--source does not apply to experiment 'toy'"),
     (["run", "toy", "--workers", "0"], "--workers must be >= 1"),
     (["run", "toy", "--device", "tpu9"], "--device 'tpu9'"),
+    (["run", "toy", "--progress-every", "0"], "--progress-every must be > 0 seconds"),
+    (["run", "toy", "--progress-every", "nan"], "--progress-every must be > 0 seconds"),
+    (["run", "toy", "--retries", "-1"], "--retries must be >= 0"),
+    (["store", "upgrade", "/nonexistent/dir"], "/nonexistent/dir is not a directory"),
     (["export", "/nonexistent/dir", "--csv", "x.csv"], "/nonexistent/dir is not a directory"),
     (["report", "/nonexistent/dir"], "/nonexistent/dir is not a directory"),
 ])
@@ -176,14 +180,16 @@ def test_python_dash_m_polarity_user_error():
 
 
 def test_progress_bar_only_on_a_terminal():
+    """A bar on a terminal; lines on anything else (tests/test_progress.py); nothing when quiet."""
     import io
 
     from polarity.engine.progress import Progress
 
-    quiet = Progress(10, 2, stream=io.StringIO())
-    assert not quiet.enabled
-    quiet.update(3)
-    quiet.close()
+    log = io.StringIO()
+    with Progress(10, 2, stream=log, every=3600) as lines:
+        assert lines.mode == "log" and lines.bar is None
+        lines.update(3)
+    assert "\r" not in log.getvalue() and "5/10 trials" in log.getvalue()
 
     class TTY(io.StringIO):
         def isatty(self):
@@ -191,11 +197,15 @@ def test_progress_bar_only_on_a_terminal():
 
     s = TTY()
     with Progress(10, 2, desc="toy", stream=s) as bar:
-        assert bar.enabled
+        assert bar.mode == "bar"
         bar.update(3)
     assert "5/10" in s.getvalue() and "trial" in s.getvalue()
-    s2 = TTY()
-    assert not Progress(10, stream=s2, quiet=True).enabled and s2.getvalue() == ""
+    for stream in (TTY(), io.StringIO()):
+        with Progress(10, stream=stream, quiet=True) as p:
+            assert p.mode == "off"
+            p.update(1)
+            p.log("pretraining")
+        assert stream.getvalue() == ""
 
 
 def test_cuda_device_without_cuda_is_a_user_error(capsys, tmp_path):

@@ -40,7 +40,7 @@ def _assert_complete_once(d: Path, spec):
     trials, _ = engine.plan(TOY, spec.hp)
     c = sqlite3.connect(d / "results.sqlite")
     keys = c.execute("SELECT condition, n, width, trial FROM trials").fetchall()
-    per_trial = c.execute("SELECT count(*) FROM epochs GROUP BY trial_id").fetchall()
+    per_trial = c.execute("SELECT n_epochs FROM epochs").fetchall()
     c.close()
     assert sorted(keys) == sorted((t.condition, t.n, t.width, t.trial) for t in trials)
     assert len(keys) == len(set(keys))
@@ -194,8 +194,8 @@ def test_database_with_newer_schema_is_refused_untouched(tmp_path):
 
 
 def test_full_disk_mid_run_keeps_finished_jobs(tmp_path, monkeypatch):
-    """SQLite's max_page_count makes the database 'full' after the first job."""
-    spec = _spec("ns=8,16,24,32", "epochs=60")
+    """SQLite's max_page_count makes the database 'full' after the first job (or two)."""
+    spec = _spec("ns=8,16,24,32", "epochs=600")  # a job's series fill a few 16 kB pages
     orig = store.Store._init_schema
 
     def limited(self):
@@ -261,3 +261,27 @@ def test_read_only_directories(tmp_path):
         assert _tree_digest(d) == before
     s = engine.run_spec(spec, d, quiet=True)
     assert s.computed_trials == 4 and s.complete
+
+
+def test_prepared_directories_are_shipped_in_the_order_they_were_written(tmp_path, monkeypatch):
+    """What a Ray job carries to a node that lacks the driver's cache: each prepared directory's
+    files (locks left out), re-created where missing, the last-written file last."""
+    from polarity.engine.executors import collect_dirs, materialise
+
+    here, there = tmp_path / "driver", tmp_path / "node"
+    src = here / "sources" / "abc"
+    src.mkdir(parents=True)
+    for i, name in enumerate(["model.pt", "template.pol", "meta.json", ".lock"]):
+        (src / name).write_bytes(name.encode())
+        os.utime(src / name, ns=(10**18 + i, 10**18 + i))
+    monkeypatch.setenv("POLARITY_CACHE", str(here))
+    files = collect_dirs([src, tmp_path / "elsewhere"])
+    assert list(files) == ["sources/abc"] and [n for n, _ in files["sources/abc"]] == ["model.pt", "template.pol",
+                                                                                      "meta.json"]
+    monkeypatch.setenv("POLARITY_CACHE", str(there))
+    written = []
+    monkeypatch.setattr("polarity.files.atomic_write", lambda p, data: written.append(p.name) or p.parent.mkdir(
+        parents=True, exist_ok=True) or p.write_bytes(data))
+    assert materialise(files) == 3 and written == ["model.pt", "template.pol", "meta.json"]
+    assert (there / "sources" / "abc" / "meta.json").read_bytes() == b"meta.json"
+    assert materialise(files) == 0 and not (there / "sources" / "abc" / ".lock").exists()

@@ -53,7 +53,7 @@ def test_commit_is_exactly_once(tmp_path):
         assert s.commit_job("toy", "j1", [_result("a", 8, 0)]) == 1
         assert s.commit_job("toy", "j1", [_result("a", 8, 0), _result("a", 8, 1)]) == 1
         assert s.conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 2
-        assert s.conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 6
+        assert s.conn.execute("SELECT count(*), sum(n_epochs) FROM epochs").fetchone() == (2, 6)
 
 
 def test_job_commit_is_one_transaction(tmp_path):

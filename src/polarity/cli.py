@@ -243,8 +243,11 @@ def cmd_store_upgrade(args: argparse.Namespace) -> int:
     if info["from"] == info["to"]:
         print(f"{db} already has schema {info['to']}; nothing to do")
     else:
+        def size(b: int) -> str:
+            return f"{b / 1e6:.1f} MB" if b >= 1e6 else f"{b / 1e3:.0f} kB"
+
         print(f"{db}: schema {info['from']} -> {info['to']}, {info['trials']} trials, "
-              f"{info['bytes_before'] / 1e6:.1f} MB -> {info['bytes_after'] / 1e6:.1f} MB")
+              f"{size(info['bytes_before'])} -> {size(info['bytes_after'])}")
     return 0
 
 

@@ -364,7 +364,13 @@ def _pretrain(spec: SourceSpec, arch: str, num_classes: int | None, model_kwargs
     g = torch.Generator().manual_seed(cfg.seed)
     perms = [torch.randperm(len(y), generator=g) for _ in range(cfg.epochs)]
     torch.manual_seed(cfg.seed)
-    history = fit(model, opt, x, y, transform, perms, cfg.batch_size, device=device)
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        log(f"pretraining {spec.text!r}: epoch {epoch}/{cfg.epochs}, train loss {loss:.4f}, "
+            f"train acc {acc:.3f} ({time.perf_counter() - t0:.0f}s)")
+
+    history = fit(model, opt, x, y, transform, perms, cfg.batch_size, device=device,
+                  on_epoch=on_epoch if log else None)
     val_loss, val_acc = evaluate(model, vx, vy, transform, device=device)
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     template = Template.from_module(state)

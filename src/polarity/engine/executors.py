@@ -3,12 +3,20 @@
 Every executor calls the same worker entry point, ``execute_job(name, hp, job, device)``, with
 the experiment's NAME (never a pickled instance) and its hparams, and every one sets the same
 torch thread count first (``hp.threads`` when the Hparams has that field, else 1), so a seed gives
-identical numbers whatever the executor and worker count.  Only the driver writes results.
+identical numbers whatever the executor and worker count.  The worker encodes its trials for the
+store (``store.pack_trial``); only the driver writes results.
 
 * ``LocalExecutor``: in process, one job after another;
 * ``PoolExecutor``: ``--workers N`` processes (``spawn`` context);
 * ``RayExecutor``: Ray tasks with ``num_cpus=1``; ``ray.init(address)`` or, without an address,
-  a local Ray instance.
+  a local Ray instance.  On a cluster the jobs carry the polarity package with them (Ray's
+  ``runtime_env`` ``py_modules``: nodes need Python and polarity's dependencies, not polarity),
+  and the cache directories the run prepared (a pretrained source) are shipped to nodes that
+  lack them.  A task whose worker process or node is lost is retried up to ``retries`` times
+  (system failures only: an exception raised by the job is never retried), then reported as a
+  failed job.  Each job's results reach the driver once, whatever was retried.
+
+``docs/engine.md`` describes threads, determinism and clusters.
 """
 from __future__ import annotations
 
@@ -16,9 +24,11 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
-from ..experiments.base import ExperimentError, Job, TrialResult
+from ..experiments.base import ExperimentError, Job
+from ..store import PackedTrial
 
 EXECUTORS = ("local", "ray")
 
@@ -26,7 +36,7 @@ EXECUTORS = ("local", "ray")
 @dataclass
 class Outcome:
     job: Job
-    results: list[TrialResult] | None = None
+    results: list[PackedTrial] | None = None
     hardware: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     error: str | None = None  # "ExceptionType: message"
@@ -55,9 +65,11 @@ def set_threads(hp: Any) -> int:
     return n
 
 
-def execute_job(name: str, hp: Any, job: Job, device: str = "cpu") -> tuple[list[TrialResult], dict, float]:
-    """Worker entry point: look the experiment up by name, compute one job."""
+def execute_job(name: str, hp: Any, job: Job, device: str = "cpu") -> tuple[list[PackedTrial], dict, float]:
+    """Worker entry point: look the experiment up by name, compute one job, encode its trials
+    for the store (the driver then only inserts bytes)."""
     from .. import experiments
+    from ..store import pack_trial
     from .hardware import hardware_info
 
     set_threads(hp)
@@ -65,7 +77,7 @@ def execute_job(name: str, hp: Any, job: Job, device: str = "cpu") -> tuple[list
     t0 = time.perf_counter()
     results = exp.run_job(hp, job, device)
     wall = time.perf_counter() - t0
-    return list(results), hardware_info(device), wall
+    return [pack_trial(r) for r in results], hardware_info(device), wall
 
 
 def _describe(exc: BaseException) -> str:
@@ -86,6 +98,10 @@ def _failure(job: Job, exc: BaseException) -> Outcome:
 
 class Executor:
     name = "base"
+
+    def ship(self, dirs: Sequence[Path]) -> None:
+        """Make the directories a run prepared (``Experiment.prepare``) reachable by the workers;
+        workers on this machine read them where they are."""
 
     def run(self, name: str, hp: Any, jobs: Sequence[Job], device: str) -> Iterator[Outcome]:
         raise NotImplementedError
@@ -184,22 +200,82 @@ class PoolExecutor(Executor):
             self.pool = None
 
 
+def package_dir() -> Path:
+    """The directory of the polarity package this driver runs (what a Ray job ships)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def collect_dirs(dirs: Sequence[Path]) -> dict[str, list[tuple[str, bytes]]]:
+    """The files of prepared cache directories, by directory relative to the cache root, each
+    directory's files in the order they were written (hidden files, e.g. locks, left out)."""
+    from ..files import cache_root
+
+    root = cache_root().resolve()
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    for d in dirs:
+        d = Path(d).resolve()
+        try:
+            rel = d.relative_to(root).as_posix()
+        except ValueError:
+            continue  # not under the cache root: workers are given its own path
+        files = sorted((p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime_ns)
+        out[rel] = [(p.name, p.read_bytes()) for p in files]
+    return out
+
+
+def materialise(files: Mapping[str, Sequence[tuple[str, bytes]]]) -> int:
+    """Re-create shipped cache directories under this node's cache root: the files it lacks,
+    atomically, in the order they were written (a reader never sees a directory's last file
+    before the others).  Returns the number of files written."""
+    from ..files import atomic_write, cache_root
+
+    root, n = cache_root(), 0
+    for rel, entries in files.items():
+        for name, data in entries:
+            p = root / rel / name
+            if not p.exists():
+                atomic_write(p, data)
+                n += 1
+    return n
+
+
+def _ray_job(name: str, hp: Any, job: Job, device: str, files: Mapping | None):
+    """A Ray task: the shipped directories first, then the job; the node that ran it is
+    recorded with its hardware."""
+    import ray
+
+    if files:
+        materialise(files)
+    results, hw, wall = execute_job(name, hp, job, device)
+    hw["ray_node"] = ray.get_runtime_context().get_node_id()
+    return results, hw, wall
+
+
 class RayExecutor(Executor):
-    """Ray tasks (``num_cpus=1`` each).  Connects to ``address`` when given, else starts a local
-    instance (with ``num_cpus`` CPUs when given) and shuts it down on close."""
+    """Ray tasks (``num_cpus=1`` each).  Connects to ``address`` when given (the jobs ship the
+    polarity package with them), else starts a local instance (with ``num_cpus`` CPUs when
+    given) and shuts it down on close.  ``retries``: how often a task whose worker or node was
+    lost is run again before its job is reported as failed."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, retries: int = 3) -> None:
         try:
             import ray
         except ModuleNotFoundError:
             raise ExperimentError("--executor ray needs the 'ray' package (pip install 'polarity[ray]')") from None
+        if retries < 0:
+            raise ExperimentError(f"--retries must be >= 0, got {retries}")
         self.ray = ray
+        self.retries = retries
+        self.files: dict | None = None
         self._started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
+            if address:
+                kwargs["runtime_env"] = {"py_modules": [str(package_dir())]}
             attempts = 1 if address else 2  # a local start can time out on a loaded machine
             for attempt in range(attempts):
                 try:
@@ -219,15 +295,20 @@ class RayExecutor(Executor):
                     raise ExperimentError(f"cannot start or reach {where}: {_describe(e)}") from None
             self._started = True
 
+    def ship(self, dirs):
+        files = collect_dirs(dirs)
+        self.files = files or None
+
     def run(self, name, hp, jobs, device):
         ray = self.ray
+        opts: dict[str, Any] = {"num_cpus": 1, "max_retries": self.retries, "retry_exceptions": False}
         if str(device).startswith("cuda"):
             # one GPU per task; Ray sets CUDA_VISIBLE_DEVICES, so the task's device is plain "cuda"
-            remote = ray.remote(num_cpus=1, num_gpus=1, max_retries=0)(execute_job)
+            opts["num_gpus"] = 1
             device = "cuda"
-        else:
-            remote = ray.remote(num_cpus=1, max_retries=0)(execute_job)
-        refs = {remote.remote(name, hp, job, device): job for job in jobs}
+        remote = ray.remote(**opts)(_ray_job)
+        files = ray.put(self.files) if self.files else None
+        refs = {remote.remote(name, hp, job, device, files): job for job in jobs}
         pending = list(refs)
         try:
             while pending:
@@ -237,7 +318,10 @@ class RayExecutor(Executor):
                     try:
                         results, hw, wall = ray.get(ref)
                     except Exception as e:  # noqa: BLE001
-                        yield _failure(job, e)
+                        out = _failure(job, e)
+                        if not isinstance(e, ray.exceptions.RayTaskError):  # a lost worker or node
+                            out.error += f" (after {self.retries} retries)"
+                        yield out
                         continue
                     yield Outcome(job, results, hw, wall)
         finally:
@@ -265,9 +349,10 @@ def check_device(device: str, executor: str = "local") -> None:
         raise ExperimentError(f"--device {device}: CUDA is not available on this machine")
 
 
-def make_executor(kind: str = "local", workers: int = 1, address: str | None = None) -> Executor:
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
+                  retries: int = 3) -> Executor:
     if kind == "local":
         return LocalExecutor() if workers <= 1 else PoolExecutor(workers)
     if kind == "ray":
-        return RayExecutor(address=address, num_cpus=workers if workers > 1 else None)
+        return RayExecutor(address=address, num_cpus=workers if workers > 1 else None, retries=retries)
     raise ExperimentError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")

@@ -13,6 +13,11 @@ command.  Every check that can refuse a directory (another spec, not a run direc
 foreign database, a read-only directory or database) runs before anything is written or computed
 and leaves the directory as it was.  Readers (``report``, ``export``) never take the lock; they
 check that ``spec.json`` and the database's own record of its spec agree (``open_run``).
+
+Before dispatching the pending jobs the driver runs the experiment's preparation
+(``Experiment.prepare``: e.g. pretraining a transfer source once, with the jobs' thread count)
+and hands the directories it prepared to the executor.  ``RunSummary`` says how long the
+preparation and the commits took (``prepare_s``, ``commit_s``).
 """
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ from typing import Any, Mapping, Sequence
 from .. import experiments
 from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
 from ..files import atomic_write
-from ..store import FILENAME, Store, StoreError
-from .executors import Outcome, check_device, make_executor
-from .progress import Progress
+from ..store import FILENAME, Store, StoreError, upgrade
+from .executors import Outcome, check_device, make_executor, set_threads
+from .progress import DEFAULT_EVERY_S, Progress
 from .spec import Spec, hparams_from_dict, spec_diff
 
 SPEC_FILE = "spec.json"
@@ -62,6 +67,8 @@ class RunSummary:
     failures: list[JobFailure] = field(default_factory=list)
     elapsed_s: float = 0.0
     pending_jobs: int = 0
+    prepare_s: float = 0.0  # the experiment's preparation in the driver (pretraining a source)
+    commit_s: float = 0.0  # the driver's time in store.commit_job
 
     @property
     def complete(self) -> bool:
@@ -277,7 +284,8 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
     _check_writable(out)
     db = out / FILENAME
     if db.exists():
-        Store(db, readonly=True).close()  # a newer or foreign schema is refused before any write
+        with Store(db, readonly=True) as s:  # a newer, older or foreign schema is refused before any write
+            s.check_current()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -313,6 +321,24 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
         lock.release()
         raise
     return lock, store
+
+
+def upgrade_run(out: str | Path, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """``polarity store upgrade DIR``: the run's store converted to the current schema in place
+    (``store.upgrade``), after checking that ``spec.json`` describes it, under the run's lock (so
+    never while a run writes to it)."""
+    out = Path(out)
+    _, _, store = open_run(out)  # a newer or foreign database, or another spec: refused untouched
+    store.close()
+    _check_writable(out)
+    lock = RunLock(out)
+    lock.acquire(command)
+    try:
+        return upgrade(out / FILENAME)
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    finally:
+        lock.release()
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -357,12 +383,18 @@ def _check_results(job: Job, outcome: Outcome) -> str | None:
 
 def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: int = 1,
              address: str | None = None, device: str = "cpu", quiet: bool = False,
-             command: Sequence[str] | None = None, log=None) -> RunSummary:
-    """Compute every trial of ``spec`` that ``out`` does not hold yet."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+             progress_every: float = DEFAULT_EVERY_S, retries: int = 3,
+             command: Sequence[str] | None = None) -> RunSummary:
+    """Compute every trial of ``spec`` that ``out`` does not hold yet: the experiment's
+    preparation in this process (``Experiment.prepare``), then the pending jobs on the executor,
+    each finished job committed by this process in one transaction."""
     exp = experiments.get(spec.experiment)
     exp.validate(spec.hp)
     check_device(device, executor)
+    if not progress_every > 0:
+        raise ExperimentError(f"--progress-every must be > 0 seconds, got {progress_every}")
+    if retries < 0:
+        raise ExperimentError(f"--retries must be >= 0, got {retries}")
     out = Path(out)
     trials, jobs = plan(exp, spec.hp)
     lock, store = prepare_run_dir(out, spec, command)
@@ -378,34 +410,39 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
         hparams = hparams_dict(spec.hp)
         version = _version()
         desc = f"{spec.experiment}/{spec.preset}"
-        with Progress(len(trials), len(done), desc=desc, quiet=quiet) as bar, \
-                make_executor(executor, workers, address) as ex:
-            for outcome in ex.run(spec.experiment, spec.hp, todo, device):
-                job = outcome.job
-                if outcome.ok:
-                    bad = _check_results(job, outcome)
-                    if bad:
-                        outcome.error, outcome.traceback = bad, ""
-                if not outcome.ok:
-                    summary.failures.append(JobFailure(job.key, outcome.error or "?", outcome.traceback or ""))
-                    if not quiet:
+        with Progress(len(trials), len(done), desc=desc, quiet=quiet, every=progress_every) as bar:
+            t0 = time.perf_counter()
+            prepared = _prepare(exp, spec.hp, device, bar.log)
+            summary.prepare_s = time.perf_counter() - t0
+            with make_executor(executor, workers, address, retries) as ex:
+                ex.ship(prepared)
+                for outcome in ex.run(spec.experiment, spec.hp, todo, device):
+                    job = outcome.job
+                    if outcome.ok:
+                        bad = _check_results(job, outcome)
+                        if bad:
+                            outcome.error, outcome.traceback = bad, ""
+                    if not outcome.ok:
+                        summary.failures.append(JobFailure(job.key, outcome.error or "?", outcome.traceback or ""))
                         bar.write(f"job {job.key} failed: {outcome.error}")
-                    continue
-                if outcome.results and not any(r.wall_s for r in outcome.results):
-                    for r in outcome.results:  # the experiment did not time its trials: share the job's time
-                        r.wall_s = outcome.wall_s / len(outcome.results)
-                n_new = sum(1 for r in outcome.results if r.key not in done)
-                try:
-                    store.commit_job(spec.experiment, job.key, outcome.results, hardware=outcome.hardware,
-                                     version=version, hparams=hparams)
-                except StoreError as e:
-                    fix = ("make it and its directory writable, then rerun to resume" if e.readonly
-                           else "rerun to resume (once there is room, if the disk is full)")
-                    raise RunDirError(f"{e}; the {summary.computed_trials + summary.skipped_trials} trials "
-                                      f"committed so far are kept; {fix}") from None
-                done.update(r.key for r in outcome.results)
-                summary.computed_trials += n_new
-                bar.update(n_new)
+                        continue
+                    if outcome.results and not any(r.wall_s for r in outcome.results):
+                        for r in outcome.results:  # the experiment did not time its trials: share the job's time
+                            r.wall_s = outcome.wall_s / len(outcome.results)
+                    n_new = sum(1 for r in outcome.results if r.key not in done)
+                    t0 = time.perf_counter()
+                    try:
+                        store.commit_job(spec.experiment, job.key, outcome.results, hardware=outcome.hardware,
+                                         version=version, hparams=hparams)
+                    except StoreError as e:
+                        fix = ("make it and its directory writable, then rerun to resume" if e.readonly
+                               else "rerun to resume (once there is room, if the disk is full)")
+                        raise RunDirError(f"{e}; the {summary.computed_trials + summary.skipped_trials} trials "
+                                          f"committed so far are kept; {fix}") from None
+                    summary.commit_s += time.perf_counter() - t0
+                    done.update(r.key for r in outcome.results)
+                    summary.computed_trials += n_new
+                    bar.update(n_new)
         return summary
     finally:
         summary.elapsed_s = time.perf_counter() - t_start
@@ -419,6 +456,23 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
         lock.release()
         if summary.failures:
             _write_errors(out, summary.failures)
+
+
+def _prepare(exp: Experiment, hp: Any, device: str, log) -> list[Path]:
+    """``exp.prepare`` in the driver, with the jobs' torch thread count (so what it computes is
+    what a worker would compute), on ``device`` when this machine has it, else on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        device = "cpu"  # Ray workers have the GPUs, the driver does not
+    saved = torch.get_num_threads()
+    set_threads(hp)
+    try:
+        return [Path(d) for d in exp.prepare(hp, device=device, log=log) or ()]
+    except (ValueError, OSError) as e:  # ExperimentError, TransferError, a missing dataset, ...
+        raise ExperimentError(f"preparing {exp.name} before its jobs failed: {e}") from e
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _write_errors(out: Path, failures: Sequence[JobFailure]) -> None:

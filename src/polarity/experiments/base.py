@@ -11,6 +11,9 @@ An experiment is a typed hyper-parameter dataclass plus four functions:
 * ``report(hp, epochs, trials, outdir)``: figures/tables for a finished (or partial) run,
   computed only from the store's tidy frames; returns a Markdown section.
 
+Optionally, ``prepare(hp, device, log)``: work every job shares (pretraining a transfer source),
+run once by the engine's driver before any job is dispatched.
+
 The engine (``polarity.engine``) owns expansion, storage, resume, executors and progress;
 an experiment never touches the database.
 
@@ -34,7 +37,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..seeds import trial_seed  # noqa: F401  (re-exported: the experiments' seed)
 
@@ -256,6 +259,15 @@ class Experiment(abc.ABC):
     def is_condition(self, condition: str) -> bool:
         """Override when conditions are parametrised (e.g. 'frozen-rand@flip')."""
         return condition in self.conditions
+
+    def prepare(self, hp: Any, device: str = "cpu",
+                log: Callable[[str], None] | None = None) -> Sequence[Path]:
+        """Work every job of a run shares, done once by the engine's driver before any job is
+        dispatched (e.g. pretraining a transfer source into the cache), with the jobs' torch
+        thread count; ``log`` takes progress lines.  Returns the directories the jobs will read,
+        which executors whose workers do not share this machine's disk ship to them.  Jobs must
+        still work without it (they find the cached result, or compute it themselves)."""
+        return ()
 
     @abc.abstractmethod
     def trials(self, hp: Any) -> list[TrialKey]: ...

@@ -1,5 +1,5 @@
 """The image experiments as the engine sees them: validation, the grid (one job per (n, trial)),
-and the registered ``fmnist``, ``cifar10`` and ``images`` (any dataset) experiments."""
+a ``pretrained:`` source trained once before the jobs (``prepare``), and the registered ``fmnist``, ``cifar10`` and ``images`` (any dataset) experiments."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ from .. import register
 from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
 from .presets import (CIFAR_PAPER_N, CONDITIONS, FMNIST_PAPER_N, NEEDS_SOURCE, ImageHparams,
                       make_presets, model_kwargs, transfer_preset)
-from .protocol import run_trial
+from .protocol import get_source, run_trial
 
 
 class ImageExperiment(Experiment):
@@ -122,6 +122,13 @@ class ImageExperiment(Experiment):
                 keys = tuple(TrialKey(c, int(n), 0, t) for c in hp.conditions)
                 out.append(Job(f"n{int(n)}-t{t}", keys))
         return out
+
+    def prepare(self, hp: ImageHparams, device: str = "cpu", log=None) -> tuple[Path, ...]:
+        """A ``pretrained:<dataset>`` source is trained here, once, before any job (the jobs
+        read it from the cache); the other sources are files already."""
+        if not any(c in NEEDS_SOURCE for c in hp.conditions) or parse_source(hp.source).kind != "pretrained":
+            return ()
+        return (Path(get_source(hp, None, device=device, log=log).info["cache_dir"]),)
 
     def run_job(self, hp: ImageHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
         ns = {k.n for k in job.trials}

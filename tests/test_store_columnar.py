@@ -1,0 +1,301 @@
+"""The columnar store (schema 2, issue 14): one row per trial holding its series, the same tidy
+frame as schema 1's row layout for every kind of extra, schema-1 stores read and exported as
+they are and upgraded in place only when asked (``polarity store upgrade``)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polarity import cli, engine, experiments, store
+from polarity.experiments.base import EpochRecord, ExperimentError, TrialKey, TrialResult
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = experiments.get("toy")
+
+
+def _bench():
+    """benchmarks/store.py: schema 1's commit as polarity 0.1 wrote it (the baseline)."""
+    spec = importlib.util.spec_from_file_location("bench_store", ROOT / "benchmarks" / "store.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+BENCH = _bench()
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _write_v1(path: Path, jobs: dict[str, list[TrialResult]], hardware=None, hparams=None) -> None:
+    c = BENCH.open_rows(path)
+    for key, results in jobs.items():
+        BENCH.commit_rows(c, "toy", key, results, json.dumps(hardware or {}), json.dumps(hparams or {}))
+    c.close()
+
+
+def _write_v2(path: Path, jobs: dict[str, list[TrialResult]]) -> None:
+    with store.Store(path) as s:
+        for key, results in jobs.items():
+            s.commit_job("toy", key, results)
+
+
+def _frames_of_both(tmp: Path, jobs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    _write_v1(tmp / "v1.sqlite", jobs)
+    _write_v2(tmp / "v2.sqlite", jobs)
+    with store.Store(tmp / "v1.sqlite", readonly=True) as a, store.Store(tmp / "v2.sqlite", readonly=True) as b:
+        assert (a.version, b.version) == (1, 2)
+        return a.epochs_frame(), b.epochs_frame()
+
+
+def _trial(cond, n, trial, extras, metrics=None):
+    recs = [EpochRecord(e + 1, *(metrics[e] if metrics else (1.0 / (e + 1), 0.5, 2.0 / (e + 1), 0.25)), x)
+            for e, x in enumerate(extras)]
+    return TrialResult(TrialKey(cond, n, 0, trial), seed=trial, wall_s=0.5, epochs=recs, extra={"k": cond})
+
+
+# ----------------------------------------------------------------------------- the same frame
+
+def test_every_kind_of_extra_gives_schema_1s_frame(tmp_path):
+    jobs = {
+        "j1": [_trial("a", 8, 0, [{"f": 0.5, "i": 3, "s": "warm", "b": True, "mix": 1, "big": 2**60 + 1,
+                                   "nested": [1, 2], "inf": math.inf},
+                                  {"f": math.nan, "i": 4, "s": "main", "b": False, "mix": 2.5, "big": 2**60 + 3,
+                                   "nested": {"x": 1}, "inf": -math.inf},
+                                  {"f": 0.25, "i": 5, "b": True, "mix": None, "big": -7}]),
+               _trial("b", 8, 0, [{"f": 1.0, "i": 1, "s": "x", "gap": 1}, {}, {"f": 2.0, "i": 2, "s": "y"}])],
+        "j2": [_trial("a", 16, 1, [{"s": 7, "i": 9}, {"s": "007", "i": 10}, {"s": None, "i": 11}]),
+               _trial("b", 16, 1, [None, None, None])],
+    }
+    v1, v2 = _frames_of_both(tmp_path, jobs)
+    pd.testing.assert_frame_equal(v1, v2, check_exact=True)
+    assert v2["i"].dtype == "float64"  # integers with gaps (trial b/16 has none) are numbers with NaN
+    ints = tmp_path / "ints"
+    ints.mkdir()
+    a, b = _frames_of_both(ints, {"j": [_trial("a", 8, 0, [{"i": 2**62 + 1}] * 2)]})
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert b["i"].dtype == "int64" and b["i"].tolist() == [2**62 + 1] * 2  # everywhere: int64, exact
+    assert v2.loc[(v2.condition == "a") & (v2.n == 8), "nested"].tolist()[:2] == ["[1,2]", '{"x":1}']
+    assert list(v2.columns) == store.EPOCH_COLUMNS + sorted(["f", "i", "s", "b", "mix", "big", "nested", "inf",
+                                                             "gap"])
+
+
+def test_metrics_only_and_empty_runs(tmp_path):
+    jobs = {"j": [_trial("b", 8, 1, [{}] * 4), _trial("a", 20, 0, [{}] * 2)]}
+    v1, v2 = _frames_of_both(tmp_path, jobs)
+    pd.testing.assert_frame_equal(v1, v2, check_exact=True)
+    assert list(v2.columns) == store.EPOCH_COLUMNS and len(v2) == 6
+    _write_v1(tmp_path / "e1.sqlite", {})
+    _write_v2(tmp_path / "e2.sqlite", {})
+    with store.Store(tmp_path / "e1.sqlite", readonly=True) as a, store.Store(tmp_path / "e2.sqlite") as b:
+        pd.testing.assert_frame_equal(a.epochs_frame(), b.epochs_frame(), check_exact=True)
+
+
+_value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**63, 2**63 - 1), st.booleans(),
+                   st.none(), st.text(alphabet="abc01 ", max_size=3), st.lists(st.integers(-5, 5), max_size=2))
+_epoch_extras = st.dictionaries(st.sampled_from(["k1", "k2", "switch/fc1.weight"]), _value, max_size=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=st.lists(st.lists(_epoch_extras, min_size=0, max_size=4), min_size=1, max_size=4),
+       metrics=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=16, max_size=16))
+def test_any_extras_give_schema_1s_frame(tmp_path_factory, trials, metrics):
+    d = tmp_path_factory.mktemp("prop")
+    m = [tuple(metrics[4 * (e % 4):4 * (e % 4) + 4]) for e in range(4)]
+    jobs = {f"j{i}": [_trial("ab"[i % 2], 8 + i, i, ex, m)] for i, ex in enumerate(trials)}
+    v1, v2 = _frames_of_both(d, jobs)
+    pd.testing.assert_frame_equal(v1, v2, check_exact=True)
+
+
+def test_epochs_are_sorted_and_a_repeated_epoch_is_an_error(tmp_path):
+    r = _trial("a", 8, 0, [{"x": 1.0}, {"x": 2.0}, {"x": 3.0}])
+    r.epochs.reverse()
+    _write_v2(tmp_path / "r.sqlite", {"j": [r]})
+    with store.Store(tmp_path / "r.sqlite") as s:
+        df = s.epochs_frame()
+    assert df["epoch"].tolist() == [1, 2, 3] and df["x"].tolist() == [1.0, 2.0, 3.0]
+    r.epochs[0].epoch = 1
+    with pytest.raises(ExperimentError, match="epoch 1 is recorded twice"):
+        store.pack_trial(r)
+
+
+# ----------------------------------------------------------------------------- the layout
+
+def test_one_row_per_trial_narrowed_losslessly(tmp_path):
+    f32 = [float(np.float32(x)) for x in (0.1, 0.7, 1e-3)]
+    r = TrialResult(TrialKey("a", 8, 0, 0), 3, 0.1,
+                    [EpochRecord(e + 1, f32[e], 0.1 * (e + 1), math.nan, -0.0, {"n": 40 * e, "f": f32[e]})
+                     for e in range(3)])
+    _write_v2(tmp_path / "r.sqlite", {"j": [r]})
+    c = sqlite3.connect(tmp_path / "r.sqlite")
+    rows = c.execute("SELECT n_epochs, epoch, train_loss, train_acc, val_loss, val_acc, extra FROM epochs").fetchall()
+    c.close()
+    assert len(rows) == 1
+    n, epoch, tl, ta, vl, va, extra = rows[0]
+    assert n == 3
+    assert [b[:4] for b in (epoch, tl, ta, vl, va)] == [b"A|i1", b"A<f4", b"A<f8", b"A<f4", b"A<f4"]
+    assert store.decode_series(tl).tolist() == f32 and store.decode_series(ta).tolist() == [0.1, 0.2, 0.1 * 3]
+    assert math.isnan(store.decode_series(vl)[0]) and math.copysign(1, store.decode_series(va)[0]) == -1
+    ex = store.decode_extras(extra)
+    assert ex["n"].dtype == np.int64 and ex["n"].tolist() == [0, 40, 80] and ex["f"].tolist() == f32
+    # the documented recipe reads a series with numpy alone
+    assert np.frombuffer(tl, tl[1:4].decode(), offset=4).tolist() == f32
+
+
+def test_a_job_is_one_transaction(tmp_path):
+    bad = _trial("a", 8, 1, [{"x": object()}])
+    with store.Store(tmp_path / "r.sqlite") as s:
+        with pytest.raises(TypeError):
+            s.commit_job("toy", "j", [_trial("a", 8, 0, [{}]), bad])
+        assert s.conn.execute("SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM epochs)").fetchone() == (0, 0)
+
+
+@pytest.mark.parametrize("user_version", [1, 2])
+def test_foreign_database_with_our_version_is_refused(tmp_path, user_version):
+    p = tmp_path / "x.sqlite"
+    c = sqlite3.connect(p)
+    c.executescript(store._DDL_V1 if user_version == 2 else store._DDL)  # the other version's tables
+    c.execute(f"PRAGMA user_version = {user_version}")
+    c.commit()
+    c.close()
+    h = _sha(p)
+    for ro in (True, False):
+        with pytest.raises(store.StoreError, match="not a polarity results database.*other columns: epochs"):
+            store.Store(p, readonly=ro)
+    assert _sha(p) == h
+
+
+# ----------------------------------------------------------------------------- schema-1 run directories
+
+def _cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _as_schema_1(run: Path) -> None:
+    """Rewrite a finished run's database as polarity 0.1 (schema 1) would have written it."""
+    db = run / store.FILENAME
+    c = sqlite3.connect(db)
+    meta = c.execute("SELECT key, value FROM run").fetchall()
+    rows = c.execute("SELECT t.condition, t.n, t.width, t.trial, t.seed, t.wall_s, t.hardware, t.hparams, t.extra,"
+                     " t.job, e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.extra"
+                     " FROM trials t JOIN epochs e ON e.trial_id = t.id ORDER BY t.id").fetchall()
+    c.close()
+    jobs: dict[str, list] = {}
+    hw = hp = None
+    for cond, n, w, t, seed, wall, hw, hp, extra, job, *series in rows:
+        ep, *ms = [store.decode_series(b).tolist() for b in series[:5]]
+        ex = store.decode_extras(series[5])
+        recs = [EpochRecord(e, *(m[i] for m in ms), {k: (v[i] if isinstance(v, list) else v[i].item())
+                                                       for k, v in ex.items()}) for i, e in enumerate(ep)]
+        jobs.setdefault(job, []).append(TrialResult(TrialKey(cond, n, w, t), seed, wall, recs, json.loads(extra)))
+    for p in run.glob(store.FILENAME + "*"):
+        p.unlink()
+    c = BENCH.open_rows(db)
+    c.executemany("INSERT INTO run VALUES (?, ?)", meta)
+    for job, results in jobs.items():
+        BENCH.commit_rows(c, "toy", job, results, hw, hp)
+    c.close()
+
+
+@pytest.fixture
+def v1_run(tmp_path):
+    """A toy run as polarity 0.1 left it, and the export of the same run made with schema 2."""
+    d = tmp_path / "run"
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    want = store.epochs_frame(d)
+    trials = store.trials_frame(d)
+    _as_schema_1(d)
+    return d, want, trials
+
+
+def test_schema_1_run_is_read_exported_and_refused_for_writing_untouched(v1_run, tmp_path, capsys):
+    d, want, _ = v1_run
+    h = _sha(d / store.FILENAME)
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        assert s.version == 1
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+    code, _, err = _cli(capsys, "export", d, "--csv", tmp_path / "e.csv")
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "e.csv"), pd.read_csv(_csv(want, tmp_path / "w.csv")))
+    assert _cli(capsys, "report", d)[0] == 0
+    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8,16", "--out", d, "--quiet", "--no-report")
+    assert code == 2 and "schema 1" in err and f"polarity store upgrade {d}" in err and "nothing was changed" in err
+    with pytest.raises(store.StoreError, match="store upgrade"):
+        store.Store(d / store.FILENAME)
+    assert _sha(d / store.FILENAME) == h
+
+
+def _csv(df, p):
+    df.to_csv(p, index=False)
+    return p
+
+
+def test_store_upgrade_converts_in_place_then_the_run_resumes(v1_run, capsys, monkeypatch):
+    d, want, trials = v1_run
+    before = store.trials_frame(d)
+    # an upgrade that fails half-way leaves schema 1 as it was
+    real = store.pack_trial
+    calls = []
+
+    def failing(r):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return real(r)
+
+    monkeypatch.setattr(store, "pack_trial", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        engine.upgrade_run(d)
+    monkeypatch.setattr(store, "pack_trial", real)
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        assert s.version == 1
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0, err
+    assert "schema 1 -> 2" in out and "8 trials" in out
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        assert s.version == store.SCHEMA_VERSION
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+        pd.testing.assert_frame_equal(s.trials_frame(), before, check_exact=True)
+    assert _cli(capsys, "store", "upgrade", d)[1].endswith("nothing to do\n")
+    # new results go into the upgraded store
+    c = sqlite3.connect(d / store.FILENAME)
+    c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE n=16)")
+    c.execute("DELETE FROM trials WHERE n=16")
+    c.commit()
+    c.close()
+    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    assert s.complete and s.computed_trials == 4
+    pd.testing.assert_frame_equal(store.epochs_frame(d), want, check_exact=True)
+
+
+def test_upgrade_refuses_a_running_run_and_newer_or_foreign_stores(v1_run, tmp_path, capsys):
+    d, _, _ = v1_run
+    lock = engine.runner.RunLock(d)
+    lock.acquire(["polarity", "run", "toy"])
+    try:
+        code, _, err = _cli(capsys, "store", "upgrade", d)
+        assert code == 2 and "in use by another polarity run" in err
+    finally:
+        lock.release()
+    c = sqlite3.connect(d / store.FILENAME)
+    c.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    c.commit()
+    c.close()
+    h = _sha(d / store.FILENAME)
+    code, _, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 2 and "newer than this polarity's" in err and _sha(d / store.FILENAME) == h
