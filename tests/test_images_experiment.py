@@ -166,7 +166,7 @@ def test_bad_hparams_are_named():
         exp.validate(dataclasses.replace(q, dataset="fmnist"))
     with pytest.raises(ExperimentError, match="val_size"):
         exp.validate(dataclasses.replace(q, val_size=0))
-    with pytest.raises(ExperimentError, match="cut-offs"):
+    with pytest.raises(ExperimentError, match="cutoffs must be > 0 and <= 1"):
         exp.validate(dataclasses.replace(q, cutoffs=(0.5, 50.0)))
     with pytest.raises(ExperimentError, match="need a transfer source"):
         exp.validate(dataclasses.replace(q, source="none"))
