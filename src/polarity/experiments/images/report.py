@@ -171,10 +171,14 @@ def _figure3(r: _Report, pt, stats) -> list[str]:
     figures.plot_paired_differences(
         frame, r.outdir / "fig3_images", [(m, f"{nice}: condition - reference") for m, nice in _metrics(r)],
         r.conds, r.style, zero_color=COLORS[REFERENCE], xlabel=N_LABEL,
-        panel_title=f"reference: {ref_label} (paired by trial; median, 95% bootstrap CI)",
-        title=f"Figure 3 -- {r.tag}; * p<0.05, ** p<0.01, *** p<0.001 (Wilcoxon signed-rank, Holm)")
+        panel_title="paired by trial: median and 95% bootstrap CI",
+        title=f"Figure 3 -- {r.tag}\nreference: {ref_label}; * p<0.05, ** p<0.01, *** p<0.001 "
+              "(Wilcoxon signed-rank, Holm)")
     return [f"### Figure 3: paired differences against {ref_label} ({r.dlabel})", "",
-            *r.figure("fig3_images.png")]
+            *r.figure("fig3_images.png"),
+            "(A condition whose median paired difference is infinite -- most of its trials never "
+            "reached the cut-off while the reference's did -- has no point in the epochs panel; "
+            "the table below gives it.)", ""]
 
 
 def _fmt(v: float, digits: int = 3) -> str:
