@@ -104,7 +104,8 @@ def _scalar(v: Any) -> Any:
 def _extra_entry(key: str, values: list) -> tuple[list, bytes]:
     """One extra's per-epoch values (None where an epoch lacks it) as a header entry and bytes:
     an int64 series when every value is an integer, a float64 series when every value is a
-    number or missing, else JSON values (see the module docstring)."""
+    number or missing (and every integer is exact in float64, |v| <= 2**53), else JSON values
+    (see the module docstring)."""
     kinds = set(map(type, values))
     if kinds <= {float}:
         a = np.array(values, dtype=np.float64)
@@ -116,8 +117,10 @@ def _extra_entry(key: str, values: list) -> tuple[list, bytes]:
             try:
                 a = np.array(values, dtype=np.int64)
             except OverflowError:
-                kinds = {float}
-        if a is None and kinds <= {int, float, type(None)}:
+                pass  # beyond int64: JSON values keep it exactly
+        # numbers with gaps become float64 with NaN, unless an integer would lose digits there
+        exact = all(not isinstance(v, int) or abs(v) <= 2**53 for v in values)
+        if a is None and exact and kinds <= {int, float, type(None)}:
             a = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
         if a is None:
             return [key, "json", values], b""
