@@ -57,8 +57,8 @@ def test_evaluation_points_are_bounded_increasing_and_end_at_the_last_epoch(n, b
 def test_budget_fields_are_validated():
     exp = get("fmnist")
     base = exp.presets["tiny"]
-    for bad, match in [({"min_steps": -1}, "min_steps and eval_points"),
-                       ({"eval_points": -2}, "min_steps and eval_points"),
+    for bad, match in [({"min_steps": -1}, "min_steps must be >= 0"),
+                       ({"eval_points": -2}, "eval_points must be >= 0"),
                        ({"eval_points": 5, "switch_epochs": 3}, "need validation at every epoch")]:
         with pytest.raises(ExperimentError, match=match):
             exp.validate(dataclasses.replace(base, **bad))

@@ -27,30 +27,18 @@ class ImageExperiment(Experiment):
 
     def validate(self, hp: ImageHparams) -> None:
         super().validate(hp)
-        self._validate_dataset(hp)
+        self._validate_dataset(hp)   # numbers: their ranges (ImageHparams.limits), checked by super()
+        if not hp.sample_sizes:
+            raise ExperimentError("sample_sizes needs at least one value")
         if hp.arch not in ("compact", "alexnet"):
             raise ExperimentError(f"unknown arch {hp.arch!r}; known: compact, alexnet")
         if hp.head not in ("append", "replace"):
             raise ExperimentError(f"unknown head {hp.head!r}; known: append, replace")
-        if not hp.sample_sizes or any(int(n) < 1 for n in hp.sample_sizes):
-            raise ExperimentError(f"sample_sizes must be positive integers, got {hp.sample_sizes}")
-        if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
-            raise ExperimentError("trials, epochs and batch_size must be >= 1")
-        if hp.min_steps < 0 or hp.eval_points < 0:
-            raise ExperimentError(f"min_steps and eval_points must be >= 0, got {hp.min_steps} and "
-                                  f"{hp.eval_points}")
         if (hp.eval_points > 0 and hp.switch_epochs > 0
                 and any(c.startswith("fluid-") for c in hp.conditions)):
             raise ExperimentError("sign-switch fractions (switch_epochs > 0, Figure C.5) are measured "
                                   "between consecutive epochs and need validation at every epoch: set "
                                   "eval_points=0 or switch_epochs=0")
-        if hp.val_size is not None and hp.val_size < 1:
-            raise ExperimentError(f"val_size must be >= 1 or none (the whole test split), got {hp.val_size}")
-        if hp.in_size < 8:
-            raise ExperimentError(f"in_size must be >= 8, got {hp.in_size}")
-        bad = [c for c in (hp.cutoff, *hp.cutoffs) if not 0.0 < c <= 1.0]
-        if bad:
-            raise ExperimentError(f"cut-offs are validation accuracies in (0, 1]; got {bad}")
         try:
             check_method(hp.reset)
         except ResetError as e:
