@@ -2,7 +2,6 @@
 run through the batched trainer, and its records for the store (SPEC §4, §6; docs/xor5d.md)."""
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -37,18 +36,13 @@ class Xor5D(Experiment):
             return False
 
     def validate(self, hp: XorHparams) -> None:
-        super().validate(hp)
-        if hp.trials < 1 or hp.epochs < 1 or hp.batch_size < 1:
-            raise ExperimentError(f"xor5d: trials, epochs and batch_size must be >= 1 "
-                                  f"(got {hp.trials}, {hp.epochs}, {hp.batch_size})")
-        if not hp.sample_sizes or min(hp.sample_sizes) < 4:
-            raise ExperimentError(f"xor5d: every sample size must be >= 4, got {hp.sample_sizes}")
+        super().validate(hp)   # types and number ranges (XorHparams.limits)
+        if not hp.sample_sizes or not hp.widths:
+            raise ExperimentError("xor5d: sample_sizes and widths need at least one value")
         fl = [n // 4 * 4 for n in hp.sample_sizes]
         if len(set(fl)) != len(fl):
             raise ExperimentError(f"xor5d: sample sizes {hp.sample_sizes} collide once floored to "
                                   f"multiples of 4 ({fl})")
-        if not hp.widths or min(hp.widths) < 1:
-            raise ExperimentError(f"xor5d: widths must be >= 1, got {hp.widths}")
         try:
             check_method(hp.reset)
         except ResetError as e:
@@ -57,16 +51,10 @@ class Xor5D(Experiment):
             raise ExperimentError(f"xor5d: unknown variant {hp.variant!r}; known: xor, gaussian")
         if hp.eps_mode not in ("torch", "keras"):
             raise ExperimentError(f"xor5d: eps_mode must be 'torch' or 'keras', got {hp.eps_mode!r}")
-        for name in ("lr", "adam_eps", "reset_eps"):
-            v = getattr(hp, name)
-            if not (isinstance(v, (int, float)) and 0 < v < math.inf):
-                raise ExperimentError(f"xor5d: {name} must be a positive number, got {v!r}")
         if not (0 <= hp.beta1 < 1 and 0 <= hp.beta2 < 1):
             raise ExperimentError(f"xor5d: betas must lie in [0, 1), got ({hp.beta1!r}, {hp.beta2!r})")
         if hp.dtype not in ("float32", "float64"):
             raise ExperimentError(f"xor5d: dtype must be float32 or float64, got {hp.dtype!r}")
-        if hp.dim < 2:
-            raise ExperimentError(f"xor5d: dim must be >= 2, got {hp.dim}")
         for c in hp.cutoffs:
             if not 0 < c <= 1:
                 raise ExperimentError(f"xor5d: cut-offs must lie in (0, 1], got {c}")
