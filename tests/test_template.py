@@ -8,6 +8,8 @@ from hypothesis import given, settings, strategies as st
 from polarity import Template, TemplateError
 from polarity.template import bind, canonical_name, iter_pairs
 
+from _templates import random_signs
+
 
 def test_default_selection_is_weights_with_dim_at_least_2(small_net):
     t = Template.random(small_net, seed=0)
@@ -67,12 +69,7 @@ def test_template_is_immutable_through_getitem(small_net):
     seed=st.integers(0, 2**31),
 )
 def test_save_load_round_trip(tmp_path_factory, shapes, free, seed):
-    g = torch.Generator().manual_seed(seed)
-    signs = {}
-    for i, shape in enumerate(shapes):
-        s = torch.randint(0, 2, shape, generator=g) * 2 - 1
-        s[torch.rand(shape, generator=g) < free] = 0
-        signs[f"layer{i}.weight"] = s
+    signs = random_signs(shapes, free, seed)
     t = Template(signs, {"source": "test", "note": "odd sizes"})
     path = tmp_path_factory.mktemp("tmpl") / "t.polarity"
     t.save(path)

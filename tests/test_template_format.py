@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from polarity import Template, TemplateError
 from polarity import template as tm
 
+from _templates import sample_template
+
 DATA = Path(__file__).parent / "data"
 PREFIX = len(tm.MAGIC) + 4
 
@@ -34,19 +36,7 @@ def _craft(header, payload: bytes, magic: bytes = tm.MAGIC) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _sample() -> Template:
-    """Every encoding in one small file: no free entry, a free list, a free mask, empty, scalar."""
-    g = torch.Generator().manual_seed(0)
-    few = torch.randint(0, 2, (40, 30), generator=g, dtype=torch.int8) * 2 - 1
-    few[3, 4] = few[17, 0] = few[39, 29] = 0
-    half = torch.randint(-1, 2, (7, 5), generator=g, dtype=torch.int8)
-    full = torch.randint(0, 2, (3, 2, 3, 3), generator=g, dtype=torch.int8) * 2 - 1
-    return Template({"conv.weight": full, "fc1.weight": few, "fc2.weight": half,
-                     "empty.weight": torch.zeros(0, 4), "scalar": torch.tensor(-1)},
-                    {"source": "fuzz", "note": "ü"})
-
-
-SAMPLE = _sample()
+SAMPLE = sample_template()
 
 
 @pytest.fixture(scope="module")

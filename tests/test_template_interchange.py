@@ -13,20 +13,10 @@ from safetensors.numpy import load_file, save
 from polarity import Template, TemplateError
 from polarity.template import read_file
 
-
-def _sample() -> Template:
-    g = torch.Generator().manual_seed(0)
-    few = torch.randint(0, 2, (40, 30), generator=g, dtype=torch.int8) * 2 - 1
-    few[3, 4] = few[17, 0] = few[39, 29] = 0
-    half = torch.randint(-1, 2, (7, 5), generator=g, dtype=torch.int8)
-    full = torch.randint(0, 2, (3, 2, 3, 3), generator=g, dtype=torch.int8) * 2 - 1
-    return Template({"conv.weight": full, "fc1.weight": few, "fc2.weight": half,
-                     "empty.weight": torch.zeros(0, 4), "scalar": torch.tensor(-1)},
-                    {"source": "fuzz", "note": "ü", "selection": {"include": None,
-                                                                 "exclude": None, "biases": True}})
+from _templates import random_signs, sample_template
 
 
-SAMPLE = _sample()
+SAMPLE = sample_template({"selection": {"include": None, "exclude": None, "biases": True}})
 
 
 def _same(a: Template, b: Template) -> bool:
@@ -92,13 +82,7 @@ def test_about_one_bit_per_sign(tmp_path):
                        max_size=4),
        free=st.floats(0, 1), seed=st.integers(0, 2**31))
 def test_round_trip_property(tmp_path_factory, shapes, free, seed):
-    g = torch.Generator().manual_seed(seed)
-    signs = {}
-    for i, shape in enumerate(shapes):
-        s = torch.randint(0, 2, shape, generator=g) * 2 - 1
-        s[torch.rand(shape, generator=g) < free] = 0
-        signs[f"layer{i}.weight"] = s
-    t = Template(signs, {"source": "test"})
+    t = Template(random_signs(shapes, free, seed), {"source": "test"})
     path = tmp_path_factory.mktemp("st") / "t.safetensors"
     assert _same(Template.load(t.save(path)), t)
 
