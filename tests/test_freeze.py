@@ -115,6 +115,9 @@ def test_fused_kernel_agrees_with_torch_reference(n, seed, method, dtype):
     kb = reset_torch_(b, t, method, 1e-3, seed)
     assert int(ka) == int(kb)
     assert torch.equal(a, b)
+    c = w.clone()
+    assert reset_torch_(c, t, method, 1e-3, seed, count=False) is None   # no reduction asked
+    assert torch.equal(c, b)
     if method == "posRand":
         changed = (w * t) < 0
         assert torch.all(a[changed] * t[changed] > 0) and torch.all(a[changed].abs() <= 1e-3)

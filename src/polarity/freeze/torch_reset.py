@@ -15,9 +15,9 @@ _EXACT = (torch.float32, torch.float64)
 
 
 def reset_torch_(w: torch.Tensor, t: torch.Tensor, method: str, eps: float, seed,
-                 index: torch.Tensor | None = None) -> torch.Tensor:
+                 index: torch.Tensor | None = None, count: bool = True) -> torch.Tensor | None:
     """Reset, in place, the entries of ``w`` with ``w * t < 0``; returns how many (a 0-d tensor
-    on ``w``'s device).  posRand draws ``uniform_torch(seed, index)``; ``index`` defaults to the
+    on ``w``'s device), or None with ``count=False`` (one reduction fewer).  posRand draws ``uniform_torch(seed, index)``; ``index`` defaults to the
     row-major position of each entry (what the numba backend uses for a contiguous ``w``)."""
     code = check_method(method)
     tf = t.to(w.dtype)
@@ -39,7 +39,7 @@ def reset_torch_(w: torch.Tensor, t: torch.Tensor, method: str, eps: float, seed
     else:
         new = -w
     w.copy_(torch.where(viol, new, w))
-    return viol.sum()
+    return viol.sum() if count else None
 
 
 __all__ = ["reset_torch_"]

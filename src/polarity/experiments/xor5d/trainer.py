@@ -229,8 +229,8 @@ class _Resetter:
         st = np.stack([mix32_np(self.seeds, steps[:, None], b) for b in (0, 1)])
         st = torch.from_numpy(st).to(self.W1T.device, non_blocking=True)
         for meth, t1, t2 in self.per_method:
-            reset_torch_(self.W1T, t1, meth, self.eps, st[0].view(G, C, 1, 1), self.index1)
-            reset_torch_(self.w2, t2, meth, self.eps, st[1].view(G, C, 1), self.index2)
+            reset_torch_(self.W1T, t1, meth, self.eps, st[0].view(G, C, 1, 1), self.index1, count=False)
+            reset_torch_(self.w2, t2, meth, self.eps, st[1].view(G, C, 1), self.index2, count=False)
 
     def violations(self) -> torch.Tensor:
         """Template violations left in every network (a 0-d tensor; the check mode)."""
