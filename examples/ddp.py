@@ -38,6 +38,7 @@ def train(rank: int, world: int, rendezvous: str) -> None:
         print(f"ranks identical: {all(torch.equal(copies[0], c) for c in copies)}, "
               f"entries reset {int(freezer.total_reset)}, violations {freezer.violations()}")
     assert torch.equal(copies[0], copies[-1]) and freezer.violations() == 0
+    dist.barrier()   # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()
 
 

@@ -51,6 +51,7 @@ def _ddp_worker(rank, init):
         both = [torch.empty_like(flat) for _ in range(WORLD)]
         dist.all_gather(both, flat)
         assert torch.equal(both[0], both[1]), "DDP ranks hold different weights"
+        dist.barrier()   # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
@@ -109,6 +110,7 @@ def _fsdp_worker(rank, init):
         resets = torch.tensor(int(sharded.total_reset) - before)
         dist.all_reduce(resets)
         assert int(resets) > 0
+        dist.barrier()   # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
