@@ -395,7 +395,9 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
         if (p.returncode == 0 or err.startswith("Could not import runpy module")
                 or (p.returncode == -signal.SIGINT and not err)):
             continue  # finished before the signal / CPython's own start-up, before any handler
-        assert p.returncode == 130, (delay, err[-2000:])
+        # 130, or (rarely, when the signal lands inside an extension's import) death by SIGINT
+        # after our one line: a shell reports both as 130
+        assert p.returncode in (130, -signal.SIGINT), (delay, err[-2000:])
         assert "Traceback" not in err and err.startswith("polarity: interrupted") and err.count("\n") == 1, \
             (delay, err[-2000:])
 
