@@ -2,10 +2,8 @@
 and its store, each refused with one line (exit 2) and the data left intact, or read whole."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 import resource
 import shutil
@@ -21,6 +19,8 @@ import pytest
 
 from polarity import cli, engine, experiments, store
 from polarity.engine import runner
+
+from _readonly import read_only
 
 TOY = experiments.get("toy")
 
@@ -65,26 +65,6 @@ def _assert_exactly_once(d: Path, spec):
     assert len(per_trial) == len(keys) and all(k == spec.hp.epochs for (k,) in per_trial)
 
 
-@contextlib.contextmanager
-def _read_only(p: Path):
-    """A file or directory nobody may write: chmod for ordinary users, the immutable flag for root."""
-    if os.geteuid() != 0:
-        mode = p.stat().st_mode
-        p.chmod(0o555 if p.is_dir() else 0o444)
-        try:
-            yield
-        finally:
-            p.chmod(mode)
-        return
-    r = subprocess.run(["chattr", "+i", str(p)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"running as root and cannot make {p} immutable: {r.stderr.decode().strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(p)], check=True)
-
-
 # ----------------------------------------------------------------------------- 1. read-only WAL
 
 def _killed_and_archived(tmp_path: Path, monkeypatch, *, schema_in_wal: bool) -> tuple[Path, object]:
@@ -118,7 +98,7 @@ def test_read_only_wal_run_exports_every_committed_trial(tmp_path, monkeypatch, 
     archive, spec = _killed_and_archived(tmp_path, monkeypatch, schema_in_wal=schema_in_wal)
     before = _digest(archive)
     csv = tmp_path / "all.csv"
-    with _read_only(archive):
+    with read_only(archive):
         code, _, err = _cli(capsys, "export", archive, "--csv", csv, "--trials-csv", tmp_path / "t.csv")
         assert code == 0, err
         assert f"wrote {12 * spec.hp.epochs} rows" in err
@@ -136,7 +116,7 @@ def test_read_only_wal_run_that_cannot_be_copied_is_refused_naming_cause_and_fix
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store.tempfile, "TemporaryDirectory", no_room)
-    with _read_only(archive):
+    with read_only(archive):
         code, _, err = _cli(capsys, "export", archive, "--csv", tmp_path / "x.csv")
     _one_line_error(code, err, "results.sqlite-wal", "read-only directory", "No space left on device",
                     "writable")
@@ -417,7 +397,7 @@ def test_read_only_database_is_found_before_any_computation(tmp_path, monkeypatc
     orig = type(TOY).run_job
     monkeypatch.setattr(type(TOY), "run_job", lambda self, *a, **k: computed.append(a[1].key) or orig(self, *a, **k))
     before = _digest(d)
-    with _read_only(d / "results.sqlite"):
+    with read_only(d / "results.sqlite"):
         with pytest.raises(runner.RunDirError) as ei:
             engine.run_spec(spec, d, quiet=True)
         assert _digest(d) == before
@@ -433,7 +413,7 @@ def test_check_writable_probes_without_writing(tmp_path):
     with store.Store(p) as s:
         s.set_meta({"spec_hash": "x"})
     h = hashlib.sha256(p.read_bytes()).hexdigest()
-    with _read_only(p):
+    with read_only(p):
         with store.Store(p) as s:
             with pytest.raises(store.StoreError) as ei:
                 s.check_writable()

@@ -18,6 +18,8 @@ import pytest
 from polarity import engine, experiments, store
 from polarity.engine import runner
 
+from _readonly import read_only
+
 TOY = experiments.get("toy")
 
 
@@ -216,29 +218,10 @@ def test_full_disk_mid_run_keeps_finished_jobs(tmp_path, monkeypatch):
     _assert_complete_once(tmp_path, spec)
 
 
-@contextlib.contextmanager
-def _read_only_dir(d: Path):
-    """A directory nobody may write into: chmod for ordinary users, the immutable flag for root."""
-    if os.geteuid() != 0:
-        d.chmod(0o555)
-        try:
-            yield
-        finally:
-            d.chmod(0o755)
-        return
-    r = subprocess.run(["chattr", "+i", str(d)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"running as root and cannot make {d} immutable: {r.stderr.decode().strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(d)], check=True)
-
-
 def test_read_only_directories(tmp_path):
     parent = tmp_path / "ro"
     parent.mkdir()
-    with _read_only_dir(parent):
+    with read_only(parent):
         with pytest.raises(runner.RunDirError) as ei:
             engine.run_spec(_spec("ns=8"), parent / "run", quiet=True)
         assert str(parent / "run") in str(ei.value)
@@ -254,7 +237,7 @@ def test_read_only_directories(tmp_path):
     c.commit()
     c.close()
     before = _tree_digest(d)
-    with _read_only_dir(d):
+    with read_only(d):
         with pytest.raises(runner.RunDirError) as ei:
             engine.run_spec(spec, d, quiet=True)
         assert str(d) in str(ei.value)

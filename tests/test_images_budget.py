@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
 from polarity.analysis.metrics import per_trial
@@ -114,4 +113,3 @@ def test_a_mismatched_or_same_dataset_source_is_refused(tiny_source_dir):
         exp.validate(dataclasses.replace(base, dataset="cifar10:nothing"))
     with pytest.raises(ExperimentError, match="unknown transfer source 'no-such-source'"):
         exp.validate(dataclasses.replace(base, source="no-such-source"))
-    torch.manual_seed(0)
