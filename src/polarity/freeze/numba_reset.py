@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from .._numba import NUMBA
-from .methods import FLIP, POSCON, POSRAND, ZERO  # noqa: F401  (constants inlined by numba)
+from .methods import POSCON, POSRAND, ZERO  # noqa: F401  (constants the kernels inline; flip is the fall-through)
 
 PARALLEL_MIN = 1 << 18     # entries; smaller parameters are reset on the calling thread
 _CHUNK_MAX = 1 << 30       # the per-chunk count is an int32

@@ -9,7 +9,6 @@ accuracy measured on the whole test split.  Everything that determines the netwo
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -133,8 +132,4 @@ def train_source(recipe: SourceRecipe, log: Callable[[str], None] | None = print
     return model, data, metrics
 
 
-def recipe_fields() -> list[dataclasses.Field]:
-    return list(dataclasses.fields(SourceRecipe))
-
-
-__all__ = ["SourceRecipe", "Augment", "train_source", "recipe_fields"]
+__all__ = ["SourceRecipe", "Augment", "train_source"]
