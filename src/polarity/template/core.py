@@ -263,17 +263,30 @@ class Template(Mapping):
         out = {k: int(violating(w, t).sum()) for k, w, t in self._weights(module)}
         return {k: out[k] for k in self._signs}
 
+    def agreement(self, other: nn.Module | Mapping[str, torch.Tensor] | Template
+                  ) -> dict[str, float]:
+        """Fraction of compared entries whose sign equals the template's, per parameter (NaN
+        where nothing is compared).  Against a module or state dict: every constrained entry is
+        compared (zeros and NaNs do not agree; an infinite weight agrees when its sign does).
+        Against another :class:`Template` (same names and shapes, else a :class:`TemplateError`
+        naming the mismatches): the entries constrained in both.  Counts and an overall figure:
+        :func:`polarity.template.diagnostics.diagnose`."""
+        return {k: same / n if n else float("nan")
+                for k, (same, n) in self._agreement_counts(other).items()}
+
     @torch.no_grad()
-    def agreement(self, module: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """Fraction of constrained entries whose sign equals the template's, per parameter
-        (zeros and NaNs do not agree; an infinite weight agrees when its sign does)."""
+    def _agreement_counts(self, other) -> dict[str, tuple[int, int]]:
+        """``name -> (entries with equal sign, entries compared)``: the one implementation of
+        :meth:`agreement`, for a module's weights and for another template."""
+        if isinstance(other, Template):
+            _check_same_entries(self, other)
+            pairs = ((k, t, other._signs[k], other._signs[k] != 0) for k, t in self._signs.items())
+        else:  # compared in w's dtype: sign(NaN) is NaN, which equals nothing
+            pairs = ((k, t, torch.sign(w), None) for k, w, t in self._weights(other))
         out = {}
-        for k, w, t in self._weights(module):
-            mask = t != 0
-            n = int(mask.sum())
-            # compared in w's dtype: sign(NaN) is NaN, which equals nothing
-            same = int(((torch.sign(w) == t.to(w.dtype)) & mask).sum())
-            out[k] = same / n if n else float("nan")
+        for k, t, s, joint in pairs:
+            mask = t != 0 if joint is None else (t != 0) & joint
+            out[k] = int(((s == t.to(s.dtype)) & mask).sum()), int(mask.sum())
         return {k: out[k] for k in self._signs}
 
     # ----------------------------------------------------------------- storage
@@ -353,6 +366,24 @@ class Template(Mapping):
     def from_bytes(cls, data: bytes) -> "Template":
         """The inverse of :meth:`to_bytes` (also reads format 1), with :meth:`load`'s checks."""
         return _parse(bytes(data), "template data").template
+
+
+def _check_same_entries(a: Template, b: Template) -> None:
+    """Raise :class:`TemplateError` unless ``a`` and ``b`` have the same names and shapes."""
+    def listed(items: list[str], most: int = 5) -> str:
+        more = f" and {len(items) - most} more" if len(items) > most else ""
+        return ", ".join(items[:most]) + more
+
+    sa, sb = a.shapes(), b.shapes()
+    problems = []
+    if only := [k for k in sa if k not in sb]:
+        problems.append(f"only in the first: {listed(only)}")
+    if only := [k for k in sb if k not in sa]:
+        problems.append(f"only in the second: {listed(only)}")
+    if shapes := [f"{k} {sa[k]} vs {sb[k]}" for k in sa if k in sb and sa[k] != sb[k]]:
+        problems.append(f"different shapes: {listed(shapes)}")
+    if problems:
+        raise TemplateError(f"the templates do not match ({'; '.join(problems)})")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""polarity.template.diagnostics and Template.agreement between templates; the CLI's
+``template info`` diagnostics and ``template compare`` are at the end."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from polarity import Template, TemplateError
+from polarity.template import DEAD_THRESHOLD, diagnose
+
+from _templates import random_signs, sample_template
+
+shapes = st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple),
+                  min_size=1, max_size=4)
+
+
+def _leaning(shapes, free: float, negative: float, seed: int) -> Template:
+    """Signs with a fraction ``free`` of zeros and the others -1 with probability ``negative``."""
+    g = torch.Generator().manual_seed(seed)
+    signs = {}
+    for i, shape in enumerate(shapes):
+        s = torch.where(torch.rand(shape, generator=g) < negative, -1, 1)
+        s[torch.rand(shape, generator=g) < free] = 0
+        signs[f"layer{i}.weight"] = s
+    return Template(signs)
+
+
+def _naive(t: torch.Tensor, threshold: float) -> dict:
+    """The definitions, entry by entry."""
+    flat = t.flatten().tolist()
+    out = {"constrained": sum(v != 0 for v in flat), "free": sum(v == 0 for v in flat),
+           "negative": sum(v < 0 for v in flat), "units": 0, "dead_units": 0}
+    if t.dim() >= 2:
+        for unit in t:
+            signs = [v for v in unit.flatten().tolist() if v != 0]
+            if signs:
+                out["units"] += 1
+                out["dead_units"] += sum(v < 0 for v in signs) / len(signs) >= threshold
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([0.1, 0.5, 0.9, 1.0]),
+       st.sampled_from([0.5, DEAD_THRESHOLD, 1.0]), st.integers(0, 2**16))
+def test_counts_follow_the_definitions(shapes, free, negative, threshold, seed):
+    t = _leaning(shapes, free, negative, seed)
+    d = diagnose(t, dead_threshold=threshold)
+    assert list(d.tensors) == list(t) and d.dead_threshold == threshold and not d.compared
+    for name, row in d.tensors.items():
+        want = _naive(t[name], threshold)
+        assert {k: getattr(row, k) for k in want} == want, name
+        assert row.shape == tuple(t[name].shape) and row.agreement is None
+    for k in ("constrained", "free", "negative", "units", "dead_units"):
+        assert getattr(d.overall, k) == sum(getattr(r, k) for r in d.tensors.values())
+    o = d.overall
+    if o.constrained:  # entry-weighted, not a mean of the tensors' fractions
+        assert o.negative_fraction == o.negative / o.constrained
+    else:
+        assert math.isnan(o.negative_fraction)
+    assert o.constrained + o.free == t.numel()
+
+
+def test_a_dead_unit_is_judged_on_its_constrained_signs_only():
+    w = torch.tensor([[-1] * 9 + [1],          # 9 of 10 negative: dead at 0.9
+                      [-1] * 8 + [1, 1],       # 8 of 10: alive
+                      [-1] * 9 + [0],          # 9 of 9 constrained: dead, the free one ignored
+                      [0] * 10])               # nothing constrained: not a unit
+    d = diagnose(Template({"fc.weight": w}))
+    row = d.tensors["fc.weight"]
+    assert (row.units, row.dead_units, row.free) == (3, 2, 11)
+    assert row.dead_unit_fraction == 2 / 3
+    assert diagnose(Template({"fc.weight": w}), dead_threshold=0.95).tensors["fc.weight"].dead_units == 1
+    conv = torch.ones(4, 3, 2, 2, dtype=torch.int8)
+    conv[1] = -1  # one filter: all of its 12 incoming signs negative
+    row = diagnose(Template({"conv.weight": conv})).tensors["conv.weight"]
+    assert (row.units, row.dead_units, row.negative) == (4, 1, 12)
+
+
+def test_biases_and_scalars_have_no_units():
+    t = Template({"fc.bias": torch.tensor([-1, -1, 1]), "s": torch.tensor(-1)})
+    d = diagnose(t)
+    assert d.tensors["fc.bias"].units == 0 and math.isnan(d.tensors["fc.bias"].dead_unit_fraction)
+    assert d.tensors["fc.bias"].negative_fraction == 2 / 3 and d.overall.negative == 3
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, float("nan")])
+def test_the_threshold_is_a_fraction(bad):
+    with pytest.raises(TemplateError, match="dead_threshold"):
+        diagnose(sample_template(), dead_threshold=bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.sampled_from([0.0, 0.2, 1.0]), st.integers(0, 2**16))
+def test_agreement_between_templates(shapes, free, seed):
+    a = Template(random_signs(shapes, free, seed))
+    b = Template(random_signs(shapes, free, seed + 1))
+    ab, ba = diagnose(a, b), diagnose(b, a)
+    neg = Template({k: -v for k, v in a.items()})
+    for name in a:
+        joint = (a[name] != 0) & (b[name] != 0)
+        assert ab.tensors[name].compared == int(joint.sum()) == ba.tensors[name].compared
+        assert ab.tensors[name].same == int(((a[name] == b[name]) & joint).sum())
+        assert ab.tensors[name].same == ba.tensors[name].same  # symmetric
+        got = a.agreement(b)[name]
+        want = ab.tensors[name].agreement
+        assert got == want or math.isnan(got) and math.isnan(want)
+        n = int((a[name] != 0).sum())
+        assert diagnose(a, a).tensors[name].same == n and diagnose(a, neg).tensors[name].same == 0
+    o = ab.overall  # entry-weighted over the tensors
+    assert (o.same, o.compared) == (sum(r.same for r in ab.tensors.values()),
+                                     sum(r.compared for r in ab.tensors.values()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.integers(0, 2**16))
+def test_a_template_and_weights_with_its_signs_are_compared_alike(shapes, seed):
+    """One implementation: a template without free entries compares like weights of its signs;
+    where it has free entries, a weight of 0 disagrees but a free entry is not compared."""
+    a = Template(random_signs(shapes, 0.3, seed))
+    b = Template(random_signs(shapes, 0.0, seed + 1))
+    g = torch.Generator().manual_seed(seed)
+    weights = {k: v * (torch.rand(v.shape, generator=g, dtype=torch.float64) + 0.1)
+               for k, v in b.items()}
+    assert diagnose(a, b).as_dict() == diagnose(a, weights).as_dict()
+    with_free = Template(random_signs(shapes, 0.5, seed + 2))
+    zeros = {k: v.double() for k, v in with_free.items()}
+    for name, row in diagnose(a, zeros).tensors.items():
+        assert row.compared == int((a[name] != 0).sum())
+        assert diagnose(a, with_free).tensors[name].compared == int(
+            ((a[name] != 0) & (with_free[name] != 0)).sum())
+
+
+def test_agreement_with_a_module_is_unchanged(small_net):
+    t = Template.from_init(small_net)
+    with torch.no_grad():
+        small_net[5].weight[0, :4] *= -1
+        small_net[3].weight[0, 0] = 0.0  # a zero weight disagrees
+    got = t.agreement(small_net)
+    assert got["5.weight"] == 1 - 4 / small_net[5].weight.numel()
+    assert got["3.weight"] == 1 - 1 / small_net[3].weight.numel()
+    d = diagnose(t, small_net)
+    assert d.overall.compared == t.numel() and d.overall.same == t.numel() - 5
+
+
+def test_templates_that_do_not_match_are_named():
+    a = Template({"x.weight": torch.ones(2, 3), "y.weight": torch.ones(4, 4),
+                  "z.weight": torch.ones(2, 2)})
+    b = Template({"x.weight": torch.ones(3, 2), "w.weight": torch.ones(4, 4),
+                  "z.weight": torch.ones(2, 2)})
+    with pytest.raises(TemplateError) as e:
+        a.agreement(b)
+    msg = str(e.value)
+    assert "only in the first: y.weight" in msg and "only in the second: w.weight" in msg
+    assert "x.weight (2, 3) vs (3, 2)" in msg and "z.weight" not in msg
+    many = Template({f"l{i}.weight": torch.ones(2, 2) for i in range(9)})
+    with pytest.raises(TemplateError, match=r"only in the second: l0.weight, .*l4.weight and 4 more"):
+        diagnose(Template({}), many)
+
+
+def test_the_table_and_the_json():
+    t = sample_template()
+    d = diagnose(t)
+    lines = str(d).splitlines()
+    assert lines[0].startswith("parameter") and "dead units (>=90% -1)" in lines[0]
+    assert [ln.split()[0] for ln in lines[1:]] == [*t, "overall"]
+    assert "agree" not in lines[0]
+    assert lines[-1].split()[1:3] == [f"{d.overall.constrained:,}", f"{d.overall.free:,}"]
+    c = diagnose(t, t)
+    assert c.compared and "agree" in str(c).splitlines()[0]
+    assert str(c).splitlines()[-1].endswith("1.000")
+    j = json.loads(json.dumps(c.as_dict(), allow_nan=False))  # NaN (the empty tensor) is null
+    assert j["tensors"]["empty.weight"]["negative_fraction"] is None
+    assert j["tensors"]["conv.weight"]["shape"] == [3, 2, 3, 3]
+    assert j["overall"]["agreement"] == 1.0 and "shape" not in j["overall"]
+    assert "agreement" not in d.as_dict()["overall"] and d.as_dict()["dead_threshold"] == 0.9
+
+
+def test_diagnose_needs_a_template():
+    with pytest.raises(TemplateError, match="needs a Template"):
+        diagnose({"w": torch.ones(2, 2)})
