@@ -188,3 +188,65 @@ def test_a_model_state_dict_in_safetensors_is_not_a_template(tmp_path):
     path.write_bytes(save({"w": np.ones((2, 2), np.float32)}))
     with pytest.raises(TemplateError, match="not a polarity template"):
         Template.load(path)
+
+
+def _raw_safetensors(tensors: dict[str, tuple[str, list[int], bytes]], md: dict) -> bytes:
+    """A safetensors file written by hand: name -> (dtype, shape, bytes), in that order, and
+    any metadata (values of any JSON type, as a crafted file may hold)."""
+    header, body = {"__metadata__": md}, b""
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(body), len(body) + len(data)]}
+        body += data
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + body
+
+
+def _crafted(entries, tensors) -> bytes:
+    import hashlib
+    h = hashlib.sha256()
+    for key in tensors:
+        h.update(tensors[key][2])
+    md = {"format": "polarity-template", "polarity_format": "1", "entries": json.dumps(entries),
+          "selection": "null", "meta": "{}", "sha256": h.hexdigest()}
+    return _raw_safetensors(tensors, md)
+
+
+def test_an_entry_cannot_read_another_entrys_free_mask_as_its_signs(tmp_path):
+    """Issue 21 item 14: an entry 'a:free' that names entry a's 2-byte free mask as its own sign
+    tensor read the zero padding as +1 for 48 of its 64 signs."""
+    entries = [{"name": "a:free", "shape": [64], "free": "none"},
+               {"name": "a", "shape": [16], "free": "mask", "free_count": 3}]
+    tensors = {"a:free": ("U8", [2], bytes([0b0000_1101, 0])), "a": ("U8", [2], bytes([0b0000_0010, 0]))}
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(_crafted(entries, tensors))
+    with pytest.raises(TemplateError, match="tensor 'a:free' is claimed by two entries"):
+        Template.load(path)
+
+
+def test_every_tensor_holds_exactly_the_bytes_of_its_shape(tmp_path):
+    """A tensor whose data range is shorter than its dtype and shape promise is refused by
+    polarity itself, whatever the safetensors library checks."""
+    from polarity.template.safetensors_io import _check_ranges
+
+    ok = {"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+          "b": {"dtype": "I32", "shape": [3], "data_offsets": [2, 14]}}
+    _check_ranges(ok, 14, "f")
+    with pytest.raises(TemplateError, match="'b'.*12 bytes.*holds 8"):
+        _check_ranges({**ok, "b": {**ok["b"], "data_offsets": [2, 10]}}, 14, "f")
+    with pytest.raises(TemplateError, match="overlap"):
+        _check_ranges({**ok, "b": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, 14, "f")
+    with pytest.raises(TemplateError, match="past the end"):
+        _check_ranges(ok, 13, "f")
+
+
+def test_a_layout_number_that_is_not_a_string_says_so(tmp_path):
+    path = SAMPLE.save(tmp_path / "t.safetensors")
+    data = path.read_bytes()
+    (hlen,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + hlen])
+    header["__metadata__"]["polarity_format"] = 1
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data[8 + hlen:])
+    with pytest.raises(TemplateError) as e:
+        Template.load(path)
+    assert "the number 1" in str(e.value) and 'the string "1"' in str(e.value)

@@ -40,6 +40,46 @@ def _encode_safetensors_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[st
     return entry, arrays
 
 
+_ITEMSIZE = {"U8": 1, "I8": 1, "BOOL": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
+             "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _describe_json(v) -> str:
+    kind = {bool: "a boolean", int: "the number", float: "the number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
+    return f"{kind} {_short(v)}" if kind.startswith("the") else f"{kind} ({_short(v)})"
+
+
+def _check_ranges(header: dict, body: int, where: str) -> None:
+    """Every tensor's byte range, from the raw header: exactly the bytes its dtype and shape
+    need, inside the ``body`` bytes after the header, and no byte shared by two tensors (what
+    the reader relies on, whatever the safetensors library checks)."""
+    ranges = []
+    for key, spec in header.items():
+        offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+        size = _ITEMSIZE.get(spec.get("dtype")) if isinstance(spec, dict) else None
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if (size is None or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(v) is int and v >= 0 for v in offsets) or offsets[1] < offsets[0]
+                or not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)):
+            raise TemplateError(f"{where}: tensor {_short(key)} has no valid dtype, shape and "
+                                f"data_offsets ({_short(spec)})")
+        need = _numel(shape) * size
+        if offsets[1] - offsets[0] != need:
+            raise TemplateError(f"{where}: tensor {_short(key)} needs {need} bytes for dtype "
+                                f"{spec['dtype']} and shape {shape}, its data range holds "
+                                f"{offsets[1] - offsets[0]}")
+        if offsets[1] > body:
+            raise TemplateError(f"{where}: tensor {_short(key)} runs past the end of the file")
+        if need:
+            ranges.append((offsets[0], offsets[1], key))
+    ranges.sort()
+    for (s0, e0, k0), (s1, e1, k1) in zip(ranges, ranges[1:]):
+        if s1 < e0:
+            raise TemplateError(f"{where}: the bytes of tensors {_short(k0)} and {_short(k1)} "
+                                "overlap")
+
+
 def _read_safetensors(data: bytes, where: str) -> Decoded:
     """A template in safetensors: the metadata and every tensor's dtype and shape are checked
     against each other before any sign is unpacked; every failure is a TemplateError."""
@@ -61,10 +101,14 @@ def _read_safetensors(data: bytes, where: str) -> Decoded:
     if not isinstance(md, dict) or md.get("format") != ST_FORMAT:
         raise TemplateError(f"{where} is a safetensors file but not a polarity template (its "
                             f"metadata lacks \"format\": \"{ST_FORMAT}\")")
-    if md.get("polarity_format") != str(ST_VERSION):
-        raise TemplateError(f"{where} has polarity safetensors layout "
-                            f"{_short(md.get('polarity_format'))}; this polarity reads "
-                            f"{ST_VERSION}")
+    layout = md.get("polarity_format")
+    if not isinstance(layout, str):  # safetensors metadata values are strings
+        raise TemplateError(f"{where}: metadata field 'polarity_format' is "
+                            f"{_describe_json(layout)}, but safetensors metadata values are "
+                            f"strings; expected the string \"{ST_VERSION}\"")
+    if layout != str(ST_VERSION):
+        raise TemplateError(f"{where} has polarity safetensors layout {_short(layout)}; this "
+                            f"polarity reads layout \"{ST_VERSION}\"")
     fields = {}
     for key in ("entries", "selection", "meta"):
         try:
@@ -85,14 +129,20 @@ def _read_safetensors(data: bytes, where: str) -> Decoded:
                                 f"{_short(e.get('free'))}; expected free 'none', 'mask' or "
                                 "'index', and free_count unless 'none'")
         n = _numel(e["shape"])
-        expected[e["name"]] = ({"U8"}, [(n + 7) // 8])
+        tensors = {e["name"]: ({"U8"}, [(n + 7) // 8])}
         if kind != "none":
             k = _count(e, "free_count", what)
             if not 0 < k <= n:
                 raise TemplateError(f"{what}: free_count {k} does not fit shape "
                                     f"{tuple(e['shape'])} ({n} entries)")
-            expected[e["name"] + _FREE_SUFFIX] = (
+            tensors[e["name"] + _FREE_SUFFIX] = (
                 ({"U8"}, [(n + 7) // 8]) if kind == "mask" else ({"I32", "I64"}, [k]))
+        for key in tensors:  # one tensor, one role: e.g. an entry 'a:free' is not a's free mask
+            if key in expected:
+                raise TemplateError(f"{where}: tensor {_short(key)} is claimed by two entries "
+                                    f"(the signs of {_short(key)} and the free entries of "
+                                    f"{_short(key[:-len(_FREE_SUFFIX)])}); each tensor has one role")
+        expected.update(tensors)
     if set(header) != set(expected):
         extra, absent = sorted(set(header) - set(expected)), sorted(set(expected) - set(header))
         raise TemplateError(f"{where}: its tensors do not match its entries (unexpected: "
@@ -103,6 +153,7 @@ def _read_safetensors(data: bytes, where: str) -> Decoded:
                 or spec.get("shape") != shape):
             raise TemplateError(f"{where}: tensor {_short(key)} is {_short(spec)}; expected dtype "
                                 f"{' or '.join(sorted(dtypes))} and shape {shape}")
+    _check_ranges(header, len(data) - 8 - hlen, where)
     try:
         arrays = {k: v for k, v in safetensors.deserialize(data)}
     except Exception as e:  # the library's own structural checks (offsets, coverage)
@@ -117,6 +168,8 @@ def _read_safetensors(data: bytes, where: str) -> Decoded:
         name, n, kind = e["name"], _numel(e["shape"]), e["free"]
         what = f"{where}, entry {_short(name)}"
         raw = bytes(arrays[name]["data"])
+        if len(raw) != (n + 7) // 8:  # checked by _check_ranges; a reader never pads
+            raise TemplateError(f"{what}: {len(raw)} sign bytes for {n} signs")
         payload += len(raw)
         negative = _bits(raw, n, what)
         s = _signs(negative)
