@@ -43,11 +43,11 @@ def test_info_on_a_bad_path_is_one_line_with_status_2(tmp_path, capsys):
     for bad in (tmp_path, tmp_path / "missing.polarity"):
         code, out, err = _run(capsys, "template", "info", str(bad))
         assert code == 2 and not out
-        assert err.count("\n") == 1 and err.startswith("polarity template info: ")
+        assert err.count("\n") == 1 and err.startswith("polarity: error: ")
 
 
 def test_export_to_an_existing_directory_is_one_line_with_status_2(tmp_path, capsys):
     code, out, err = _run(capsys, "template", "export", "--source", "pretrained:cifar10",
                           "--dataset", "fmnist", "--out", str(tmp_path))
     assert code == 2 and not out
-    assert err == f"polarity template export: --out {tmp_path} is a directory; give a file name\n"
+    assert err == f"polarity: error: --out {tmp_path} is a directory; give a file name\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -182,3 +183,86 @@ def test_the_table_and_the_json():
 def test_diagnose_needs_a_template():
     with pytest.raises(TemplateError, match="needs a Template"):
         diagnose({"w": torch.ones(2, 2)})
+
+
+# ----------------------------------------------------------------- the command line
+def _cli(capsys, *argv):
+    from polarity import cli
+
+    code = cli.main(["template", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _overall(out: str) -> list[str]:
+    return [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["overall"]][-1]
+
+
+def test_info_prints_the_diagnostics(tmp_path, capsys):
+    w = torch.ones(10, 20, dtype=torch.int8)
+    w[:3] = -1  # three rows all negative: dead-leaning
+    w[3, :17] = -1  # 85% negative: dead at 0.8, not at 0.9
+    w[9, :5] = 0
+    t = Template({"fc.weight": w, "conv.weight": torch.ones(4, 2, 3, 3)})
+    for path in (t.save(tmp_path / "t.polarity"), t.save(tmp_path / "t.safetensors")):
+        code, out, err = _cli(capsys, "info", str(path))
+        assert code == 0 and not err
+        assert re.search(r"fc\.weight .* (list|index) \(5\)", out)  # what info printed before stays
+        d = diagnose(t)
+        row = [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["fc.weight"]][-1]
+        assert row[-5:] == ["195", "5", f"{d.tensors['fc.weight'].negative_fraction:.3f}",
+                            "3/10", "0.300"]
+        assert _overall(out)[1:] == ["267", "5", f"{d.overall.negative_fraction:.3f}", "3/14",
+                                     f"{3 / 14:.3f}"]
+    code, out, _ = _cli(capsys, "info", str(path), "--dead-threshold", "0.8")
+    assert code == 0 and "(>=80% -1)" in out and _overall(out)[4] == "4/14"
+
+
+def test_info_and_compare_take_a_shipped_source_or_its_directory(capsys):
+    from polarity.sources import ZOO, shipped
+
+    name = shipped()[0]
+    code, by_name, _ = _cli(capsys, "info", name)
+    assert code == 0
+    code, by_dir, _ = _cli(capsys, "info", str(ZOO / name))
+    assert code == 0 and by_name.split("\n", 1)[1] == by_dir.split("\n", 1)[1]
+    t = Template.load(ZOO / name / "template.polarity")
+    assert _overall(by_name)[3] == f"{diagnose(t).overall.negative_fraction:.3f}"
+    code, out, err = _cli(capsys, "compare", name, str(ZOO / name / "template.polarity"))
+    assert code == 0 and not err and _overall(out)[1:] == [f"{t.numel():,}", "1.000"]
+
+
+def test_compare_prints_agreement_per_parameter_and_overall(tmp_path, capsys):
+    shapes_ = [(6, 4), (3, 2, 3, 3), (5,)]
+    a = Template(random_signs(shapes_, 0.2, 1))
+    b = Template(random_signs(shapes_, 0.0, 2))
+    d = diagnose(a, b)
+    code, out, err = _cli(capsys, "compare", str(a.save(tmp_path / "a.polarity")),
+                          str(b.save(tmp_path / "b.safetensors")))
+    assert code == 0 and not err
+    lines = out.splitlines()
+    assert lines[0].startswith("A: ") and lines[1].startswith("B: ")
+    assert f"-1 fraction {d.overall.negative_fraction:.3f}" in lines[0]
+    for name, row in d.tensors.items():
+        got = [ln.split() for ln in lines if ln.split()[:1] == [name]][0]
+        assert got[-2:] == [f"{row.compared:,}", f"{row.agreement:.3f}"]
+    assert _overall(out)[1:] == [f"{d.overall.compared:,}", f"{d.overall.agreement:.3f}"]
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    a = Template({"x.weight": torch.ones(2, 3), "y.weight": torch.ones(2, 2)}).save(tmp_path / "a.pol")
+    b = Template({"x.weight": torch.ones(2, 3), "z.weight": torch.ones(2, 2)}).save(tmp_path / "b.pol")
+    (junk := tmp_path / "junk.pol").write_bytes(b"not a template at all")
+    (plain := tmp_path / "plain").mkdir()
+    cases = {("info", str(tmp_path / "missing.pol")): "no template file, shipped source or source "
+                                                      "directory",
+             ("info", str(junk)): "not a polarity template",
+             ("info", str(plain)): "not a source directory",
+             ("compare", str(a), str(tmp_path / "nope")): "'" + str(tmp_path / "nope") + "'",
+             ("compare", str(a), str(b)): "only in the first: y.weight; only in the second: z.weight",
+             ("info", str(a), "--dead-threshold", "2"): "dead_threshold must be in (0, 1]"}
+    for argv, says in cases.items():
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and not out, argv
+        assert err.startswith("polarity: error: ") and err.count("\n") == 1, err
+        assert says in err, (argv, err)

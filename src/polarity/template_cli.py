@@ -1,7 +1,8 @@
-"""CLI plugin: ``polarity template export`` and ``polarity template info``.
+"""CLI plugin: ``polarity template export | info | compare``.
 
     polarity template export --source pretrained:cifar10 --arch compact --dataset fmnist --out t.pol
     polarity template info t.pol
+    polarity template compare cifar10-compact-w0.5 t.pol
 
 ``export`` loads (or pretrains and caches, see :mod:`polarity.transfer`) the source network and
 writes its sign template, about one bit per sign, with :meth:`polarity.Template.save`.
@@ -14,7 +15,12 @@ initialised target model (the head keeps that model's own random signs, exactly 
 
 ``info`` prints the file's format, its size in bits per sign (whole file and payload only), the
 template's metadata and, per parameter, the fractions of +1 / -1 / free entries and how the free
-entries are stored.
+entries are stored, then the template's diagnostics (:func:`polarity.template.diagnose`: per
+parameter and overall, the negative fraction of the constrained signs and the output units whose
+signs are nearly all negative).  ``compare A B`` prints the sign agreement of two templates per
+parameter and overall.  Both take a template file (.polarity or .safetensors), a shipped source's
+name (``polarity source list``) or a source directory; a source stands for its template file.
+User errors are one line, ``polarity: error: ...``, status 2.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("template", help="export or inspect polarity templates",
                               description="Export a transfer source's polarity template as a file "
                                           "(about one bit per sign) or describe a template file.")
-    sub = p.add_subparsers(dest="template_cmd", metavar="{export,info}")
+    sub = p.add_subparsers(dest="template_cmd", metavar="{export,info,compare}")
     sub.required = True
     ex = sub.add_parser("export", help="write a transfer source's sign template to a file",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,10 +50,51 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ex.add_argument("--head", choices=("append", "replace"), default=None, help="alexnet head")
     ex.add_argument("--seed", type=int, default=0, help="seed of the target init (with --map)")
     ex.set_defaults(func=_export)
-    info = sub.add_parser("info", help="describe a template file (size in bits per sign, signs)")
-    info.add_argument("file")
+    info = sub.add_parser("info", help="describe a template file (size in bits per sign, signs, "
+                                       "negative fraction, dead-leaning units)")
+    info.add_argument("file", metavar="FILE_OR_SOURCE",
+                      help="a template file, a shipped source's name or a source directory")
+    _threshold_option(info)
     info.set_defaults(func=_info)
+    cmp = sub.add_parser("compare", help="sign agreement of two templates, per parameter and overall")
+    cmp.add_argument("a", metavar="A", help="a template file, a shipped source's name or a source "
+                                            "directory")
+    cmp.add_argument("b", metavar="B", help="the same for the other template (same parameter "
+                                            "names and shapes)")
+    _threshold_option(cmp)
+    cmp.set_defaults(func=_compare)
     return p
+
+
+def _threshold_option(p) -> None:
+    from .template.diagnostics import DEAD_THRESHOLD
+
+    p.add_argument("--dead-threshold", type=float, default=DEAD_THRESHOLD, metavar="F",
+                   help="a unit counts as dead-leaning when at least this fraction of its "
+                        f"constrained incoming signs is -1 (default {DEAD_THRESHOLD})")
+
+
+def _error(msg) -> int:
+    """The CLI's user error: one line on stderr, status 2."""
+    print(f"polarity: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
+def _read(text: str):
+    """``(TemplateFile, label)`` for a template file, a shipped source's name or a source
+    directory (its template file); a :class:`TemplateError` or ``SourceError`` otherwise."""
+    from .sources.directory import TEMPLATE
+    from .sources.zoo import as_path, resolve, shipped
+    from .template import TemplateError, read_file
+
+    p = as_path(text)
+    if p.is_file():
+        return read_file(p), str(p)
+    if text in shipped() or p.is_dir():
+        path = resolve(text) / TEMPLATE
+        return read_file(path), f"{text} ({path})"
+    raise TemplateError(f"no template file, shipped source or source directory {text!r} "
+                        f"(shipped sources: {', '.join(shipped()) or 'none'})")
 
 
 def _hp_for(args):
@@ -74,12 +121,8 @@ def _export(args) -> int:
     from .template import Template, TemplateError
     from .transfer import TransferError
 
-    def fail(msg) -> int:
-        print(f"polarity template export: {msg}", file=sys.stderr)
-        return 2
-
     if Path(args.out).is_dir():  # before any pretraining, which may take minutes
-        return fail(f"--out {args.out} is a directory; give a file name")
+        return _error(f"--out {args.out} is a directory; give a file name")
     try:
         hp = _hp_for(args)
         num_classes = 10
@@ -94,22 +137,23 @@ def _export(args) -> int:
         t.save(args.out)
         back = Template.load(args.out)
     except (TransferError, ExperimentError, TemplateError, ValueError, OSError) as e:
-        return fail(e)
+        return _error(e)
     print(f"wrote {args.out}: {len(back)} parameters, {back.numel()} signs, source {args.source!r}"
           f"{' mapped onto ' + args.dataset if args.map else ''}")
     return 0
 
 
 def _info(args) -> int:
-    from .template import TemplateError, read_file
+    from .sources.directory import SourceError
+    from .template import TemplateError, diagnose
 
     try:
-        f = read_file(args.file)
-    except TemplateError as e:  # the reader names what is wrong (missing, truncated, corrupt)
-        print(f"polarity template info: {e}", file=sys.stderr)
-        return 2
+        f, label = _read(args.file)
+        d = diagnose(f.template, dead_threshold=args.dead_threshold)
+    except (TemplateError, SourceError) as e:  # the reader names what is wrong
+        return _error(e)
     t = f.template
-    print(f"{args.file}: format {f.format}, {len(t)} parameters, {t.numel():,} signs, "
+    print(f"{label}: format {f.format}, {len(t)} parameters, {t.numel():,} signs, "
           f"{f.file_bytes:,} bytes: {f.bits_per_sign:.4f} bits per sign "
           f"(payload only {f.payload_bits_per_sign:.4f})")
     for k, v in t.meta.items():
@@ -122,4 +166,30 @@ def _info(args) -> int:
         free = int((v == 0).sum())
         print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {free / n:7.3f}  "
               f"{f.encodings[name]} ({free:,})")
+    print("diagnostics (constrained signs only; units: dim 0, filters and rows; see "
+          "docs/templates.md):")
+    print(_indent(d.table()))
     return 0
+
+
+def _compare(args) -> int:
+    from .sources.directory import SourceError
+    from .template import TemplateError, diagnose
+
+    try:
+        (fa, la), (fb, lb) = _read(args.a), _read(args.b)
+        da = diagnose(fa.template, fb.template, dead_threshold=args.dead_threshold)
+        db = diagnose(fb.template, dead_threshold=args.dead_threshold)
+    except (TemplateError, SourceError) as e:
+        return _error(e)
+    for tag, label, d in (("A", la, da), ("B", lb, db)):
+        o = d.overall
+        print(f"{tag}: {label}: {len(d.tensors)} parameters, {o.constrained:,} constrained signs, "
+              f"-1 fraction {o.negative_fraction:.3f}, dead-leaning units {o.dead_units:,}/{o.units:,}")
+    print("sign agreement (entries constrained in both):")
+    print(_indent(da.table(signs=False)))
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

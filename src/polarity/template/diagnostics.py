@@ -93,20 +93,25 @@ class Diagnostics:
                 "tensors": {k: v.as_dict() for k, v in self.tensors.items()},
                 "overall": self.overall.as_dict()}
 
-    def table(self) -> str:
+    def table(self, signs: bool = True) -> str:
+        """The rows and the overall line; ``signs=False`` keeps only the agreement columns."""
+        if not signs and not self.compared:
+            raise TemplateError("a table of agreement only needs diagnose(..., other=...)")
         rows = [*self.tensors.values(), self.overall]
         width = max(len("parameter"), *(len(r.name) for r in rows))
         dead = f"dead units (>={self.dead_threshold:.0%} -1)"
-        head = (f"{'parameter':<{width}}  {'shape':>18}  {'signs':>12}  {'free':>10}  "
-                f"{'-1 frac':>7}  {dead:>24}")
+        head = f"{'parameter':<{width}}  {'shape':>18}"
+        if signs:
+            head += f"  {'signs':>12}  {'free':>10}  {'-1 frac':>7}  {dead:>24}"
         if self.compared:
             head += f"  {'compared':>12}  {'agree':>6}"
         lines = [head]
         for r in rows:
-            shape = "" if r.shape is None else str(r.shape)
-            units = f"{r.dead_units:,}/{r.units:,} {_num(r.dead_unit_fraction)}" if r.units else "-"
-            line = (f"{r.name:<{width}}  {shape:>18}  {r.constrained:>12,}  {r.free:>10,}  "
-                    f"{_num(r.negative_fraction):>7}  {units:>24}")
+            line = f"{r.name:<{width}}  {'' if r.shape is None else str(r.shape):>18}"
+            if signs:
+                units = f"{r.dead_units:,}/{r.units:,} {_num(r.dead_unit_fraction)}" if r.units else "-"
+                line += (f"  {r.constrained:>12,}  {r.free:>10,}  {_num(r.negative_fraction):>7}  "
+                         f"{units:>24}")
             if self.compared:
                 line += f"  {r.compared:>12,}  {_num(r.agreement):>6}"
             lines.append(line)
