@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.base import MAX_GRID_TRIALS
+from ..files import atomic_write
 from .hardware import describe
-from .runner import RunDirError, open_run, plan
+from .runner import RunDirError, open_run, plan, refuse_links
 from .spec import overrides
 
 
@@ -81,11 +82,12 @@ def write_report(out: str | Path) -> Path:
         trials = store.trials_frame()
         meta = store.meta()
     rdir = out / "report"
+    refuse_links(out, rdir)  # the report, its table and the experiment's figures: never through a link
     try:
         rdir.mkdir(parents=True, exist_ok=True)
         tidy = rdir / "epochs.csv"
         if len(epochs) <= EPOCHS_CSV_MAX_ROWS:
-            epochs.to_csv(tidy, index=False)
+            atomic_write(tidy, lambda tmp: epochs.to_csv(tmp, index=False))
             data = "Data: [epochs.csv](epochs.csv) (one row per trial and epoch).\n"
         else:
             tidy.unlink(missing_ok=True)  # never leave a stale table from an earlier report
@@ -102,7 +104,7 @@ def write_report(out: str | Path) -> Path:
     text += "\n" + section.strip() + "\n\n" + data
     path = rdir / "report.md"
     try:
-        path.write_text(text)
+        atomic_write(path, text)
     except OSError as e:
         raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
     return path

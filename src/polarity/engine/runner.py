@@ -146,8 +146,23 @@ def open_run(out: str | Path) -> tuple[Experiment, Spec, Store]:
     return exp, spec, store
 
 
+_SQLITE_MAGIC = (b"SQLite format 3\x00", b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83",  # a database, its WAL
+                 b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7")  # its rollback journal
+
+
+def _is_database(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in _SQLITE_MAGIC)
+
+
 def check_output(out: Path, path: str | Path, flag: str) -> None:
-    """Refuse an output file that is one of the run's own files (its database, its spec, ...)."""
+    """Refuse an output file that is one of the run's own files (its database, its spec, ...),
+    any SQLite database or file named like a run's own (another run's ``results.sqlite``,
+    ``spec.json``), or a path inside the run that goes through a symbolic link."""
     p = Path(path)
     for name in RUN_FILES:
         own = Path(out) / name
@@ -160,6 +175,49 @@ def check_output(out: Path, path: str | Path, flag: str) -> None:
         if same:
             raise RunDirError(f"{flag} {p} is the run's own {name}; writing it would destroy the run. "
                               "Nothing was written; choose another file")
+    if p.name in RUN_FILES or _is_database(p):
+        what = "a SQLite database" if _is_database(p) else f"named like a run's own {p.name}"
+        raise RunDirError(f"{flag} {p} is {what}; an export never replaces a database or a run's files, "
+                          "whoever's. Nothing was written; choose another file")
+    link = _link_inside(Path(out), p)
+    if link is not None:
+        raise RunDirError(f"{flag} {p} goes through {link}, a symbolic link inside the run directory; polarity "
+                          "never writes through a link in a run (it could replace a file elsewhere). Nothing "
+                          "was written; remove the link or choose another file")
+
+
+def _link_inside(out: Path, p: Path) -> Path | None:
+    """The first symbolic link among the components of ``p`` below the run directory ``out``
+    (``p`` itself included), or None (also when ``p`` is not inside ``out``)."""
+    root, target = Path(os.path.abspath(out)), Path(os.path.abspath(p))
+    try:
+        parts = target.relative_to(root).parts
+    except ValueError:
+        return None
+    at = root
+    for part in parts:
+        at = at / part
+        if at.is_symlink():
+            return at
+    return None
+
+
+def refuse_links(out: Path, where: Path) -> None:
+    """Raise ``RunDirError`` when ``where`` (a directory the run writes, e.g. ``report/``), a
+    component of it below the run directory, or anything inside it is a symbolic link."""
+    link = _link_inside(out, where)
+    if link is None and where.is_dir():
+        for top, dirs, files in os.walk(where):
+            for name in (*dirs, *files):
+                if os.path.islink(os.path.join(top, name)):
+                    link = Path(top) / name
+                    break
+            if link is not None:
+                break
+    if link is not None:
+        raise RunDirError(f"{link} is a symbolic link; polarity never writes through a link in a run "
+                          "directory (it could overwrite a file elsewhere). Nothing was written; remove it "
+                          "and rerun")
 
 
 def check_run_dir(out: Path, spec: Spec) -> bool:
@@ -208,9 +266,14 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self, command: Sequence[str] | None = None) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: a run directory from a tarball could point it at any file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as e:
+            if self.path.is_symlink():
+                raise RunDirError(
+                    f"{self.path} is a symbolic link (to {os.readlink(self.path)}); polarity never writes "
+                    "through a link in a run directory (it would empty the file it points to). Nothing was "
+                    "changed; remove the link and rerun") from None
             raise RunDirError(f"cannot write run directory {self.out}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

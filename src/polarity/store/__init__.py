@@ -63,6 +63,16 @@ def _is_readonly(e: sqlite3.Error) -> bool:
     return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in str(e)
 
 
+def _refuse_links(path: Path) -> None:
+    """A writer never opens a database (or its WAL, index or journal) through a symbolic link:
+    SQLite would write the file it points to, e.g. another run's results."""
+    for p in (path, *(Path(f"{path}{x}") for x in ("-wal", "-shm", "-journal"))):
+        if p.is_symlink():
+            raise StoreError(f"{p} is a symbolic link (to {os.readlink(p)}); polarity never writes a results "
+                             "database through a link (it would change the file it points to). Nothing was "
+                             "changed; replace the link by a copy of the file, or choose another run directory")
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -88,6 +98,8 @@ class Store:
         self._tmp: tempfile.TemporaryDirectory | None = None  # a read-only WAL database's copy
         if readonly and not self.path.exists():
             raise StoreError(f"no results database at {self.path}")
+        if not readonly:
+            _refuse_links(self.path)
         try:
             self.conn = self._connect()
             try:
@@ -330,6 +342,7 @@ def upgrade(path: str | Path) -> dict[str, Any]:
     caller makes sure nobody writes meanwhile (``polarity store upgrade`` holds the run's lock).
     Returns what it did: ``from``, ``to``, ``trials``, ``bytes_before``, ``bytes_after``."""
     path = Path(path)
+    _refuse_links(path)
     with Store(path, readonly=True) as s:  # refuses a newer or foreign database untouched
         version = s.version
     size = path.stat().st_size

@@ -1,0 +1,147 @@
+"""Files a run writes and files an export may replace (issue 21 items 7, 8 and 15): polarity never
+writes through a symbolic link in a run directory, never overwrites a SQLite database or a
+spec.json (anyone's), and a damaged or odd input is one line (exit 2), never a traceback."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from polarity import cli, engine, experiments
+
+TOY = experiments.get("toy")
+SECRET = b"precious: 20 bytes!\n"
+
+
+def _cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert err.startswith("polarity: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def _tree(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files") / "run"
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8"]), d, quiet=True)
+    return d
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(finished, d)
+    return d
+
+
+def _outside(tmp_path: Path) -> Path:
+    f = tmp_path / "outside" / "keep.txt"
+    f.parent.mkdir(exist_ok=True)
+    f.write_bytes(SECRET)
+    return f
+
+
+# ----------------------------------------------------------------------------- 7. no symlinks followed
+
+@pytest.mark.parametrize("argv", [["run", "toy", "--set", "ns=8", "--quiet", "--no-report", "--out", "{run}"],
+                                  ["store", "upgrade", "{run}"]])
+def test_a_symlinked_run_lock_is_refused_and_its_target_kept(run_copy, tmp_path, capsys, argv):
+    target = _outside(tmp_path)
+    (run_copy / "run.lock").unlink(missing_ok=True)
+    (run_copy / "run.lock").symlink_to(target)
+    code, _, err = _cli(capsys, *[a.format(run=run_copy) for a in argv])
+    _one_line_error(code, err, "run.lock", "symbolic link")
+    assert target.read_bytes() == SECRET
+
+
+def test_a_new_run_into_a_directory_with_a_symlinked_lock_is_refused(tmp_path, capsys):
+    target = _outside(tmp_path)
+    out = tmp_path / "new"
+    out.mkdir()
+    (out / "run.lock").symlink_to(target)
+    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8", "--quiet", "--out", out)
+    _one_line_error(code, err, "run.lock", "symbolic link")
+    assert target.read_bytes() == SECRET and sorted(p.name for p in out.iterdir()) == ["run.lock"]
+
+
+@pytest.mark.parametrize("link", ["report", "report/report.md", "report/epochs.csv"])
+def test_report_never_writes_through_a_symlink(run_copy, tmp_path, capsys, link):
+    target = _outside(tmp_path)
+    shutil.rmtree(run_copy / "report", ignore_errors=True)
+    if link == "report":
+        (run_copy / "report").symlink_to(target.parent, target_is_directory=True)
+    else:
+        (run_copy / "report").mkdir()
+        (run_copy / link).symlink_to(target)
+    before = _tree(target.parent)
+    code, _, err = _cli(capsys, "report", run_copy)
+    _one_line_error(code, err, link, "symbolic link")
+    assert _tree(target.parent) == before and target.read_bytes() == SECRET
+
+
+def test_export_into_the_run_through_a_symlink_is_refused(run_copy, tmp_path, capsys):
+    target = _outside(tmp_path)
+    shutil.rmtree(run_copy / "report", ignore_errors=True)
+    (run_copy / "report").symlink_to(target.parent, target_is_directory=True)
+    code, _, err = _cli(capsys, "export", run_copy, "--csv", run_copy / "report" / "keep.txt")
+    _one_line_error(code, err, "symbolic link", "Nothing was written")
+    assert target.read_bytes() == SECRET
+
+
+# ----------------------------------------------------------------------------- 8. no database overwritten
+
+@pytest.mark.parametrize("name", ["results.sqlite", "spec.json", "results.sqlite-wal", "archive.db"])
+def test_export_never_overwrites_another_runs_database_or_spec(finished, run_copy, tmp_path, capsys, name):
+    other = run_copy  # another run: B
+    if name == "archive.db":
+        shutil.copyfile(other / "results.sqlite", other / name)  # a database by its content, any name
+    elif not (other / name).exists():
+        (other / name).write_bytes(b"")
+    before = _tree(other)
+    code, _, err = _cli(capsys, "export", finished, "--csv", other / name)
+    _one_line_error(code, err, name, "Nothing was written")
+    assert _tree(other) == before
+    code, _, err = _cli(capsys, "export", finished, "--csv", tmp_path / "ok.csv", "--trials-csv", other / name)
+    _one_line_error(code, err, name)
+    assert _tree(other) == before and not (tmp_path / "ok.csv").exists()
+
+
+def test_export_still_replaces_its_own_earlier_csv(finished, tmp_path, capsys):
+    out = tmp_path / "e.csv"
+    out.write_text("old export\n")
+    code, _, err = _cli(capsys, "export", finished, "--csv", out)
+    assert code == 0, err and out.read_text().startswith("experiment,")
+
+
+@pytest.mark.parametrize("argv", [["run", "toy", "--set", "ns=8", "--quiet", "--no-report", "--out", "{run}"],
+                                  ["store", "upgrade", "{run}"]])
+def test_a_symlinked_database_is_never_written(finished, run_copy, tmp_path, capsys, argv):
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    shutil.copyfile(run_copy / "results.sqlite", elsewhere)
+    c = sqlite3.connect(elsewhere)
+    c.execute("DELETE FROM epochs WHERE trial_id = (SELECT max(id) FROM trials)")
+    c.execute("DELETE FROM trials WHERE id = (SELECT max(id) FROM trials)")  # a run would add it back
+    c.commit()
+    c.close()
+    before = hashlib.sha256(elsewhere.read_bytes()).hexdigest()
+    (run_copy / "results.sqlite").unlink()
+    (run_copy / "results.sqlite").symlink_to(elsewhere)
+    code, _, err = _cli(capsys, *[a.format(run=run_copy) for a in argv])
+    _one_line_error(code, err, "results.sqlite is a symbolic link")
+    assert hashlib.sha256(elsewhere.read_bytes()).hexdigest() == before
