@@ -216,6 +216,13 @@ def test_info_prints_the_diagnostics(tmp_path, capsys):
                                      f"{3 / 14:.3f}"]
     code, out, _ = _cli(capsys, "info", str(path), "--dead-threshold", "0.8")
     assert code == 0 and "(>=80% -1)" in out and _overall(out)[4] == "4/14"
+    from polarity import cli
+
+    try:  # the help names the library's default
+        cli.main(["template", "info", "--help"])
+    except SystemExit:  # argparse's exit after the help, whether or not main turns it into a status
+        pass
+    assert f"default {DEAD_THRESHOLD:.0%}" in " ".join(capsys.readouterr().out.split())
 
 
 def test_info_and_compare_take_a_shipped_source_or_its_directory(capsys):

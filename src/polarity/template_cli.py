@@ -67,11 +67,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _threshold_option(p) -> None:
-    from .template.diagnostics import DEAD_THRESHOLD
-
-    p.add_argument("--dead-threshold", type=float, default=DEAD_THRESHOLD, metavar="F",
+    # no default here: the library's (polarity.template.DEAD_THRESHOLD) is read when the command
+    # runs, so building the parser imports no torch; the table's header shows the value used
+    p.add_argument("--dead-threshold", type=float, default=None, metavar="F",
                    help="a unit counts as dead-leaning when at least this fraction of its "
-                        f"constrained incoming signs is -1 (default {DEAD_THRESHOLD})")
+                        "constrained incoming signs is -1 (default 90%%, shown in the table)")
+
+
+def _threshold(args) -> dict:
+    return {} if args.dead_threshold is None else {"dead_threshold": args.dead_threshold}
 
 
 def _error(msg) -> int:
@@ -149,7 +153,7 @@ def _info(args) -> int:
 
     try:
         f, label = _read(args.file)
-        d = diagnose(f.template, dead_threshold=args.dead_threshold)
+        d = diagnose(f.template, **_threshold(args))
     except (TemplateError, SourceError) as e:  # the reader names what is wrong
         return _error(e)
     t = f.template
@@ -178,8 +182,8 @@ def _compare(args) -> int:
 
     try:
         (fa, la), (fb, lb) = _read(args.a), _read(args.b)
-        da = diagnose(fa.template, fb.template, dead_threshold=args.dead_threshold)
-        db = diagnose(fb.template, dead_threshold=args.dead_threshold)
+        da = diagnose(fa.template, fb.template, **_threshold(args))
+        db = diagnose(fb.template, **_threshold(args))
     except (TemplateError, SourceError) as e:
         return _error(e)
     for tag, label, d in (("A", la, da), ("B", lb, db)):
