@@ -97,8 +97,8 @@ def test_compare_to_reference_table():
     df = _frame(np.random.default_rng(1))
     tab = compare_to_reference(df, "error", reference="frozen-polarity", by="n")
     assert list(tab.columns) == ["n", "condition", "reference", "median", "reference_median", "count",
-                                 "reference_count", "U", "p", "p_holm", "reject", "stars"]
-    assert len(tab) == 4 and set(tab["condition"]) == {"fluid-rand", "frozen-rand"}
+                                 "reference_count", "U", "p", "p_holm", "reject", "stars", "family"]
+    assert len(tab) == 4 and (tab["family"] == "table").all() and set(tab["condition"]) == {"fluid-rand", "frozen-rand"}
     # raw p-values are scipy's; Holm is applied across all four comparisons
     for _, row in tab.iterrows():
         g = df[df.n == row.n]
@@ -158,9 +158,11 @@ def test_paired_difference_ties_zeros_and_failures():
     # nan_policy="inf": a failed trial is slower than any finished one; two failures tie
     r = paired_difference([5, np.nan, np.nan, 3], [7, 4, np.nan, 3], nan_policy="inf")
     assert (r.n, r.n_lower, r.n_higher) == (4, 1, 1)
-    # infinite differences: no NaN median or interval (no averaging of +inf with -inf)
+    # infinite differences: a median between -inf and +inf is undefined (NaN, not the lower
+    # value, which would favour one side); the interval's bounds are order statistics
     r = paired_difference([np.nan, 5, np.nan, 9], [3, np.nan, 4, np.nan], nan_policy="inf")
-    assert r.median == -np.inf and r.ci_low == -np.inf and r.ci_high == np.inf and r.n == 4
+    assert np.isnan(r.median) and r.ci_low == -np.inf and r.ci_high == np.inf and r.n == 4
+    assert (r.reached_a, r.reached_b) == (2, 2)
     r = paired_difference([1, np.nan, 3], [2, 2, np.nan], nan_policy="omit")
     assert (r.n, r.median) == (1, -1.0)
     with pytest.raises(ValueError, match="equal lengths"):
@@ -179,7 +181,9 @@ def test_paired_difference_agrees_with_scipy_and_numpy(d, seed):
     r = paired_difference(a, b, seed=seed, n_boot=500)
     dd = a - b
     assert r.median == pytest.approx(float(np.median(dd)))
-    assert r.p == pytest.approx(float(wilcoxon(dd).pvalue))
+    if len(np.unique(np.abs(dd))) == len(dd):   # no ties: the ordinary exact test
+        assert r.p == pytest.approx(float(wilcoxon(dd).pvalue))
+    assert (r.reached_a, r.reached_b) == (len(d), len(d))
     assert dd.min() - 1e-9 <= r.ci_low <= r.ci_high <= dd.max() + 1e-9
     assert paired_difference(a, b, seed=seed, n_boot=500) == r     # seeded: repeatable
 
@@ -196,6 +200,8 @@ def test_paired_to_reference_pairs_by_trial_and_corrects_the_whole_table():
     frame = pd.DataFrame(rows)
     out = paired_to_reference(frame.sample(frac=1, random_state=0), "error", reference="ref", n_boot=1000)
     assert list(out["n"]) == [100, 100, 250, 250]
+    assert list(out.columns[-7:]) == ["reached", "reference_reached", "p", "p_holm", "reject",
+                                      "stars", "family"]
     worse = out[out.condition == "worse"].iloc[0]
     assert worse.n_pairs == 8 and worse.n_higher == 8 and worse.median_diff > 0.01
     assert worse.p == pytest.approx(2 / 256)
@@ -206,3 +212,115 @@ def test_paired_to_reference_pairs_by_trial_and_corrects_the_whole_table():
     # pairing matters: the unpaired test cannot separate "worse" at this spread, the paired one can
     mw = compare_to_reference(frame, "error", reference="ref")
     assert float(mw[mw.condition == "worse"]["p"].iloc[0]) > 0.5 > 0.01 > worse.p
+
+
+# ----------------------------------------------------------------------------- ties and zeros
+
+from itertools import product  # noqa: E402
+
+from scipy.stats import PermutationMethod, rankdata, wilcoxon  # noqa: E402
+
+from polarity.analysis.stats import (family_caption, paper_comparison,  # noqa: E402
+                                     signed_rank)
+
+
+def _enumerated_p(d):
+    """Independent reference: every sign assignment of the non-zero differences, Pratt ranks."""
+    d = np.asarray(d, dtype=float)
+    r = rankdata(np.abs(d))[d != 0]
+    if r.size == 0:
+        return 1.0
+    signs = np.array(list(product((0, 1), repeat=r.size)))
+    t = signs @ r
+    obs = r[d[d != 0] > 0].sum()
+    mu = r.sum() / 2
+    return float(np.mean(np.abs(t - mu) >= abs(obs - mu) - 1e-9))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-4, 4), min_size=1, max_size=12))
+def test_signed_rank_exact_with_ties_and_zeros(ints):
+    # small integer differences: ties and zeros everywhere, as with errors in steps of 1/val_size
+    d = np.asarray(ints, dtype=float) / 1000
+    r = signed_rank(d)
+    assert r.p == pytest.approx(_enumerated_p(d), abs=1e-12)
+    assert r.statistic == pytest.approx(float(rankdata(np.abs(d))[d > 0].sum()))
+
+
+@pytest.mark.parametrize("ints", [[1, 1, 2, 0, -1, 3, 3, 0], [2, 2, 2, -2, 1, 0, 0, 0, -1, 4]])
+def test_signed_rank_matches_scipys_exhaustive_permutation_test(ints):
+    d = np.asarray(ints, dtype=float)
+    ref = wilcoxon(d, zero_method="pratt", method=PermutationMethod(n_resamples=5000))
+    assert signed_rank(d).p == pytest.approx(float(ref.pvalue), abs=1e-12)
+
+
+def test_signed_rank_where_the_old_p_was_wrong():
+    # 16 trials, errors in steps of 1/1000: 12 trials one image better, 4 one image worse -- every
+    # |d| tied.  The old code (scipy's default method) called it significant; it is not
+    d = np.array([1] * 12 + [-1] * 4) / 1000
+    new = signed_rank(d).p
+    old = float(wilcoxon(d[d != 0], zero_method="wilcox", alternative="two-sided").pvalue)
+    assert new == pytest.approx(_enumerated_p(d), abs=1e-12) == pytest.approx(2 * 2517 / 2 ** 16)
+    assert old < 0.05 < new
+    # zeros take part in the ranking (Pratt), where the old code dropped them
+    z = np.array([1] * 6 + [2] * 2 + [-1] + [0] * 6 + [-3]) / 1000
+    assert signed_rank(z).p == pytest.approx(_enumerated_p(z), abs=1e-12)
+    # through paired_difference too, from the two arms' errors
+    b = np.full(16, 0.2)
+    assert paired_difference(b + d, b).p == pytest.approx(new, abs=1e-12)
+    # no ties, no zeros: the ordinary exact test, as scipy computes it
+    e = np.array([0.5, -1.5, 2.5, 3.5, 4.5, -5.5, 6.5, 7.5])
+    assert signed_rank(e).p == pytest.approx(float(wilcoxon(e, method="exact").pvalue), abs=1e-12)
+    assert signed_rank(np.zeros(5)).p == 1.0
+    with pytest.raises(ValueError, match="finite"):
+        signed_rank([1.0, np.inf])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-6, 6), min_size=8, max_size=60))
+def test_signed_rank_normal_approximation_matches_scipy(ints):
+    d = np.asarray(ints, dtype=float)
+    if not (d != 0).any():
+        return
+    r = signed_rank(d, exact_max=0)
+    ref = wilcoxon(d, zero_method="pratt", method="asymptotic", correction=False)
+    assert r.method == "normal" and r.p == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-12)
+
+
+def test_median_with_failures_never_hides_them():
+    # reference reaches the cut-off in 12 of 12 trials, the condition in 6: the paired median
+    # must not be 0 (the old lower-middle rule gave 0 here), and the counts say why
+    cond = np.r_[np.full(6, 3.0), np.full(6, np.nan)]
+    ref = np.full(12, 3.0)
+    r = paired_difference(cond, ref, nan_policy="inf", n_boot=2000)
+    assert r.median == np.inf and (r.reached_a, r.reached_b) == (6, 12)
+    assert r.ci_high == np.inf and r.ci_low == 0
+    # more than half failed on both sides, in the same trials: a tie (0), and both counts low
+    r = paired_difference([np.nan] * 7 + [2] * 5, [np.nan] * 7 + [4] * 5, nan_policy="inf")
+    assert r.median == 0 and (r.reached_a, r.reached_b) == (5, 5) and r.n_lower == 5
+    # a failure is worse than every success: ranked above the largest finite difference
+    r = paired_difference([1, 1, 1, 1, 1, np.nan], [2, 2, 2, 2, 2, 2], nan_policy="inf")
+    assert r.p == pytest.approx(_enumerated_p([-1, -1, -1, -1, -1, 3]))
+
+
+def test_holm_families_table_and_group():
+    df = _frame(np.random.default_rng(3))
+    ours = compare_to_reference(df, "epochs_to_0.8")
+    paper = paper_comparison(df, "epochs_to_0.8")
+    assert (paper["family"] == "group").all() and (ours["family"] == "table").all()
+    # the paper's family: Holm within each n; failures omitted (4 of fluid-rand's 10 trials)
+    for n, g in paper.groupby("n"):
+        _, ref_adj, _, _ = _multipletests(g["p"], method="holm")
+        np.testing.assert_allclose(g["p_holm"], ref_adj)
+    assert (paper[paper.condition == "fluid-rand"]["count"] == 6).all()
+    _, ref_adj, _, _ = _multipletests(ours["p"], method="holm")
+    np.testing.assert_allclose(ours["p_holm"], ref_adj)
+    paired = paired_to_reference(df, "error", family="group", n_boot=200)
+    for n, g in paired.groupby("n"):
+        np.testing.assert_allclose(g["p_holm"], holm(g["p"].to_numpy())[0])
+    assert "paper" in family_caption(paper) and "within each n" in family_caption(paper)
+    assert "ours" in family_caption(ours, "Mann-Whitney U") and "Mann-Whitney U" in family_caption(ours, "Mann-Whitney U")
+    with pytest.raises(ValueError, match="mixes"):
+        family_caption(pd.concat([ours, paper]))
+    with pytest.raises(ValueError, match="Holm family"):
+        compare_to_reference(df, "error", family="paper")

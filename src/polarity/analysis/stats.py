@@ -1,12 +1,25 @@
 """Significance tests of SPEC §6, each condition against a reference condition (Frozen
-transferred polarity) within each sample size, Holm-Bonferroni across all the comparisons of a
-table:
+transferred polarity) within each sample size:
 
 * the paper's test: two-sided Mann-Whitney U on the two groups of trials (``compare_to_reference``);
+  ``paper_comparison`` is it with the paper code's Holm family (per sample size, failures omitted);
 * the paired analysis (ours; SPEC §6 "paired design"): every condition of one trial shares its
   initialisation, data order and validation set, so the per-trial differences
   ``condition - reference`` are the unit of analysis: their median with a bootstrap
-  percentile interval, and the two-sided Wilcoxon signed-rank test (``paired_to_reference``).
+  percentile interval, and the two-sided Wilcoxon signed-rank test (``paired_to_reference``,
+  ``signed_rank``).
+
+Holm families (``FAMILIES``): ``"table"`` (ours) corrects across every comparison of a table
+(all sample sizes of one metric); ``"group"`` (the paper's code) corrects within each group of
+``by`` (each sample size) separately.  Every table states its family (``family_caption``).
+
+Ties. Validation errors move in steps of 1 / val_size and epochs-to-cut-off in steps of the
+evaluation spacing, so tied and zero differences are common; the exact signed-rank null for
+distinct ranks is then wrong.  ``signed_rank`` computes the exact null *conditional on the
+observed midranks* (Pratt's zero handling: zeros take part in the ranking, carry no sign), by
+counting sign assignments, for up to ``EXACT_MAX`` non-zero differences; beyond that the normal
+approximation with the tie-corrected variance.  Without ties or zeros this is the ordinary exact
+test.  docs/images.md ("Statistics") has the reasoning.
 
 Missing values. A per-trial metric can be NaN in two different senses:
 
@@ -29,10 +42,13 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["holm", "mann_whitney", "MannWhitney", "compare_to_reference", "stars", "NAN_POLICIES",
-           "paired_difference", "Paired", "paired_to_reference"]
+__all__ = ["holm", "mann_whitney", "MannWhitney", "compare_to_reference", "paper_comparison",
+           "stars", "NAN_POLICIES", "FAMILIES", "family_caption", "signed_rank", "SignedRank",
+           "paired_difference", "Paired", "paired_to_reference", "EXACT_MAX"]
 
 NAN_POLICIES = ("auto", "omit", "inf")
+FAMILIES = ("table", "group")
+EXACT_MAX = 200   # signed_rank: exact conditional null up to this many non-zero differences
 
 
 def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -105,12 +121,14 @@ def stars(p: float) -> str:
 
 def compare_to_reference(per_trial_frame, metric: str, reference: str = "frozen-polarity",
                          by: str | Sequence[str] = "n", alpha: float = 0.05,
-                         nan_policy: str = "auto", condition_col: str = "condition"):
+                         nan_policy: str = "auto", condition_col: str = "condition",
+                         family: str = "table"):
     """Each condition against ``reference`` within every group of ``by`` (e.g. each sample size),
-    two-sided Mann-Whitney U on ``metric``, Holm-Bonferroni across ALL comparisons in the table.
+    two-sided Mann-Whitney U on ``metric``, Holm-Bonferroni across ALL comparisons in the table
+    (``family="table"``) or within each group of ``by`` (``family="group"``, the paper's code).
 
     Returns a DataFrame with the ``by`` columns and ``condition, reference, median,
-    reference_median, count, reference_count, U, p, p_holm, reject, stars`` (stars from
+    reference_median, count, reference_count, U, p, p_holm, reject, stars, family`` (stars from
     ``p_holm``), one row per (group, condition other than the reference). ``nan_policy="auto"``
     is "inf" for ``epochs_to*`` metrics and "omit" otherwise (see the module docstring)."""
     import pandas as pd
@@ -118,6 +136,7 @@ def compare_to_reference(per_trial_frame, metric: str, reference: str = "frozen-
     df = per_trial_frame
     by_cols = [by] if isinstance(by, str) else list(by)
     policy, others = _check_frame(df, metric, reference, by_cols, nan_policy, condition_col)
+    _check_family(family)
 
     def median(v: np.ndarray) -> float:
         return float(np.median(v)) if v.size else math.nan
@@ -135,9 +154,44 @@ def compare_to_reference(per_trial_frame, metric: str, reference: str = "frozen-
                          "median": median(vals), "reference_median": median(ref_vals),
                          "count": r.n_a, "reference_count": r.n_b, "U": r.U, "p": r.p})
     columns = by_cols + ["condition", "reference", "median", "reference_median", "count",
-                         "reference_count", "U", "p", "p_holm", "reject", "stars"]
-    out = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "reject", "stars")])
-    return _with_holm(out, alpha)[columns]
+                         "reference_count", "U", "p", "p_holm", "reject", "stars", "family"]
+    out = pd.DataFrame(rows, columns=columns[:-4])
+    return _with_holm(out, alpha, by_cols if family == "group" else None, family)[columns]
+
+
+def paper_comparison(per_trial_frame, metric: str, reference: str = "frozen-polarity",
+                     by: str | Sequence[str] = "n", alpha: float = 0.05,
+                     condition_col: str = "condition"):
+    """The paper code's test as it ran it: two-sided Mann-Whitney U of each condition against
+    ``reference``, Holm-Bonferroni within each sample size (``by``) over those comparisons, trials
+    with no value (a cut-off never reached) omitted.  :func:`compare_to_reference`'s columns."""
+    return compare_to_reference(per_trial_frame, metric, reference=reference, by=by, alpha=alpha,
+                                nan_policy="omit", condition_col=condition_col, family="group")
+
+
+def family_caption(frame_or_family, test: str = "", by: str = "n") -> str:
+    """One sentence naming a table's Holm family, for its caption: from a comparison frame (its
+    ``family`` column) or a family name.  ``test`` names the test, e.g. "Wilcoxon signed-rank"."""
+    fam = frame_or_family
+    if not isinstance(fam, str):
+        vals = list(dict.fromkeys(fam["family"])) if "family" in fam and len(fam) else ["table"]
+        if len(vals) != 1:
+            raise ValueError(f"a table mixes Holm families {vals}")
+        fam = vals[0]
+    _check_family(fam)
+    what = f" ({test})" if test else ""
+    if fam == "group":
+        return (f"Holm family{what}: the paper's -- within each {by} separately, over the "
+                f"conditions compared with the reference; trials that never reached a cut-off "
+                f"are omitted.")
+    return (f"Holm family{what}: ours -- across every comparison of the table (all {by} of the "
+            f"metric together); a trial that never reached a cut-off ranks after every one "
+            f"that did.")
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown Holm family {family!r}; choose one of {FAMILIES}")
 
 
 def _check_frame(df, metric, reference, by_cols, nan_policy, condition_col):
@@ -154,41 +208,111 @@ def _check_frame(df, metric, reference, by_cols, nan_policy, condition_col):
     return policy, [c for c in conditions if c != reference]
 
 
-def _with_holm(out, alpha: float):
-    """Add ``p_holm``, ``reject`` and ``stars`` (of ``p_holm``) over the whole table."""
-    adjusted, reject = (holm(out["p"].to_numpy(dtype=float), alpha=alpha) if len(out)
-                        else (np.array([]), np.array([], dtype=bool)))
+def _with_holm(out, alpha: float, groups: Sequence[str] | None = None, family: str = "table"):
+    """Add ``p_holm``, ``reject`` and ``stars`` (of ``p_holm``), Holm over the whole table or,
+    with ``groups``, within each group of those columns; and the ``family`` column."""
+    p = out["p"].to_numpy(dtype=float)
+    adjusted, reject = np.full(len(out), np.nan), np.zeros(len(out), dtype=bool)
+    if len(out):
+        keys = (np.zeros(len(out), dtype=int) if not groups
+                else out.groupby(list(groups), sort=False).ngroup().to_numpy())
+        for k in np.unique(keys):
+            at = keys == k
+            adjusted[at], reject[at] = holm(p[at], alpha=alpha)
     out["p_holm"] = adjusted
-    out["reject"] = reject.astype(bool)
-    out["stars"] = [stars(p) for p in adjusted]
+    out["reject"] = reject
+    out["stars"] = [stars(v) for v in adjusted]
+    out["family"] = family
     return out
 
 
 # ----------------------------------------------------------------------------- paired analysis
 
+class SignedRank(NamedTuple):
+    statistic: float  # sum of the ranks of the positive differences (Pratt: zeros ranked, unsigned)
+    p: float          # two-sided p-value
+    method: str       # "exact" (conditional on the midranks), "normal" (tie-corrected), "none"
+    n_nonzero: int
+
+
+def signed_rank(d: Sequence[float], exact_max: int = EXACT_MAX) -> SignedRank:
+    """Two-sided Wilcoxon signed-rank test of the differences ``d`` (finite), valid with ties
+    and zeros.
+
+    Ranks of |d| with midranks for ties, zeros included in the ranking (Pratt); T = the sum of the
+    positive differences' ranks.  Under the null every non-zero difference is + or - with
+    probability 1/2 independently, given the ranks; with at most ``exact_max`` non-zero
+    differences that distribution of T is counted exactly (doubled midranks are integers:
+    a convolution over them), and p = P(|T - E T| >= |t - E T|).  Beyond, the normal
+    approximation with Var T = sum r_i^2 / 4 over the non-zero ranks (the tie-corrected variance),
+    no continuity correction.  No non-zero difference: p = 1."""
+    from scipy.stats import norm, rankdata
+
+    d = np.asarray(d, dtype=float).reshape(-1)
+    if not np.isfinite(d).all():
+        raise ValueError("signed_rank needs finite differences (rank infinities beforehand)")
+    ranks = rankdata(np.abs(d))
+    nz = d != 0
+    r, pos = ranks[nz], d[nz] > 0
+    m = int(r.size)
+    t = float(r[pos].sum())
+    if m == 0:
+        return SignedRank(0.0, 1.0, "none", 0)
+    if m <= exact_max:
+        k = np.rint(2 * r).astype(np.int64)       # midranks are multiples of 1/2
+        total = int(k.sum())
+        dist = np.zeros(total + 1)
+        dist[0] = 1.0
+        top = 0
+        for ki in k:                                # each rank: absent or present, p = 1/2 each
+            nxt = dist.copy()
+            nxt[ki:top + ki + 1] += dist[:top + 1]
+            dist = nxt * 0.5
+            top += int(ki)
+        obs = abs(2 * int(np.rint(2 * t)) - total)  # |2 T2 - total| = 4 |T - E T|
+        dev = np.abs(2 * np.arange(total + 1) - total)
+        p = float(min(1.0, dist[dev >= obs].sum()))
+        return SignedRank(t, p, "exact", m)
+    mean, var = r.sum() / 2, (r ** 2).sum() / 4
+    z = (t - mean) / math.sqrt(var)
+    return SignedRank(t, float(min(1.0, 2 * norm.sf(abs(z)))), "normal", m)
+
+
 class Paired(NamedTuple):
-    median: float   # median of the paired differences a - b
+    median: float   # median of the paired differences a - b (NaN when it falls between -inf and +inf)
     ci_low: float   # bootstrap percentile interval of that median
     ci_high: float
-    p: float        # two-sided Wilcoxon signed-rank p-value (1.0 when every difference is 0)
+    p: float        # two-sided Wilcoxon signed-rank p-value (:func:`signed_rank`; 1.0 when every difference is 0)
     n: int          # pairs after NaN handling
     n_lower: int    # pairs with a < b (for errors and epochs: a did better)
     n_higher: int   # pairs with a > b
+    reached_a: int = 0  # pairs whose a is finite (reached the cut-off); n under nan_policy="omit"
+    reached_b: int = 0
 
 
-def _differences(a: np.ndarray, b: np.ndarray, nan_policy: str) -> np.ndarray:
+def _pairs(a, b, nan_policy: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
     if x.shape != y.shape:
         raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
     if nan_policy == "omit":
         keep = ~(np.isnan(x) | np.isnan(y))
-        return x[keep] - y[keep]
+        return x[keep], y[keep]
     if nan_policy == "inf":  # a trial that never reached the cut-off is slower than any that did
-        x, y = np.where(np.isnan(x), np.inf, x), np.where(np.isnan(y), np.inf, y)
-        with np.errstate(invalid="ignore"):
-            d = x - y
-        return np.where(np.isinf(x) & np.isinf(y), 0.0, d)   # both failed: a tie
+        return np.where(np.isnan(x), np.inf, x), np.where(np.isnan(y), np.inf, y)
     raise ValueError(f"unknown nan_policy {nan_policy!r}; choose 'omit' or 'inf'")
+
+
+def _differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        d = x - y
+    return np.where(np.isinf(x) & np.isinf(y) & (x == y), 0.0, d)   # both failed: a tie
+
+
+def _median(d: np.ndarray, axis=None) -> np.ndarray:
+    """np.median: the mean of the two middle values, so +inf when one of them is +inf (at least
+    half the pairs failed on the larger side) and NaN between -inf and +inf (undefined)."""
+    with np.errstate(invalid="ignore"):
+        return np.median(d, axis=axis)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = "omit",
@@ -197,55 +321,63 @@ def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = 
 
     The median of ``d = a - b`` with a bootstrap percentile interval (``n_boot`` resamples of the
     pairs, a fixed ``seed``: the same data give the same interval), and the two-sided Wilcoxon
-    signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped, exact for small samples
-    without ties).  With ``nan_policy="inf"`` a NaN (never reached the cut-off) is +inf: the
-    difference is +-inf, ranked beyond every finite one, and 0 when both failed; medians of
-    differences that include an infinity are the lower middle value.  No pairs: NaN."""
-    from scipy.stats import wilcoxon
+    signed-rank test (:func:`signed_rank`: exact conditional on ties and zeros).
 
+    With ``nan_policy="inf"`` a NaN (never reached the cut-off) is +inf: slower than every trial
+    that reached it.  The difference is then +-inf, ranked beyond every finite one (all such
+    pairs tied), and 0 when both failed.  The median is np.median's: when half the pairs or more
+    are +inf it is +inf, never a finite value that hides the failures; between -inf and +inf it
+    is NaN.  With infinities the interval's bounds are order statistics (lower bound from the
+    lower middle value of each resample, upper from the upper), so they are never NaN.
+    ``reached_a`` / ``reached_b`` count each side's finite values: report them beside the
+    median.  No pairs: NaN."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    d = _differences(a, b, nan_policy)
+    x, y = _pairs(a, b, nan_policy)
+    d = _differences(x, y)
     n = int(d.size)
+    reached = int(np.isfinite(x).sum()), int(np.isfinite(y).sum())
     if n == 0:
-        return Paired(math.nan, math.nan, math.nan, math.nan, 0, 0, 0)
-    # with infinite differences (a trial that never reached the cut-off) a median averaging an
-    # infinity with another value is meaningless: take the lower middle value instead
-    method = "linear" if np.isfinite(d).all() else "lower"
+        return Paired(math.nan, math.nan, math.nan, math.nan, 0, 0, 0, 0, 0)
     rng = np.random.default_rng(seed)
-    boot = np.quantile(d[rng.integers(0, n, size=(int(n_boot), n))], 0.5, axis=1, method=method)
-    boot.sort()
+    sample = d[rng.integers(0, n, size=(int(n_boot), n))]
     q = (1 - confidence) / 2
-    lo, hi = boot[int(math.floor(q * len(boot)))], boot[int(math.ceil((1 - q) * len(boot))) - 1]
-    nz = d[d != 0]
-    if nz.size == 0:
-        p = 1.0
+    lo_i, hi_i = int(math.floor(q * n_boot)), int(math.ceil((1 - q) * n_boot)) - 1
+    if np.isfinite(d).all():
+        boot = np.sort(np.quantile(sample, 0.5, axis=1))
+        lo, hi = boot[lo_i], boot[hi_i]
     else:
-        finite = np.abs(nz[np.isfinite(nz)])
-        big = (finite.max() if finite.size else 1.0) * 2 + 1   # ranks of +-inf: beyond all others
-        p = float(wilcoxon(np.clip(nz, -big, big), zero_method="wilcox",
-                           alternative="two-sided").pvalue)
-    return Paired(float(np.quantile(d, 0.5, method=method)), float(lo), float(hi), p, n, int((d < 0).sum()),
-                  int((d > 0).sum()))
+        lo = np.sort(np.quantile(sample, 0.5, axis=1, method="lower"))[lo_i]
+        hi = np.sort(np.quantile(sample, 0.5, axis=1, method="higher"))[hi_i]
+    finite = np.abs(d[np.isfinite(d)])
+    big = (finite.max() if finite.size else 1.0) * 2 + 1   # ranks of +-inf: beyond all others
+    p = signed_rank(np.clip(d, -big, big)).p
+    return Paired(float(_median(d)), float(lo), float(hi), p, n, int((d < 0).sum()),
+                  int((d > 0).sum()), *reached)
 
 
 def paired_to_reference(per_trial_frame, metric: str, reference: str = "frozen-polarity",
                         by: str | Sequence[str] = "n", pair_on: str | Sequence[str] = "trial",
                         alpha: float = 0.05, nan_policy: str = "auto", confidence: float = 0.95,
-                        n_boot: int = 10_000, seed: int = 0, condition_col: str = "condition"):
+                        n_boot: int = 10_000, seed: int = 0, condition_col: str = "condition",
+                        family: str = "table"):
     """Each condition against ``reference`` within every group of ``by``, paired on ``pair_on``
     (the trial): :func:`paired_difference` of ``condition - reference``, Holm-Bonferroni across
-    ALL comparisons in the table.  Trials missing either side are left out.
+    ALL comparisons in the table (``family="table"``, ours) or within each group of ``by``
+    (``"group"``).  Trials missing either side are left out.
 
     Returns a DataFrame with the ``by`` columns and ``condition, reference, median_diff, ci_low,
-    ci_high, n_pairs, n_lower, n_higher, p, p_holm, reject, stars``; ``n_lower`` counts trials in
-    which the condition's value was below the reference's (lower error: better)."""
+    ci_high, n_pairs, n_lower, n_higher, reached, reference_reached, p, p_holm, reject, stars,
+    family``; ``n_lower`` counts trials in which the condition's value was below the reference's
+    (lower error: better); ``reached`` / ``reference_reached`` count the pairs in which each side
+    has a finite value (reached the cut-off).  ``tables.paired_cell`` formats a row."""
     import pandas as pd
 
     df = per_trial_frame
     by_cols = [by] if isinstance(by, str) else list(by)
     pair_cols = [pair_on] if isinstance(pair_on, str) else list(pair_on)
     policy, others = _check_frame(df, metric, reference, by_cols + pair_cols, nan_policy, condition_col)
+    _check_family(family)
     rows = []
     for key, g in df.groupby(by_cols, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -263,8 +395,10 @@ def paired_to_reference(per_trial_frame, metric: str, reference: str = "frozen-p
                                   confidence=confidence, n_boot=n_boot, seed=seed)
             rows.append({**dict(zip(by_cols, key)), "condition": cond, "reference": reference,
                          "median_diff": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                         "n_pairs": r.n, "n_lower": r.n_lower, "n_higher": r.n_higher, "p": r.p})
+                         "n_pairs": r.n, "n_lower": r.n_lower, "n_higher": r.n_higher,
+                         "reached": r.reached_a, "reference_reached": r.reached_b, "p": r.p})
     columns = by_cols + ["condition", "reference", "median_diff", "ci_low", "ci_high", "n_pairs",
-                         "n_lower", "n_higher", "p", "p_holm", "reject", "stars"]
-    out = pd.DataFrame(rows, columns=columns[:-3])
-    return _with_holm(out, alpha)[columns]
+                         "n_lower", "n_higher", "reached", "reference_reached", "p", "p_holm",
+                         "reject", "stars", "family"]
+    out = pd.DataFrame(rows, columns=columns[:-4])
+    return _with_holm(out, alpha, by_cols if family == "group" else None, family)[columns]
