@@ -99,7 +99,7 @@ class Diagnostics:
             raise TemplateError("a table of agreement only needs diagnose(..., other=...)")
         rows = [*self.tensors.values(), self.overall]
         width = max(len("parameter"), *(len(r.name) for r in rows))
-        dead = f"dead units (>={self.dead_threshold:.0%} -1)"
+        dead = f"dead units (>={self.dead_threshold * 100:g}% -1)"
         head = f"{'parameter':<{width}}  {'shape':>18}"
         if signs:
             head += f"  {'signs':>12}  {'free':>10}  {'-1 frac':>7}  {dead:>24}"
