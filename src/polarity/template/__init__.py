@@ -16,6 +16,7 @@ from .fileformat import (FORMAT_VERSION, MAGIC, MAGIC_1, _encode_entry, _free_li
 from .safetensors_io import ST_FORMAT, ST_VERSION
 from .select import Patterns, _named_tensors, select_names
 
-__all__ = ["DEAD_THRESHOLD", "Diagnostics", "TensorDiagnostics", "diagnose", "FORMAT_VERSION", "MAGIC", "MAGIC_1", "ST_FORMAT", "ST_VERSION", "Bound", "Patterns",
-           "Template", "TemplateError", "TemplateFile", "bind", "canonical_name", "iter_pairs",
-           "read_file", "select_names", "violating", "shuffle_signs", "balance_signs"]
+__all__ = ["DEAD_THRESHOLD", "FORMAT_VERSION", "MAGIC", "MAGIC_1", "ST_FORMAT", "ST_VERSION", "Bound",
+           "Diagnostics", "Patterns", "Template", "TemplateError", "TemplateFile",
+           "TensorDiagnostics", "balance_signs", "bind", "canonical_name", "diagnose", "iter_pairs",
+           "read_file", "select_names", "shuffle_signs", "violating"]
