@@ -81,10 +81,15 @@ def test_report_header_and_csv(toy_run, capsys):
 
 
 def test_help_lists_experiments_presets_conditions(capsys):
+    """The catalogue is in the top-level help and where an experiment is chosen (run, show), not
+    repeated in every other sub-command's help (issue 22)."""
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     texts = {"": parser.format_help()}
-    texts.update({name: p.format_help() for name, p in sub.choices.items()})
+    texts.update({name: p.format_help() for name, p in sub.choices.items() if name in ("run", "show")})
+    for name, p in sub.choices.items():
+        if name not in ("run", "show"):
+            assert "experiments:" not in p.format_help(), name
     for name, text in texts.items():
         for exp in experiments.names():
             e = experiments.get(exp)
@@ -98,7 +103,7 @@ def test_help_lists_experiments_presets_conditions(capsys):
 @pytest.mark.parametrize("argv,needle", [
     (["run", "nope"], "unknown experiment 'nope'; known: "),
     (["run", "toy", "--preset", "huge"], "unknown preset 'huge' for experiment 'toy'; known: quick, grid"),
-    (["run", "toy", "--conditions", "a,c"], "unknown condition(s) ['c'] for experiment 'toy'; known: a, b"),
+    (["run", "toy", "--conditions", "a,c"], "unknown condition 'c' for experiment 'toy'; known: a, b"),
     (["run", "toy", "--set", "trials=many"], "--set trials='many': expected an integer"),
     (["run", "toy", "--set", "colour=red"], "experiment 'toy' has no hparam 'colour'"),
     (["run", "toy", "--source", "imagenet"], "--source does not apply to experiment 'toy'"),
@@ -164,7 +169,10 @@ def test_plugins_are_plain_imports_working_added_broken_surface(monkeypatch, tmp
     monkeypatch.setattr(cli, "PLUGINS", ("good_plugin",))
     code, out, _ = _run(capsys, "hello", "--name", "polarity")
     assert code == 3 and out.strip() == "hello polarity"
-    assert "toy" in cli.build_parser()._subparsers._group_actions[0].choices["hello"].format_help()
+    hello = cli.build_parser()._subparsers._group_actions[0].choices["hello"]
+    assert "say hello" in cli.build_parser().format_help() and "experiments:" not in hello.format_help()
+    code, _, err = _run(capsys, "hello", "--bogus", "x")  # a plugin's parser follows the one convention
+    assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1
     monkeypatch.setattr(cli, "PLUGINS", ("broken_plugin",))
     with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_not_installed"):
         cli.build_parser()

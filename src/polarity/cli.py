@@ -1,28 +1,32 @@
 """The ``polarity`` command line (also ``python -m polarity``).
 
-    polarity run EXP [--preset P] [--out DIR] [--set FIELD=VALUE ...] [--conditions a,b]
+    polarity run EXP [--preset P] [--config FILE] [--out DIR] [--set FIELD=VALUE ...] [--conditions a,b]
                  [--workers N] [--executor local|ray] [--address ADDR] [--retries N]
                  [--device cpu|cuda] [--progress-every SECONDS] [--quiet] [--no-report]
-    polarity export DIR --csv FILE [--trials-csv FILE]
+    polarity show EXP [--preset P] [--config FILE] [--set FIELD=VALUE ...] [--toml FILE]
+    polarity export DIR [--csv FILE] [--trials-csv FILE] [--tensorboard LOGDIR] [--mlflow URI]
     polarity report DIR
     polarity store upgrade DIR
     polarity list
 
 Plugin modules (``PLUGINS``) add their own subcommands through ``add_parser(subparsers)``.
-User errors print one line on stderr and exit with status 2; failed jobs exit with status 1;
-Ctrl-C prints one line and exits with status 130.  This module imports only the standard library
-at module level, so an interrupt during start-up (torch and numpy load later) is one line too.
+User errors print one line on stderr and exit with status 2 (``polarity.cli_errors``: the one
+convention of every sub-command); failed jobs exit with status 1; Ctrl-C prints one line and
+exits with status 130.  This module imports only the standard library at module level, so an
+interrupt during start-up (torch and numpy load later) is one line too.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_errors import EXIT_USAGE, ArgumentParser, UsageError, error, unknown
+
 PLUGINS = ("polarity.theory.cli", "polarity.template_cli", "polarity.sources.cli")
-EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
@@ -55,11 +59,30 @@ def _cli_fields(exps: Sequence[Any]) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+def _spec_arguments(r: argparse.ArgumentParser, exps: Sequence[Any]) -> None:
+    """The arguments that choose a spec, shared by ``run`` and ``show``."""
+    names = [e.name for e in exps]
+    r.add_argument("experiment", metavar="EXP", nargs="?",
+                   help=f"experiment: {', '.join(names)} (or the config file's)")
+    r.add_argument("--preset", help="named preset (default: the config file's, else 'quick' when the "
+                   "experiment has one)")
+    r.add_argument("--config", type=Path, metavar="FILE",
+                   help="a TOML study config (experiment, preset, [hparams]; 'polarity show EXP --toml FILE' "
+                        "writes one); --set flags apply on top of it")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one hparam, typed by the field (tuples: comma separated, ints may be "
+                        "ranges lo..hi; bools: true/false); repeatable, each field once")
+    r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
+    for f, (help_, owners) in _cli_fields(exps).items():
+        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None, metavar=f.upper(),
+                       help=f"{help_} [{', '.join(owners)}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     exps = _experiments()
     cat = catalogue(exps)
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="polarity", formatter_class=fmt,
         description="Weight-polarity templates, Freeze-SGD and the experiments of 'Polarity is all "
                     "you need to learn and transfer faster'.",
@@ -69,21 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"polarity {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    names = [e.name for e in exps]
     r = sub.add_parser("run", help="run (or resume) an experiment's sweep into a run directory",
                        formatter_class=fmt, epilog=cat,
                        description="Run an experiment preset with overrides. Rerunning the same command "
                                    "resumes: finished trials are skipped.")
-    r.add_argument("experiment", metavar="EXP", help=f"experiment: {', '.join(names)}")
-    r.add_argument("--preset", help="named preset (default: 'quick' when the experiment has one)")
+    _spec_arguments(r, exps)
     r.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>-<preset>-<hash[:10]>)")
-    r.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one hparam, typed by the field (tuples: comma separated, ints may be "
-                        "ranges lo..hi; bools: true/false); repeatable")
-    r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
-    for f, (help_, owners) in _cli_fields(exps).items():
-        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None, metavar=f.upper(),
-                       help=f"{help_} [{', '.join(owners)}]")
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local: a spawn "
                    "process pool when > 1; ray: CPUs of a local instance) (default 1)")
     r.add_argument("--executor", choices=("local", "ray"), default="local", help="where jobs run (default local)")
@@ -95,27 +109,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device passed to every job: cpu or cuda[:i] (default cpu)")
     r.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal (a log, nohup, CI): one progress line every SECONDS "
-                        "(done/total trials, rate, ETA) (default 30)")
+                        "(done/total trials, best validation error so far, rate, ETA) (default 30)")
     r.add_argument("--quiet", action="store_true", help="no progress (bar or lines) and no messages but errors")
     r.add_argument("--no-report", action="store_true", help="do not write DIR/report at the end")
     r.set_defaults(func=cmd_run)
 
-    e = sub.add_parser("export", help="write the tidy per-epoch CSV of a run", formatter_class=fmt, epilog=cat,
-                       description="One row per (trial, epoch): experiment, condition, n, width, trial, epoch, "
-                                   "train_loss, train_acc, val_loss, val_acc, then per-epoch extras.")
+    sh = sub.add_parser("show", help="what a run would compute: hyper-parameters with their help, "
+                        "conditions, trial and job counts, an estimated time", formatter_class=fmt, epilog=cat,
+                        description="Resolve EXP's preset with the same arguments as 'polarity run' and "
+                                    "describe it without running anything. --toml FILE writes it as a "
+                                    "config file that 'polarity run --config FILE' reads back to the same "
+                                    "spec hash.")
+    _spec_arguments(sh, exps)
+    sh.add_argument("--workers", type=int, default=1, help="workers the wall-time estimate assumes (default 1)")
+    sh.add_argument("--toml", type=Path, metavar="FILE", help="write the spec as a TOML config ('-' for stdout)")
+    sh.set_defaults(func=cmd_show)
+
+    e = sub.add_parser("export", help="write a run's curves: tidy CSV, TensorBoard event files, MLflow",
+                       formatter_class=fmt,
+                       description="--csv: one row per (trial, epoch): experiment, condition, n, width, trial, "
+                                   "epoch, train_loss, train_acc, val_loss, val_acc, then per-epoch extras. "
+                                   "--tensorboard: one event-file run per trial. --mlflow: one MLflow run per "
+                                   "trial (hyper-parameters as params, series as metrics).")
     e.add_argument("dir", type=Path, metavar="DIR", help="run directory")
-    e.add_argument("--csv", type=Path, required=True, metavar="FILE", help="output CSV ('-' for stdout)")
+    e.add_argument("--csv", type=Path, metavar="FILE", help="output CSV ('-' for stdout)")
     e.add_argument("--trials-csv", type=Path, metavar="FILE", help="also write one row per trial here")
+    e.add_argument("--tensorboard", type=Path, metavar="LOGDIR",
+                   help="write every trial's curves as TensorBoard event files under LOGDIR "
+                        "(pip install 'polarity[tensorboard]')")
+    e.add_argument("--mlflow", metavar="URI", help="log every trial as an MLflow run to the tracking URI, "
+                   "e.g. sqlite:///mlflow.db or a server (pip install 'polarity[mlflow]')")
+    e.add_argument("--mlflow-experiment", metavar="NAME",
+                   help="MLflow experiment name (default: the run directory's name)")
     e.set_defaults(func=cmd_export)
 
-    rp = sub.add_parser("report", help="write DIR/report/report.md (and figures) for a run",
-                        formatter_class=fmt, epilog=cat)
+    rp = sub.add_parser("report", help="write DIR/report/report.md (and figures) for a run")
     rp.add_argument("dir", type=Path, metavar="DIR", help="run directory")
     rp.set_defaults(func=cmd_report)
 
-    st = sub.add_parser("store", help="maintain a run's results database", formatter_class=fmt, epilog=cat)
+    st = sub.add_parser("store", help="maintain a run's results database")
     st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
-    up = st_sub.add_parser("upgrade", formatter_class=fmt, epilog=cat,
+    up = st_sub.add_parser("upgrade", formatter_class=fmt,
                            help="convert a run's results database to the current schema, in place",
                            description="Convert DIR/results.sqlite, written by an older polarity, to the "
                                        "current schema in one transaction (an interruption leaves it as it "
@@ -124,28 +158,34 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("dir", type=Path, metavar="DIR", help="run directory")
     up.set_defaults(func=cmd_store_upgrade)
 
-    ls = sub.add_parser("list", help="list experiments, presets and conditions", formatter_class=fmt, epilog=cat)
+    ls = sub.add_parser("list", help="list experiments, presets and conditions")
     ls.set_defaults(func=cmd_list)
 
     for mod in PLUGINS:
-        plugin = importlib.import_module(mod)
-        before = set(sub.choices)
-        plugin.add_parser(sub)
-        for name in set(sub.choices) - before:
-            _add_epilog(sub.choices[name], cat)
+        importlib.import_module(mod).add_parser(sub)
+    for parser in _walk(p):
+        parser.description = _plain(parser.description)
+        parser.epilog = _plain(parser.epilog)
     return p
 
 
-def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
-    """Give a plugin's parser (and its nested subcommands) the experiments catalogue."""
-    if parser.epilog is None:
-        parser.epilog = text
-        if parser.formatter_class is argparse.HelpFormatter:
-            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+def _walk(parser: argparse.ArgumentParser):
+    """A parser and every sub-command parser below it."""
+    yield parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for child in set(action.choices.values()):
-                _add_epilog(child, text)
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _walk(child)
+
+
+_ROLE = re.compile(r":(?:mod|meth|func|class|attr|data|obj|exc):`~?([^`]+)`")
+
+
+def _plain(text: str | None) -> str | None:
+    """Help text without reStructuredText markup (a module docstring used as a description)."""
+    if not text:
+        return text
+    return _ROLE.sub(r"\1", text).replace("``", "")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -153,18 +193,47 @@ def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
 _RUNNING: list[Path] = []  # the run directory a `run` command is writing, once it started
 
 
+def _experiment(name: str):
+    from . import experiments
+
+    names = experiments.names()
+    if name not in names:
+        raise UsageError(unknown("experiment", name, names))
+    return experiments.get(name)
+
+
+def _resolve(args: argparse.Namespace):
+    """The experiment and spec that ``run`` and ``show`` arguments (and a --config file) name."""
+    from . import engine
+    from .engine.spec import read_config
+
+    config = read_config(args.config) if args.config is not None else None
+    name = args.experiment
+    if config is not None:
+        if name is not None and name != config["experiment"]:
+            raise UsageError(f"EXP {name!r} differs from the config's experiment {config['experiment']!r} "
+                             f"({args.config}); give one of them")
+        name = config["experiment"]
+    if name is None:
+        raise UsageError("give an experiment (EXP) or --config FILE; 'polarity list' shows the experiments")
+    exp = _experiment(name)
+    fields = {k[len("field_"):]: v for k, v in vars(args).items() if k.startswith("field_") and v is not None}
+    for f in fields:
+        if f not in exp.cli_fields:
+            raise UsageError(f"--{f.replace('_', '-')} does not apply to experiment {exp.name!r}")
+    preset = args.preset or (config or {}).get("preset")
+    spec = engine.resolve(exp, preset, args.sets, args.conditions, fields,
+                          config=(config or {}).get("hparams"))
+    return exp, spec
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import engine
     from .experiments.base import ExperimentError
 
-    exp = engine.get_experiment(args.experiment)
-    fields = {k[len("field_"):]: v for k, v in vars(args).items() if k.startswith("field_") and v is not None}
-    for f in fields:
-        if f not in exp.cli_fields:
-            raise ExperimentError(f"--{f.replace('_', '-')} does not apply to experiment {exp.name!r}")
     if args.workers < 1:
-        raise ExperimentError(f"--workers must be >= 1, got {args.workers}")
-    spec = engine.resolve(exp, args.preset, args.sets, args.conditions, fields)
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    exp, spec = _resolve(args)
     out = args.out if args.out is not None else engine.default_run_dir(spec)
     command = ["polarity", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None
     _RUNNING.append(Path(out))
@@ -186,11 +255,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             import traceback
 
             traceback.print_exc()
-            print(f"polarity: error: writing the report failed (above); the results are saved in {out}; "
-                  f"retry with `polarity report {out}`", file=sys.stderr)
+            error(f"writing the report failed (above); the results are saved in {out}; "
+                  f"retry with `polarity report {out}`")
             code = EXIT_FAILED
     if summary.failures:
-        print(f"error: {len(summary.failures)} job(s) failed (details in {Path(out) / 'errors.log'}); "
+        print(f"polarity: error: {len(summary.failures)} job(s) failed (details in {Path(out) / 'errors.log'}); "
               "their trials were not recorded, rerun the same command to retry them:", file=sys.stderr)
         for f in summary.failures:
             print(f"  job {f.job}: {f.error}", file=sys.stderr)
@@ -198,32 +267,78 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from .engine.show import describe
+    from .engine.spec import field_help, to_toml
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    exp, spec = _resolve(args)
+    if args.toml is None:
+        print(describe(exp, spec, workers=args.workers))
+        return 0
+    header = [f"polarity run --config FILE  (spec hash {spec.hash[:10]}; written by 'polarity show')",
+              f"{exp.name}: {exp.description}", "edit any value; 'polarity show --config FILE' checks it"]
+    text = to_toml(spec, field_help(type(spec.hp), dict(exp.cli_fields)), header)
+    if str(args.toml) == "-":
+        sys.stdout.write(text)
+        return 0
+    from .engine.runner import RunDirError
+    from .files import atomic_write
+
+    try:
+        atomic_write(args.toml, text)
+    except OSError as e:
+        raise RunDirError(f"cannot write {args.toml}: {e.strerror or e}") from None
+    print(f"wrote {args.toml} (spec {spec.hash[:10]}); run it with: polarity run --config {args.toml}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .engine.runner import RunDirError, check_output, open_run
     from .experiments.base import ExperimentError
     from .files import atomic_write
 
-    outputs = [(f, p) for f, p in (("--csv", args.csv), ("--trials-csv", args.trials_csv))
+    if args.csv is None and args.trials_csv is None and args.tensorboard is None and args.mlflow is None:
+        raise UsageError("export: give at least one of --csv FILE, --trials-csv FILE, --tensorboard LOGDIR, "
+                         "--mlflow URI")
+    outputs = [(f, p) for f, p in (("--csv", args.csv), ("--trials-csv", args.trials_csv),
+                                   ("--tensorboard", args.tensorboard))
                if p is not None and str(p) != "-"]
     for flag, path in outputs:
         check_output(args.dir, path, flag)
-    if len(outputs) == 2 and Path(outputs[0][1]).resolve() == Path(outputs[1][1]).resolve():
+    csvs = [p for f, p in outputs if f != "--tensorboard"]
+    if len(csvs) == 2 and Path(csvs[0]).resolve() == Path(csvs[1]).resolve():
         raise ExperimentError(f"--csv and --trials-csv name the same file {args.csv}")
-    _, _, store = open_run(args.dir)
+    trackers = None
+    if args.tensorboard is not None or args.mlflow is not None:
+        from .engine import trackers
+
+        trackers.check_available(tensorboard=args.tensorboard is not None, mlflow=args.mlflow is not None)
+    exp, spec, store = open_run(args.dir)
     with store:
         epochs = store.epochs_frame()
-        trials = store.trials_frame() if args.trials_csv else None
+        trials = store.trials_frame() if (args.trials_csv or trackers) else None
     try:
-        if str(args.csv) == "-":
+        if args.csv is not None and str(args.csv) == "-":
             epochs.to_csv(sys.stdout, index=False)
-        else:  # whole or not at all: a failed export never leaves a truncated table
+        elif args.csv is not None:  # whole or not at all: a failed export never leaves a truncated table
             atomic_write(args.csv, lambda tmp: epochs.to_csv(tmp, index=False))
-        if trials is not None:
+        if args.trials_csv is not None:
             atomic_write(args.trials_csv, lambda tmp: trials.to_csv(tmp, index=False))
     except OSError as e:
         raise RunDirError(f"cannot write {e.filename or args.csv}: {e.strerror or e}") from None
-    if str(args.csv) != "-":
+    if args.csv is not None and str(args.csv) != "-":
         print(f"wrote {len(epochs)} rows to {args.csv}", file=sys.stderr)
+    if args.tensorboard is not None:
+        n = trackers.to_tensorboard(epochs, args.tensorboard)
+        print(f"wrote {n} TensorBoard runs under {args.tensorboard} (tensorboard --logdir {args.tensorboard})",
+              file=sys.stderr)
+    if args.mlflow is not None:
+        name = args.mlflow_experiment or Path(args.dir).resolve().name
+        n = trackers.to_mlflow(epochs, trials, spec.hparams, args.mlflow, experiment=name, spec_hash=spec.hash)
+        print(f"logged {n} MLflow runs to {args.mlflow} (experiment {name!r})", file=sys.stderr)
     return 0
 
 
@@ -289,11 +404,13 @@ def _main(argv: list[str]) -> int:
 
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, --version, or argparse's one-line error (cli_errors)
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
         return int(args.func(args) or 0)
-    except ExperimentError as e:  # SpecError, StoreError, RunDirError are ExperimentErrors
-        print(f"polarity: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ExperimentError, UsageError) as e:  # SpecError, StoreError, RunDirError are ExperimentErrors
+        return error(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,12 @@ class SpecError(ExperimentError):
     """A bad override or an unreadable spec (a user error)."""
 
 
+def _unknown(what: str, name: str, known: Sequence[str], context: str = "") -> str:
+    from ..cli_errors import unknown
+
+    return unknown(what, name, known, context=context)
+
+
 @dataclass(frozen=True)
 class Spec:
     experiment: str
@@ -184,39 +190,50 @@ def default_preset(exp: Experiment) -> str:
 
 
 def apply_sets(exp: Experiment, hp: Any, sets: Sequence[str]) -> Any:
-    """Apply ``field=value`` overrides (typed by the Hparams field)."""
+    """Apply ``field=value`` overrides (typed by the Hparams field); a field set twice is refused
+    (which of the two was meant is the user's to say, not the order's)."""
     types_ = field_types(type(hp))
     changes: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in sets:
         name, eq, text = item.partition("=")
         name = name.strip().replace("-", "_")
         if not eq or not name:
             raise SpecError(f"--set {item!r}: expected field=value")
         if name not in types_:
-            raise SpecError(
-                f"--set {item!r}: experiment {exp.name!r} has no hparam {name!r}; "
-                f"known: {', '.join(types_)}")
+            raise SpecError(f"--set {item!r}: experiment {exp.name!r} has no hparam {name!r}; "
+                            + _unknown("field", name, list(types_)).split("; ", 1)[1])
+        if name in given:
+            raise SpecError(f"--set {name} is given twice ({given[name]!r} and {item!r}); give each field once")
+        given[name] = item
         changes[name] = parse_value(types_[name], text, name)
     return dataclasses.replace(hp, **changes) if changes else hp
 
 
 def resolve(exp: Experiment, preset: str | None = None, sets: Sequence[str] = (),
             conditions: str | Sequence[str] | None = None,
-            fields: Mapping[str, Any] | None = None) -> Spec:
-    """Preset + ``--set`` overrides + ``--conditions`` + the experiment's own flags, validated."""
+            fields: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> Spec:
+    """Preset + a config file's hparams (``config``: field -> TOML value) + ``--set`` overrides +
+    ``--conditions`` + the experiment's own flags, validated.  The hash depends on the resulting
+    hparams only, so a config file and the equivalent ``--set`` flags give the same spec."""
     preset = preset or default_preset(exp)
     if preset not in exp.presets:
-        raise SpecError(
-            f"unknown preset {preset!r} for experiment {exp.name!r}; known: {', '.join(exp.presets)}")
+        raise SpecError(_unknown("preset", preset, list(exp.presets), f"for experiment {exp.name!r}"))
     hp = exp.presets[preset]
+    if config:
+        hp = apply_config(exp, hp, config)
     hp = apply_sets(exp, hp, sets)
     types_ = field_types(type(hp))
     changes: dict[str, Any] = {}
+    set_names = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
     for name, value in (fields or {}).items():
         if value is None:
             continue
+        flag = f"--{name.replace('_', '-')}"
         if name not in types_:
-            raise SpecError(f"experiment {exp.name!r} has no hparam {name!r} (flag --{name.replace('_', '-')})")
+            raise SpecError(f"experiment {exp.name!r} has no hparam {name!r} (flag {flag})")
+        if name in set_names:
+            raise SpecError(f"{name} is given twice ({flag} and --set {name}=...); give it once")
         changes[name] = parse_value(types_[name], value, name) if isinstance(value, str) else value
     if conditions is not None:
         if isinstance(conditions, str):
@@ -228,6 +245,9 @@ def resolve(exp: Experiment, preset: str | None = None, sets: Sequence[str] = ()
         changes["conditions"] = conds
     if changes:
         hp = dataclasses.replace(hp, **changes)
+    bad = [c for c in getattr(hp, "conditions", ()) if isinstance(c, str) and not exp.is_condition(c)]
+    if bad:
+        raise SpecError(_unknown("condition", bad[0], list(exp.conditions), f"for experiment {exp.name!r}"))
     exp.validate(hp)
     return Spec(exp.name, preset, hp)
 
@@ -248,4 +268,157 @@ def spec_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     for k in sorted(set(ha) | set(hb)):
         if ha.get(k) != hb.get(k):
             out.append(f"{k}: {ha.get(k, '<absent>')!r} vs {hb.get(k, '<absent>')!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------- config files
+
+def apply_config(exp: Experiment, hp: Any, values: Mapping[str, Any]) -> Any:
+    """Apply a config file's ``[hparams]`` table (TOML values: arrays for tuples, the string
+    ``"none"`` for an unset optional field), typed by the Hparams fields as ``--set`` is."""
+    types_ = field_types(type(hp))
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in types_:
+            raise SpecError(_unknown("hparam", name, list(types_), f"in the config's [hparams] for {exp.name!r}"))
+        tp = types_[name]
+        optional, inner = optional_inner(tp)
+        if isinstance(value, str) and inner is not str:  # "none", or a number/tuple written as --set text
+            changes[name] = parse_value(tp, value, name)
+        elif isinstance(value, (list, tuple)):
+            changes[name] = coerce(tp, list(value), name)
+        else:
+            changes[name] = coerce(tp, value, name)
+        if isinstance(value, str) and optional and inner is str and value.strip().lower() in ("none", "null"):
+            changes[name] = None
+    return dataclasses.replace(hp, **changes) if changes else hp
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A study config (``polarity show --toml`` writes one): ``experiment``, ``preset`` and an
+    ``[hparams]`` table.  Read with the standard library's ``tomllib`` (Python >= 3.11) or the
+    ``tomli`` package on 3.10."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise SpecError("--config needs Python >= 3.11 (tomllib) or the 'tomli' package "
+                            "(pip install tomli) on Python 3.10") from None
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpecError(f"--config {p}: cannot read it: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"--config {p}: not valid TOML: {e}") from None
+    known = ("experiment", "preset", "hparams")
+    for k in data:
+        if k not in known:
+            raise SpecError(f"--config {p}: " + _unknown("key", k, list(known)))
+    if not isinstance(data.get("experiment"), str):
+        raise SpecError(f"--config {p}: needs experiment = \"NAME\"")
+    if "preset" in data and not isinstance(data["preset"], str):
+        raise SpecError(f"--config {p}: preset must be a string")
+    if not isinstance(data.get("hparams", {}), dict):
+        raise SpecError(f"--config {p}: [hparams] must be a table")
+    return data
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML value (tuples as arrays, ``None`` as the string ``"none"``)."""
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes, plus DEL, which TOML wants escaped
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise SpecError(f"cannot write {value!r} ({type(value).__name__}) to a TOML config")
+
+
+def to_toml(spec: Spec, help_: Mapping[str, str] | None = None, header: Sequence[str] = ()) -> str:
+    """The spec as a config file that ``polarity run --config FILE`` reads back to the same hash:
+    every hyper-parameter, each with its help as a comment."""
+    lines = [f"# {h}" if h else "#" for h in header]
+    lines += [f"experiment = {toml_value(spec.experiment)}", f"preset = {toml_value(spec.preset)}", "",
+              "[hparams]"]
+    for name in (f.name for f in dataclasses.fields(spec.hp)):
+        h = (help_ or {}).get(name)
+        if h:
+            lines.append(f"# {' '.join(h.split())}")
+        lines.append(f"{name} = {toml_value(getattr(spec.hp, name))}")
+    return "\n".join(lines) + "\n"
+
+
+# help for the fields every experiment's grid and schedule share, where a class says nothing
+COMMON_HELP: Mapping[str, str] = {
+    "conditions": "the conditions compared (polarity show EXP lists them)",
+    "trials": "independent trials (seeds) per grid cell",
+    "seed": "root seed; trial t uses trial_seed(seed, t), shared by its conditions",
+    "threads": "torch threads per job (the engine sets them)",
+    "epochs": "passes over each trial's training set",
+    "lr": "learning rate",
+    "batch_size": "mini-batch size", "batch": "mini-batch size",
+    "sample_sizes": "training-set sizes n (a grid axis)", "ns": "training-set sizes n (a grid axis)",
+    "widths": "hidden widths H (a grid axis)",
+    "n_val": "validation examples", "val_n": "validation examples",
+}
+
+
+def field_help(cls: type, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each field's help text where the code has one: ``extra`` (an experiment's ``cli_fields``),
+    else the field's ``metadata["help"]``, else the comment on the field's line in the class
+    source, else the comment block right above it, else ``COMMON_HELP``."""
+    import inspect
+    import io
+    import tokenize
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {k: v for k, v in COMMON_HELP.items() if k in fields}
+    found: set[str] = set()
+    try:
+        src = inspect.getsource(cls)
+        toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (OSError, TypeError, tokenize.TokenError, IndentationError):
+        toks, src = [], ""
+    comments: dict[int, str] = {}
+    code_lines: set[int] = set()
+    for t in toks:
+        if t.type == tokenize.COMMENT:
+            comments[t.start[0]] = t.string.lstrip("#").strip()
+        elif t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                            tokenize.ENDMARKER):
+            code_lines.add(t.start[0])
+    src_lines = src.splitlines()
+    for i, line in enumerate(src_lines, 1):
+        name = line.strip().split(":", 1)[0].strip()
+        if name not in fields or name in found or not line.startswith(" ") or ":" not in line:
+            continue
+        found.add(name)
+        if i in comments:
+            out[name] = comments[i]
+            continue
+        block, j = [], i - 1
+        while j in comments and j not in code_lines:
+            block.insert(0, comments[j])
+            j -= 1
+        if block:
+            out[name] = " ".join(block)
+    for name, f in fields.items():
+        if f.metadata.get("help"):
+            out[name] = str(f.metadata["help"])
+    for name, h in (extra or {}).items():
+        if name in fields:
+            out[name] = h
     return out

@@ -11,6 +11,8 @@ import csv
 import sys
 from pathlib import Path
 
+from ..cli_errors import error, unknown
+
 
 def parse_widths(text: str) -> list[int]:
     """``"1-30"``, ``"2,4,8"`` or ``"1-10,16,32"`` -> sorted unique widths (>= 0)."""
@@ -74,23 +76,22 @@ def empirical_success(run: str | Path, condition: str = "frozen-rand", n: int = 
 
 
 def _cmd_xor(args) -> int:
-    from .probability import exact_probability, get_variant
+    from .probability import VARIANTS, exact_probability, get_variant
     from .reference import reference_probability
 
-    try:
-        variants = [get_variant(name.strip()) for name in args.variant.split(",") if name.strip()]
-        if not variants:
-            raise ValueError("--variant is empty")
-    except ValueError as e:
-        print(f"polarity theory xor: {e}", file=sys.stderr)
-        return 2
+    names = [name.strip() for name in args.variant.split(",") if name.strip()]
+    if not names:
+        return error("theory xor: --variant is empty")
+    for name in names:
+        if name not in VARIANTS:
+            return error(f"theory xor: --variant: {unknown('variant', name, list(VARIANTS))}")
+    variants = [get_variant(name) for name in names]
     emp = {}
     if args.run:
         try:
             emp = empirical_success(args.run, n=args.n, cutoff=args.cutoff)
         except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-            print(f"polarity theory xor: cannot read --run {args.run}: {e}", file=sys.stderr)
-            return 2
+            return error(f"theory xor: cannot read --run {args.run}: {e}")
         if not emp:
             print(f"polarity theory xor: no frozen-rand trials at n={args.n} in {args.run}; "
                   "printing the theory columns only", file=sys.stderr)
@@ -101,8 +102,7 @@ def _cmd_xor(args) -> int:
             try:
                 p, lo, hi = exact_probability(w, v, method=args.method, samples=args.samples, seed=args.seed)
             except ValueError as e:
-                print(f"polarity theory xor: {e}", file=sys.stderr)
-                return 2
+                return error(f"theory xor: {e}")
             row[v.name], row[f"{v.name}_lo"], row[f"{v.name}_hi"] = p, lo, hi
         if args.run:
             rate, n_trials = emp.get(w, (float("nan"), 0))
@@ -148,8 +148,7 @@ def _cmd_lemma(args) -> int:
     try:
         res = lemma_demo(hidden=hidden, magnitudes=args.magnitudes, biases=args.biases, w1_signs=w1[:hidden])
     except ValueError as e:
-        print(f"polarity theory lemma: {e}", file=sys.stderr)
-        return 2
+        return error(f"theory lemma: {e}")
     print(format_lemma(res))
     return 0
 
@@ -161,8 +160,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     t = subparsers.add_parser("theory", help="XOR representability of random polarity templates; Lemma 2.1 demo",
                               description=__doc__, formatter_class=fmt)
-    tsub = t.add_subparsers(dest="theory_cmd", metavar="{xor,lemma}")
-    t.set_defaults(func=lambda args: (t.print_help(), 2)[1])
+    tsub = t.add_subparsers(dest="theory_cmd", metavar="{xor,lemma}", required=True)
     variants = "\n".join(f"  {k:<14} {v.description}" for k, v in VARIANTS.items())
     x = tsub.add_parser("xor", help="P(a randomly-signed width-H net can represent XOR): reference vs exact",
                         formatter_class=fmt, epilog="variants:\n" + variants)
