@@ -407,3 +407,141 @@ def test_counter_streams_agree_across_numba_numpy_and_torch(seed, step, n):
     u = stream.uniform_torch(torch.tensor(s), torch.arange(n))
     assert torch.equal(torch.from_numpy(w), u)
     assert bool((u > 0).all() and (u <= 1).all())
+
+
+# ------------------------------------------------- wrapped optimizers, LBFGS, stale bindings
+def _mlp(seed=0, width=8):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 2))
+
+
+def _sgd_steps(model, opt, steps=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(16, 4, generator=g)).sum().backward()  # moves weights across zero
+        opt.step()
+
+
+def test_attach_unwraps_accelerates_optimizer():
+    accelerate = pytest.importorskip("accelerate")
+    model = _mlp()
+    t = Template.random(model, seed=0)
+    impose(model, t)
+    model, opt = accelerate.Accelerator(cpu=True).prepare(model, torch.optim.SGD(model.parameters(),
+                                                                                 lr=1.0))
+    fz = Freezer(model, t, seed=0)
+    fz.attach(opt)                       # the AcceleratedOptimizer, as prepare() returns it
+    with pytest.warns(UserWarning, match="already attached"):
+        fz.attach(opt.optimizer)         # one unwrap: the same torch optimizer underneath
+    _sgd_steps(model, opt)
+    assert fz.steps == 3 and int(fz.total_reset) > 0 and fz.violations() == 0
+
+
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_lbfgs_converges_under_freeze_sgd(line_search):
+    """A full-batch regression onto a teacher that keeps the template's signs: LBFGS reaches the
+    teacher within 30 steps without polarity; under Freeze-SGD its curvature pairs no longer
+    describe the steps actually taken after a reset, so the Freezer clears them (it diverged to
+    NaN, or stalled at ~3, when they were kept)."""
+    def run(frozen):
+        torch.manual_seed(0)
+        x = torch.randn(64, 8)
+        make = lambda: torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(),  # noqa: E731
+                                           torch.nn.Linear(64, 1))
+        model, teacher = make(), make()
+        t = Template.random(model, seed=1)
+        impose(model, t)
+        impose(teacher, t)
+        with torch.no_grad():
+            y = teacher(x)
+        opt = torch.optim.LBFGS(model.parameters(), lr=1, line_search_fn=line_search)
+        fz = Freezer(model, t, seed=0) if frozen else None
+        if frozen:
+            fz.attach(opt)
+
+        def closure():
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            return loss
+
+        for _ in range(30):
+            opt.step(closure)
+        with torch.no_grad():
+            return float((model(x) - y).pow(2).mean()), fz
+
+    free, _ = run(False)
+    frozen, fz = run(True)
+    assert free < 1e-8
+    assert frozen < 1e-6 and int(fz.total_reset) > 0 and fz.violations() == 0
+
+
+def test_a_layer_replaced_after_attach_is_constrained():
+    model = _mlp()
+    t = Template.random(model, seed=0)
+    impose(model, t)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    fz = Freezer(model, t, seed=0)
+    fz.attach(opt)
+    old = model[2].weight
+    model[2] = torch.nn.Linear(8, 2)                     # a new head, random signs
+    opt.add_param_group({"params": model[2].parameters()})
+    before = old.detach().clone()
+    _sgd_steps(model, opt)
+    assert sum(t.violations(model).values()) == 0 and fz.violations() == 0
+    assert [p is model[2].weight for _, p in fz.named_parameters()] == [False, True]
+    assert torch.equal(old.detach(), before)            # the tensor the model dropped: untouched
+
+
+def test_a_replaced_layer_that_no_optimizer_updates_warns():
+    model = _mlp()
+    t = Template.random(model, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    Freezer(model, t, seed=0).attach(opt)
+    model[2] = torch.nn.Linear(8, 2)
+    with pytest.warns(UserWarning, match=r"not optimised.*'2.weight'"):
+        _sgd_steps(model, opt, steps=1)
+
+
+def test_load_state_dict_assign_rebinds():
+    model = _mlp()
+    t = Template.random(model, seed=0)
+    impose(model, t)
+    fz = Freezer(model, t, seed=0)
+    model.load_state_dict({k: -v for k, v in model.state_dict().items()}, assign=True)
+    assert fz.violations() == sum(t.violations(model).values()) > 0
+    fz.project()
+    assert sum(t.violations(model).values()) == 0
+
+
+def test_a_model_moved_to_meta_or_to_a_dtype_eps_cannot_hold_is_refused():
+    from polarity import TemplateError
+    from polarity.freeze import ResetError
+    model = _mlp()
+    fz = Freezer(model, Template.random(model, seed=0), seed=0, eps=1e-6)
+    model.half()                                        # 1e-6 is no normal float16
+    with pytest.raises(ResetError, match="'0.weight'.*float16"):
+        fz.project()
+    model = _mlp()
+    fz = Freezer(model, Template.random(model, seed=0), seed=0)
+    model.to("meta")
+    with pytest.raises(TemplateError, match="meta device"):
+        fz.violations()
+
+
+def test_two_freezers_on_one_optimizer():
+    model = _mlp()
+    t = Template.random(model, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    Freezer(model, t, seed=0).attach(opt)
+    with pytest.warns(UserWarning, match=r"another Freezer.*'0.weight'.*twice"):
+        Freezer(model, t, seed=1).attach(opt)
+    # two parts of a model with their own freezers (e.g. different resets): no warning
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Freezer(model[0], t.select(include="0.*").rename(lambda k: k[2:]), seed=0).attach(opt)
+        Freezer(model[2], t.select(include="2.*").rename(lambda k: k[2:]), seed=0,
+                reset="zero").attach(opt)

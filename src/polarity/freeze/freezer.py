@@ -20,10 +20,17 @@ parameter, and a ``seed=None`` is taken from rank 0), so ranks stay identical.  
 drawing by each entry's index in the full parameter: the values a non-sharded run would draw,
 with no communication.  A step that ``torch.amp.GradScaler`` skips never calls
 ``optimizer.step()``, so it runs no reset.
+
+The freezer follows the module: a constrained parameter replaced after it was built (a new layer,
+``load_state_dict(assign=True)``, ``.to("meta")``, a dtype change) is noticed at the next step by
+identity, and the freezer binds the module's current parameters (or refuses them with the reason).
+``LBFGS`` keeps curvature pairs of the steps it took; a reset changes the step, so after a step
+that reset entries the freezer clears LBFGS's history (docs/integrations.md).
 """
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Mapping
 
 import torch
@@ -119,6 +126,54 @@ def _shared_seed(seed: int) -> int:
     return seed
 
 
+def innermost(optimizer):
+    """The torch optimizer inside a trainer's wrapper (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``): its ``step()`` is the one that runs step hooks."""
+    while True:
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            return optimizer
+        optimizer = inner
+
+
+# Optimizers whose state models the curvature from the steps they took (secant pairs): a reset
+# changes the step behind their back, so their history is cleared after a step that reset entries.
+_CURVATURE_HISTORY = (torch.optim.LBFGS,)
+
+
+class _StepHook:
+    """One Freezer's step post-hook on one optimizer (the freezer is found by other freezers)."""
+
+    def __init__(self, freezer: "Freezer", clear_history: bool):
+        self.freezer, self.clear_history = freezer, clear_history
+
+    def __call__(self, optimizer, args, kwargs) -> None:
+        k = self.freezer.project()
+        if self.clear_history and int(k) > 0:
+            optimizer.state.clear()
+
+
+def _watch_list(module: nn.Module, pairs) -> tuple:
+    """``(dict, key, object)`` for every slot the bindings rest on: each module on the path to a
+    constrained parameter and the parameter's own slot, under every name it has.  The bindings are
+    current while ``dict.get(key) is object`` holds for all of them."""
+    bound = {id(p) for _, p, _ in pairs}
+    seen, out = set(), []
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) not in bound:
+            continue
+        *path, leaf = name.split(".")
+        owner = module
+        for part in path:
+            child = owner._modules[part]
+            if (id(owner), part) not in seen:
+                seen.add((id(owner), part))
+                out.append((owner._modules, part, child))
+            owner = child
+        out.append((owner._parameters, leaf, p))
+    return tuple(out)
+
+
 class Freezer:
     """Enforce ``template`` on ``module``'s parameters after every optimizer step.
 
@@ -127,7 +182,8 @@ class Freezer:
     torch.distributed, rank 0's, so build the freezer on every rank).  The draws of parameter i
     at step s come from ``parameter_step_seed(seed, s, i)``, the same on every device.  The
     freezer keeps its own stream: attaching it does not change the model's data order or dropout
-    draws.  Build it after wrapping or sharding the model, as the optimizer.
+    draws.  Build it after wrapping or sharding the model, as the optimizer.  A parameter the
+    module replaces later (by identity, or its dtype) is bound afresh at the next step.
     """
 
     def __init__(self, module: nn.Module, template: Template, reset: str = "posRand",
@@ -145,9 +201,14 @@ class Freezer:
         self.steps = 0
         self.last_reset: torch.Tensor | None = None  # entries reset by the latest project()
         self.total_reset: torch.Tensor | int = 0  # entries reset since construction
-        self._pairs = [(name, p, t) for name, p, t in iter_pairs(template, module)]
-        self._layouts = {name: _shard_layout(name, p) for name, p, _ in self._pairs}
-        for name, p, _ in self._pairs:
+        self._hooks: dict[int, tuple[weakref.ref, torch.utils.hooks.RemovableHandle]] = {}
+        self._bind()
+
+    def _bind(self) -> None:
+        """Match the template to the module's current parameters (``template.bind``) and check
+        that each can hold the resets (not on the meta device; ``eps`` normal in its dtype)."""
+        pairs = [(name, p, t) for name, p, t in iter_pairs(self.template, self.module)]
+        for name, p, _ in pairs:
             if p.device.type == "meta":
                 raise TemplateError(f"parameter {name!r} is on the meta device (no data to "
                                     "constrain); materialise the model (e.g. to_empty + init) first")
@@ -155,8 +216,35 @@ class Freezer:
                 check_eps(self.eps, p.dtype)
             except ResetError as e:
                 raise ResetError(f"parameter {name!r}: {e}") from None
+        self._pairs = pairs
+        self._layouts = {name: _shard_layout(name, p) for name, p, _ in pairs}
         self._dev: dict[str, torch.Tensor] = {}
-        self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self._watch = _watch_list(self.module, pairs)
+        self._dtypes = tuple((p, p.dtype) for _, p, _ in pairs)
+
+    def _current(self) -> None:
+        """Rebind when the module no longer holds the bound parameters (a replaced layer,
+        ``load_state_dict(assign=True)``, ``.to("meta")``) or one changed its dtype: an identity
+        check per bound slot, no walk over the module."""
+        if (all(d.get(k) is v for d, k, v in self._watch)
+                and all(p.dtype is dt for p, dt in self._dtypes)):
+            return
+        self._bind()
+        held = {id(p) for opt in self._optimizers() for g in opt.param_groups for p in g["params"]}
+        absent = [name for name, p, _ in self._pairs if id(p) not in held]
+        if held and absent:
+            warnings.warn("the module's constrained parameters changed, and some are not "
+                          f"optimised by the optimizers this Freezer is attached to: {absent[:5]} "
+                          "(add them, e.g. optimizer.add_param_group)", stacklevel=3)
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this freezer's hook is still registered on."""
+        out = []
+        for ref, handle in self._hooks.values():
+            opt = ref()
+            if opt is not None and handle.id in opt._optimizer_step_post_hooks:
+                out.append(opt)
+        return out
 
     def _sign(self, name: str, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The signs of the part of ``name`` held in ``p`` (the whole, or this rank's shard), on
@@ -180,6 +268,7 @@ class Freezer:
         """Apply the reset now.  Returns the number of entries reset (on this rank's shards,
         under FSDP): a 0-d tensor on the parameters' device (no host sync), or an ``int`` when
         ``sync=True``."""
+        self._current()
         self.steps += 1
         total = None
         for i, name, w, t, index in self._views():
@@ -196,33 +285,49 @@ class Freezer:
     __call__ = project
 
     def attach(self, optimizer: torch.optim.Optimizer):
-        """Run :meth:`project` after every ``optimizer.step()``.  Returns a handle with
-        ``.remove()``.  Attaching to an optimizer this freezer is already attached to warns and
-        returns the existing handle (a second hook would reset twice per step)."""
+        """Run :meth:`project` after every ``optimizer.step()``; a trainer's wrapper (accelerate's
+        ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``) is unwrapped to the torch
+        optimizer inside (:func:`innermost`).  Returns a handle with ``.remove()``.  Attaching
+        again to the same optimizer warns and returns the existing handle, and so does attaching a
+        second Freezer that constrains some of the same parameters (each step would reset them
+        twice).  Under ``LBFGS`` a step that reset entries also clears LBFGS's history."""
+        optimizer = innermost(optimizer)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"attach() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        old = self._hooks.get(id(optimizer))
-        if old is not None and old.id in optimizer._optimizer_step_post_hooks:
+        self._current()
+        ref, old = self._hooks.get(id(optimizer), (None, None))
+        if ref is not None and ref() is optimizer and old.id in optimizer._optimizer_step_post_hooks:
             warnings.warn("this Freezer is already attached to this optimizer; returning the "
                           "existing handle", stacklevel=2)
             return old
+        mine = {id(p): name for name, p, _ in self._pairs}
+        for hook in optimizer._optimizer_step_post_hooks.values():
+            if isinstance(hook, _StepHook) and hook.freezer is not self:
+                shared = [mine[id(p)] for _, p in hook.freezer.named_parameters() if id(p) in mine]
+                if shared:
+                    warnings.warn(f"another Freezer attached to this optimizer constrains "
+                                  f"{shared[:5]} too: each step would reset them twice (give "
+                                  "each parameter one Freezer)", stacklevel=2)
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
         absent = [name for name, p, _ in self._pairs if id(p) not in held]
         if absent:
             warnings.warn(f"constrained parameters not optimised by this optimizer: {absent[:5]}",
                           stacklevel=2)
-        handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: self.project())
-        self._hooks[id(optimizer)] = handle
+        handle = optimizer.register_step_post_hook(
+            _StepHook(self, isinstance(optimizer, _CURVATURE_HISTORY)))
+        self._hooks[id(optimizer)] = (weakref.ref(optimizer), handle)
         return handle
 
     def named_parameters(self) -> list[tuple[str, torch.Tensor]]:
         """The constrained parameters, each once (a tied one once), with the model's names."""
+        self._current()
         return [(name, p) for name, p, _ in self._pairs]
 
     @torch.no_grad()
     def violations(self) -> int:
         """Constrained entries that break the template now (``W * T < 0``, or NaN), each tied
         parameter counted once and, under FSDP, on this rank's shards only (no communication)."""
+        self._current()
         return sum(int(violating(w, t).sum()) for _, _, w, t, _ in self._views())
 
     def state_dict(self) -> dict:
@@ -237,6 +342,7 @@ class Freezer:
         self.eps = check_eps(state["eps"])
         self.reset = state["reset"]
         self.seed, self.steps = int(state["seed"]), int(state["steps"])
+        self._bind()  # the restored eps must be a normal number in every parameter's dtype
 
 
 @torch.no_grad()
@@ -255,4 +361,4 @@ def impose(module: nn.Module, template: Template, method: str = "flip") -> int:
     return total
 
 
-__all__ = ["Freezer", "impose", "reset_"]
+__all__ = ["Freezer", "impose", "innermost", "reset_"]

@@ -5,7 +5,7 @@ import warnings
 
 import torch
 
-from ..freeze import DEFAULT_EPS, Freezer, check_eps, check_method
+from ..freeze import DEFAULT_EPS, Freezer, check_eps, check_method, innermost
 from ..template import Template
 
 
@@ -25,16 +25,6 @@ class CallbackSettings:
         self.freezer: Freezer | None = None
         self._handles: list = []
         self._seen: tuple = (0, 0)  # the freezer's steps and total_reset at the latest log
-
-
-def innermost(optimizer):
-    """The torch optimizer inside a trainer's wrapper (accelerate's ``AcceleratedOptimizer``,
-    Lightning's ``LightningOptimizer``): its ``step()`` is the one that runs step hooks."""
-    while True:
-        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
-        if not isinstance(inner, torch.optim.Optimizer):
-            return optimizer
-        optimizer = inner
 
 
 def attach_all(freezer: Freezer, optimizers) -> list:
