@@ -320,13 +320,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     with store:
         epochs = store.epochs_frame()
         trials = store.trials_frame() if (args.trials_csv or trackers) else None
+    if trials is not None:
+        trials = _json_cells(trials)
     try:
         if args.csv is not None and str(args.csv) == "-":
-            epochs.to_csv(sys.stdout, index=False)
+            _json_cells(epochs).to_csv(sys.stdout, index=False)
         elif args.csv is not None:  # whole or not at all: a failed export never leaves a truncated table
-            atomic_write(args.csv, lambda tmp: epochs.to_csv(tmp, index=False))
+            atomic_write(args.csv, lambda tmp: _json_cells(epochs).to_csv(tmp, index=False))
         if args.trials_csv is not None:
             atomic_write(args.trials_csv, lambda tmp: trials.to_csv(tmp, index=False))
+    except BrokenPipeError:  # `--csv - | head`: the reader has what it wanted (main ends quietly)
+        raise
     except OSError as e:
         raise RunDirError(f"cannot write {e.filename or args.csv}: {e.strerror or e}") from None
     if args.csv is not None and str(args.csv) != "-":
@@ -340,6 +344,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = trackers.to_mlflow(epochs, trials, spec.hparams, args.mlflow, experiment=name, spec_hash=spec.hash)
         print(f"logged {n} MLflow runs to {args.mlflow} (experiment {name!r})", file=sys.stderr)
     return 0
+
+
+def _json_cells(frame):
+    """A frame whose dict/list cells (the trials' ``hardware`` and ``extra``, JSON-valued extras)
+    are JSON text, as the store holds them, not Python reprs: a CSV any JSON reader parses."""
+    import json
+
+    out = frame
+    for col in frame.columns:
+        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, (dict, list))).any():
+            if out is frame:
+                out = frame.copy()
+            out[col] = frame[col].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+    return out
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -375,6 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError:  # `polarity ... | head`: the reader left; say nothing more
+        import os
+
+        try:  # the interpreter's last flush of stdout must not fail (status 120) or complain either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         sys.stderr.close()
         return 0
     except BaseException as e:
