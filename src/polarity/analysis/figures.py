@@ -15,8 +15,17 @@ display is needed.
   curve; they are drawn dashed and also written to the CSV (``group`` = the label).
 * ``markdown_table``: a small dependency-free Markdown table writer.
 
+One look per condition, in every figure of every run (``condition_style``): the colour says what
+the template is (RAND, transferred polarity, transferred weights, the shuffled / balanced
+controls, the oracle, XOR's sufficient template), the line style says frozen (solid) or fluid
+(dashed), and the marker (filled: frozen, open: fluid) keeps coinciding lines visible.
+``name@variant`` (a reset method, a dose-response source) keeps its base's line style and marker
+and takes a colour of its own; unknown names get a deterministic one (a hash of the name).
+Every plotting function below takes its look from it; a ``style`` argument only adds labels or
+overrides.
+
 Multi-panel figures of the image report (each draws groups in a given order with a ``style``
-``{group: {"label", "color", "ls"}}`` and writes PNG and CSV under one stem):
+``{group: {"label", "color", "ls", "marker"}}`` and writes PNG and CSV under one stem):
 
 * ``plot_paired_differences``: median paired differences against a reference group with their
   bootstrap intervals and stars (Figure 3), from ``stats.paired_to_reference`` tables;
@@ -39,7 +48,71 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 Overlay = Mapping[str, tuple[Sequence[float], Sequence[float]]]
-Style = Mapping[str, Mapping[str, Any]]  # group -> {"label": ..., "color": ..., "ls": ...}
+Style = Mapping[str, Mapping[str, Any]]  # group -> {"label", "color", "ls", "marker"}
+
+# ----------------------------------------------------------------------------- one look per condition
+
+#: colour and marker of each template kind (the part of a condition name after "frozen-"/"fluid-")
+KIND_LOOK: dict[str, tuple[str, str]] = {
+    "rand": ("#1f77b4", "o"),        # blue
+    "polarity": ("#d62728", "s"),    # red
+    "weight": ("#2ca02c", "^"),      # green
+    "shuffled": ("#ff7f0e", "v"),    # orange  (control: no structure)
+    "balanced": ("#9467bd", "D"),    # purple  (control: 50/50 signs)
+    "oracle": ("#000000", "*"),      # black   (upper bound)
+    "sufficient": ("#e377c2", "P"),  # pink    (XOR-5D's sufficient template)
+}
+STATE_LS = {"frozen": "-", "fluid": "--"}
+#: colours of ``@variant`` names and unknown kinds, none of them a kind's colour above
+FALLBACK_COLORS = ("#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#e6550d", "#637939",
+                   "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1")
+FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "h", "<", ">")
+VARIANT_COLORS = {"posRand": "#8c564b", "posCon": "#17becf", "zero": "#bcbd22", "flip": "#393b79"}
+
+
+def _hash(name: str) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode())
+
+
+def is_condition(name: str) -> bool:
+    """A name the style map treats as a condition: ``frozen-*`` or ``fluid-*``."""
+    return str(name).split("-", 1)[0] in STATE_LS and "-" in str(name)
+
+
+def condition_style(name: str) -> dict[str, Any]:
+    """The look of condition ``name`` in every figure: ``{"color", "ls", "marker",
+    "markerfacecolor"}`` (see the module docstring).  Deterministic: the same name gets the same
+    look in every figure and every run, whatever else is drawn beside it."""
+    name = str(name)
+    base, _, variant = name.partition("@")
+    state, _, kind = base.partition("-")
+    ls = STATE_LS.get(state, ":")
+    color, marker = KIND_LOOK.get(kind, (None, None))
+    if color is None:   # an unknown kind: a colour and marker from the name's hash
+        h = _hash(base)
+        color, marker = FALLBACK_COLORS[h % len(FALLBACK_COLORS)], FALLBACK_MARKERS[h % len(FALLBACK_MARKERS)]
+    if variant:
+        color = VARIANT_COLORS.get(variant, FALLBACK_COLORS[_hash(variant) % len(FALLBACK_COLORS)])
+    return {"color": color, "ls": ls, "marker": marker,
+            "markerfacecolor": "none" if state == "fluid" else color}
+
+
+def _line_kw(style: Style | None, group: str, default_color=None) -> tuple[str, dict[str, Any]]:
+    """(legend label, matplotlib keywords) of ``group``: the condition style (for condition
+    names), then ``style``'s entries over it."""
+    s = dict(style.get(group, {}) if style else {})
+    look = condition_style(group) if is_condition(group) else {"ls": "-", "marker": "o",
+                                                              "color": default_color}
+    look.update({k: v for k, v in s.items() if k != "label" and v is not None})
+    look.setdefault("markerfacecolor", look.get("color"))
+    if look.get("markerfacecolor") is None:
+        look.pop("markerfacecolor")
+    return s.get("label", group), {"color": look.get("color"), "ls": look["ls"],
+                                   "marker": look["marker"], "ms": 4,
+                                   **({"markerfacecolor": look["markerfacecolor"]}
+                                      if "markerfacecolor" in look else {})}
 
 
 def _groups(frame, by):
@@ -123,17 +196,23 @@ def _finish(fig, ax, out: Path, title, xlabel, ylabel, logx, overlay, x, summary
     return table
 
 
+def _cycle(i: int):
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"][i % 10]
+
+
 def plot_band(trials, x: str, y: str, out: Path, by: str | None = "condition", *,
               title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
               logx: bool = False, overlay: Overlay | None = None, lo: float = 0.25,
-              hi: float = 0.75):
-    """Median of ``y`` vs ``x`` with a shaded ``lo``-``hi`` quantile band, one line per group.
-    Writes ``out.png`` and ``out.csv``; returns the summary (plus overlay rows)."""
+              hi: float = 0.75, style: Style | None = None):
+    """Median of ``y`` vs ``x`` with a shaded ``lo``-``hi`` quantile band, one line per group
+    (a condition's look from ``condition_style``; ``style`` adds labels).  Writes ``out.png`` and
+    ``out.csv``; returns the summary (plus overlay rows)."""
     s = band_summary(trials, x, y, by, lo, hi)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, g in s.groupby("group", sort=True):
+    for i, (name, g) in enumerate(s.groupby("group", sort=True)):
         g = g.sort_values(x)
-        line, = ax.plot(g[x], g["median"], "o-", ms=3, label=name)
+        label, kw = _line_kw(style, name, _cycle(i))
+        line, = ax.plot(g[x], g["median"], label=label, **kw)
         ax.fill_between(g[x], g["q_lo"], g["q_hi"], color=line.get_color(), alpha=0.2, lw=0)
     return _finish(fig, ax, out, title, xlabel, ylabel or f"{y} (median, {lo:.0%}-{hi:.0%})",
                    logx, overlay, x, s, "median")
@@ -141,13 +220,14 @@ def plot_band(trials, x: str, y: str, out: Path, by: str | None = "condition", *
 
 def plot_success(trials, x: str, y: str, out: Path, by: str | None = "condition", *,
                  title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
-                 logx: bool = False, overlay: Overlay | None = None):
+                 logx: bool = False, overlay: Overlay | None = None, style: Style | None = None):
     """Success rate (fraction of trials with ``y`` not NaN) vs ``x``, one line per group."""
     s = success_summary(trials, x, y, by)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, g in s.groupby("group", sort=True):
+    for i, (name, g) in enumerate(s.groupby("group", sort=True)):
         g = g.sort_values(x)
-        ax.plot(g[x], g["success"], "o-", ms=3, label=name)
+        label, kw = _line_kw(style, name, _cycle(i))
+        ax.plot(g[x], g["success"], label=label, **kw)
     ax.set_ylim(-0.03, 1.03)
     return _finish(fig, ax, out, title, xlabel, ylabel or "success rate", logx, overlay, x, s,
                    "success")
@@ -166,11 +246,6 @@ def plot_epochs_to_cutoff(trials, x: str, cutoff: float, out: Path, by: str | No
 
 # ----------------------------------------------------------------------------- multi-panel figures
 
-def _look(style: Style | None, group: str) -> tuple[str, Any, str]:
-    s = (style or {}).get(group, {})
-    return s.get("label", group), s.get("color"), s.get("ls", "-")
-
-
 def _lines(ax, frame, x: str, y: str, groups: Sequence[str], style: Style | None,
            by: str = "condition", lo: str | None = None, hi: str | None = None,
            logx: bool = True) -> None:
@@ -179,11 +254,11 @@ def _lines(ax, frame, x: str, y: str, groups: Sequence[str], style: Style | None
         f = frame[frame[by] == g]
         if not len(f):
             continue
-        label, color, ls = _look(style, g)
+        label, kw = _line_kw(style, g)
         f = f.sort_values(x)
-        ax.plot(f[x], f[y], ls, color=color, marker="o", ms=3, label=label)
+        line, = ax.plot(f[x], f[y], label=label, **kw)
         if lo is not None:
-            ax.fill_between(f[x], f[lo], f[hi], color=color, alpha=0.15, lw=0)
+            ax.fill_between(f[x], f[lo], f[hi], color=line.get_color(), alpha=0.15, lw=0)
     if logx and frame[y].notna().any():  # a log axis of an empty plot fails
         ax.set_xscale("log")
 
@@ -215,7 +290,8 @@ def plot_paired_differences(stats, out: Path, panels: Sequence[tuple[str, str]],
         for _, r in dm.iterrows():
             if r.get("stars") and np.isfinite(r["median_diff"]):
                 ax.annotate(str(r["stars"]), (r[x], float(r["median_diff"])),
-                            color=_look(style, r[by])[1], fontsize=9, ha="center", va="bottom")
+                            color=_line_kw(style, r[by])[1]["color"], fontsize=9, ha="center",
+                            va="bottom")
         ax.set_ylabel(ylabel)
         if panel_title:
             ax.set_title(panel_title, fontsize=9)
@@ -262,8 +338,8 @@ def plot_learning_curves(epochs, out: Path, groups: Sequence[str], style: Style 
     for ax, v in zip(axs.flat, values):
         for g in groups:
             f = lc[(lc[by] == g) & (lc[panel] == v)]
-            label, color, ls = _look(style, g)
-            ax.plot(f["epoch"], f[y], ls, color=color, label=label)
+            label, kw = _line_kw(style, g)
+            ax.plot(f["epoch"], f[y], label=label, markevery=max(len(f) // 8, 1), **kw)
         if hline is not None:
             ax.axhline(hline, color="k", lw=0.5, ls=":")
         ax.set_title(f"{panel} = {v}", fontsize=9)
@@ -325,8 +401,8 @@ def plot_histograms(frame, column: str, edges: Sequence[float], out: Path, group
         if not h:
             continue
         tot = np.sum(h, axis=0)
-        label, color, ls = _look(style, g)
-        ax.stairs(tot / max(tot.sum(), 1), edges, color=color, ls=ls, label=label)
+        label, kw = _line_kw(style, g)
+        ax.stairs(tot / max(tot.sum(), 1), edges, color=kw["color"], ls=kw["ls"], label=label)
         rows.append({by: g, **{f"bin_{i}": v for i, v in enumerate(tot)}})
     ax.set_xlabel(xlabel or column)
     ax.set_ylabel("fraction")
@@ -353,6 +429,6 @@ def markdown_table(frame, floatfmt: str = ".3g", columns: Sequence[str] | None =
     return "\n".join(lines)
 
 
-__all__ = ["band_summary", "success_summary", "plot_band", "plot_success",
+__all__ = ["condition_style", "is_condition", "KIND_LOOK", "STATE_LS", "band_summary", "success_summary", "plot_band", "plot_success",
            "plot_epochs_to_cutoff", "plot_paired_differences", "plot_panels",
            "plot_learning_curves", "plot_sign_switches", "plot_histograms", "markdown_table"]
