@@ -11,24 +11,7 @@ import torch
 from torch import nn
 
 from .errors import TemplateError
-from .select import _named_tensors
-
-# Wrappers that rename a module's parameters without changing them: torch.compile's
-# OptimizedModule, activation checkpointing and FSDP1 add a component anywhere in a name; DDP and
-# DataParallel add a leading ``module.``.
-_WRAPPERS_ANYWHERE = frozenset({"_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"})
-_WRAPPERS_LEADING = frozenset({"module"})
-
-
-def canonical_name(name: str) -> str:
-    """``name`` without the components wrappers add (``_orig_mod.`` anywhere, a leading
-    ``module.``), so ``module._orig_mod.fc.weight`` and ``fc.weight`` name one parameter."""
-    parts = [p for p in name.split(".") if p not in _WRAPPERS_ANYWHERE]
-    i = 0
-    while i < len(parts) - 1 and parts[i] in _WRAPPERS_LEADING:
-        i += 1
-    return ".".join(parts[i:])
-
+from .select import _named_tensors, canonical_name
 
 @dataclass(frozen=True)
 class Bound:

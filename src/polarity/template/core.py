@@ -3,7 +3,6 @@
 and loaded (:func:`read_file`); see docs/templates.md."""
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ from .binding import _full, bind, violating
 from .errors import TemplateError
 from .fileformat import FORMAT_VERSION, MAGIC, MAGIC_1, _encode_entry, _read_format1, _read_format2
 from .safetensors_io import ST_FORMAT, ST_VERSION, _encode_safetensors_entry, _read_safetensors
-from .select import (Patterns, _named_tensors, _patterns, _recorded_selection, _selection,
+from .select import (Patterns, _kept, _named_tensors, _recorded_selection, _selection,
                      select_names)
 
 
@@ -181,13 +180,7 @@ class Template(Mapping):
 
     # ----------------------------------------------------------------- transformations
     def select(self, include: Patterns = None, exclude: Patterns = None) -> "Template":
-        inc, exc = _patterns(include), _patterns(exclude)
-        keep = {
-            k: v
-            for k, v in self._signs.items()
-            if (inc is None or any(fnmatch.fnmatchcase(k, p) for p in inc))
-            and not (exc is not None and any(fnmatch.fnmatchcase(k, p) for p in exc))
-        }
+        keep = {k: v for k, v in self._signs.items() if _kept(k, include, exclude)}
         return Template._trusted(keep, dict(self._meta))
 
     def rename(self, mapping: Mapping[str, str] | Callable[[str], str | None]) -> "Template":

@@ -3,7 +3,9 @@
 By default the weights of linear and convolutional layers: every floating parameter with
 ``dim >= 2``.  ``biases=True`` adds the 1-d parameters whose name ends in ``bias``.  ``include``
 and ``exclude`` are glob patterns (``fnmatch``) on parameter names that filter that set, e.g.
-``include=["features.*"]`` or ``exclude=["classifier.6.*"]``.
+``include=["features.*"]`` or ``exclude=["classifier.6.*"]``.  A pattern matches a name as it is
+or without the components wrappers add (:func:`canonical_name`: ``_orig_mod.`` of torch.compile, a
+leading ``module.`` of DDP), so ``"fc.*"`` selects ``_orig_mod.fc.weight`` too.
 """
 from __future__ import annotations
 
@@ -15,6 +17,35 @@ import torch
 from torch import nn
 
 Patterns = str | Sequence[str] | None
+
+# Wrappers that rename a module's parameters without changing them: torch.compile's
+# OptimizedModule, activation checkpointing and FSDP1 add a component anywhere in a name; DDP and
+# DataParallel add a leading ``module.``.
+_WRAPPERS_ANYWHERE = frozenset({"_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"})
+_WRAPPERS_LEADING = frozenset({"module"})
+
+
+def canonical_name(name: str) -> str:
+    """``name`` without the components wrappers add (``_orig_mod.`` anywhere, a leading
+    ``module.``), so ``module._orig_mod.fc.weight`` and ``fc.weight`` name one parameter."""
+    parts = [p for p in name.split(".") if p not in _WRAPPERS_ANYWHERE]
+    i = 0
+    while i < len(parts) - 1 and parts[i] in _WRAPPERS_LEADING:
+        i += 1
+    return ".".join(parts[i:])
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a pattern matches ``name`` as it is or its :func:`canonical_name`."""
+    plain = canonical_name(name)
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(plain, p) for p in patterns)
+
+
+def _kept(name: str, include: Patterns, exclude: Patterns) -> bool:
+    """The include/exclude rule for one name: one of ``include`` matches it (or there is none)
+    and none of ``exclude`` does."""
+    inc, exc = _patterns(include), _patterns(exclude)
+    return (inc is None or _matches(name, inc)) and not (exc is not None and _matches(name, exc))
 
 
 def _patterns(p: Patterns) -> tuple[str, ...] | None:
@@ -62,16 +93,12 @@ def select_names(
     biases: bool = False,
 ) -> list[str]:
     """The names a template constrains by default (see the module docstring)."""
-    inc, exc = _patterns(include), _patterns(exclude)
     out = []
     for name, t in tensors.items():
         if not t.is_floating_point():
             continue
         if not (t.dim() >= 2 or (biases and t.dim() == 1 and name.endswith("bias"))):
             continue
-        if inc is not None and not any(fnmatch.fnmatchcase(name, p) for p in inc):
-            continue
-        if exc is not None and any(fnmatch.fnmatchcase(name, p) for p in exc):
-            continue
-        out.append(name)
+        if _kept(name, include, exclude):
+            out.append(name)
     return out
