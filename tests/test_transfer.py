@@ -31,14 +31,30 @@ def test_parse_source_forms():
     s = parse_source("imagenet:/tmp/x.pth")
     assert (s.kind, s.path, s.label) == ("imagenet", "/tmp/x.pth", "IN")
     s = parse_source("pretrained:cifar10")
-    assert (s.kind, s.dataset, s.label) == ("pretrained", "cifar10", "CIFAR-10")
+    assert (s.kind, s.dataset, s.label, s.overrides) == ("pretrained", "cifar10", "CIFAR-10", ())
     assert parse_source("none").kind == "none"
+    s = parse_source("pretrained:cifar10:animals, epochs=2,seed=5 ,optimizer=adamw,flip=false,lr=2e-3")
+    assert (s.dataset, s.label) == ("cifar10:animals", "CIFAR-10 [animals]")
+    assert dict(s.overrides) == {"epochs": 2, "seed": 5, "optimizer": "adamw", "flip": False, "lr": 0.002}
+    r = s.recipe("compact", {"width": 0.25, "in_size": 16}, {"epochs": 9, "train_n": 100})
+    assert (r.dataset, r.width, r.in_size, r.epochs, r.seed, r.train_n, r.flip) == \
+        ("cifar10:animals", 0.25, 16, 2, 5, 100, False)
+    assert parse_source(s) is s                       # a parsed value passes through
 
 
 @pytest.mark.parametrize("bad, words", [
     ("imagenett", "unknown transfer source 'imagenett'"),
     ("pretrained:mnist", "unknown source dataset 'mnist'"),
     ("pretrained:", "unknown source dataset"),
+    ("pretrained:cifar10:plants", "unknown subset 'plants'"),
+    ("pretrained:cifar10,epochs", "'epochs' is not field=value"),
+    ("pretrained:cifar10,epochs=two", "epochs='two' is not an integer"),
+    ("pretrained:cifar10,epochs=0", "epochs must be >= 1"),
+    ("pretrained:cifar10,width=2", "unknown or fixed recipe field 'width'"),
+    ("pretrained:cifar10,colour=red", "unknown or fixed recipe field 'colour'"),
+    ("pretrained:cifar10,seed=1,seed=2", "seed is given twice"),
+    ("pretrained:cifar10,optimizer=rmsprop", "unknown optimizer 'rmsprop'"),
+    ("pretrained:cifar10,flip=maybe", "is not a boolean"),
     ("imagenet:", "missing checkpoint path"),
     ("weights:foo", "expected 'imagenet'"),
 ])
@@ -131,10 +147,15 @@ def test_polarity_template_shape_mismatch_is_named():
 
 # ----------------------------------------------------------------------------- cache
 
-PRE = PretrainConfig(n=64, epochs=1, batch_size=32, lr=1e-3, seed=0, val_size=32)
+PRE = PretrainConfig(n=64, epochs=1, seed=0)
 
 
-def test_pretrained_source_is_cached_and_reused(tmp_path):
+def test_pretrained_source_is_a_cached_source_directory_made_by_the_recipe(tmp_path):
+    """pretrained:<dataset> is trained by train_source and written by write_source_dir (one
+    trainer, one format); the second load reads the directory; other recipe fields, another
+    directory."""
+    from polarity.sources import read_source_dir
+
     clear_memo()
     src = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
                       cache_dir=tmp_path)
@@ -142,26 +163,30 @@ def test_pretrained_source_is_cached_and_reused(tmp_path):
     d = tmp_path / "sources"
     (entry,) = list(d.iterdir())
     files = {p.name for p in entry.iterdir()}
-    assert {"model.pt", "template.pol", "meta.json"} <= files
-    assert not [f for f in files if f.endswith(".tmp") or ".tmp" in f]
-    meta = json.loads((entry / "meta.json").read_text())
-    assert meta["source"] == "pretrained:fmnist" and 0.0 <= meta["val_acc"] <= 1.0
-    mtime = (entry / "model.pt").stat().st_mtime_ns
-    # the template is the signs of the checkpoint
-    assert Template.load(entry / "template.pol") == Template.from_module(src.state_dict)
+    assert {"weights.safetensors", "template.polarity", "manifest.json"} <= files
+    assert not [f for f in files if ".tmp" in f]
+    net = read_source_dir(entry)                       # a verified source directory
+    m = net.manifest
+    assert m["recipe"]["train_n"] == 64 and m["recipe"]["epochs"] == 1
+    assert m["recipe"]["width"] == 0.25 and m["recipe"]["in_size"] == 16
+    assert m["command"].startswith("polarity source train fmnist ") and "--train-n 64" in m["command"]
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and 0.5 < m["init_agreement"] <= 1.0
+    assert net.template == Template.from_module(src.state_dict)
+    mtime = (entry / "weights.safetensors").stat().st_mtime_ns
 
     clear_memo()
     again = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
                         cache_dir=tmp_path)
     assert again.info["cached"] is True
-    assert (entry / "model.pt").stat().st_mtime_ns == mtime
+    assert (entry / "weights.safetensors").stat().st_mtime_ns == mtime
     assert all(torch.equal(again.state_dict[k], v) for k, v in src.state_dict.items())
     assert again.template == src.template
-    # a different pretraining schedule is a different source
+    # the string's own fields win over the caller's defaults: a different recipe, a new entry
     clear_memo()
-    other = load_source("pretrained:fmnist", "compact", model_kwargs=TINY,
-                        pretrain=PretrainConfig(**{**PRE.__dict__, "seed": 1}), cache_dir=tmp_path)
+    other = load_source("pretrained:fmnist,seed=1", "compact", model_kwargs=TINY, pretrain=PRE,
+                        cache_dir=tmp_path)
     assert other.info["cached"] is False and len(list(d.iterdir())) == 2
+    assert read_source_dir(other.info["cache_dir"]).manifest["recipe"]["seed"] == 1
 
 
 def test_damaged_cache_entry_is_recomputed(tmp_path):
@@ -169,13 +194,36 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     src = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
                       cache_dir=tmp_path)
     (entry,) = list((tmp_path / "sources").iterdir())
-    (entry / "template.pol").write_bytes(b"garbage")
+    (entry / "template.polarity").write_bytes(b"garbage")
     clear_memo()
     again = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
                         cache_dir=tmp_path)
     assert again.info["cached"] is False
-    assert again.template == src.template  # deterministic pretraining
-    assert Template.load(entry / "template.pol") == src.template
+    assert again.template == src.template  # deterministic training
+    assert Template.load(entry / "template.polarity") == src.template
+
+
+def test_same_dataset_guard_and_its_explicit_escape(tmp_path):
+    """A source trained on the target's own dataset (or the whole dataset of a target subset) is
+    refused unless allow_same_dataset=True; disjoint subsets (the positive control) pass."""
+    from polarity.sources import same_dataset
+
+    assert same_dataset("fmnist", "fmnist") and same_dataset("cifar10", "cifar10:vehicles")
+    assert same_dataset("CIFAR10:animals", "cifar10") and same_dataset("cifar10:animals", "cifar10:animals")
+    assert not same_dataset("cifar10:animals", "cifar10:vehicles") and not same_dataset("fmnist", "cifar10")
+    clear_memo()
+    with pytest.raises(TransferError, match="target dataset 'fmnist'.*allow_same_dataset=True"):
+        load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                    cache_dir=tmp_path, target_dataset="fmnist")
+    assert not (tmp_path / "sources").exists()           # refused before any training
+    oracle = load_source("pretrained:fmnist", "compact", model_kwargs=TINY, pretrain=PRE,
+                         cache_dir=tmp_path, target_dataset="fmnist", allow_same_dataset=True)
+    assert oracle.info["source_dataset"] == "fmnist"
+    # a directory source: the manifest's dataset decides
+    with pytest.raises(TransferError, match="allow_same_dataset"):
+        load_source(oracle.info["cache_dir"], "compact", model_kwargs=TINY, target_dataset="fmnist")
+    assert load_source(oracle.info["cache_dir"], "compact", model_kwargs=TINY,
+                       target_dataset="cifar10").info["source_dataset"] == "fmnist"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -268,4 +316,4 @@ def test_parse_source_total(text):
     else:
         assert spec.kind in ("imagenet", "pretrained", "none")
         if spec.kind == "pretrained":
-            assert spec.dataset in ("fmnist", "cifar10")
+            assert spec.dataset.partition(":")[0] in ("fmnist", "cifar10")

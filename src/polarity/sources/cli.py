@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import shlex
+import contextlib
+import os
 import sys
 from pathlib import Path
 
-from .directory import SourceError, read_manifest, verify_source_dir, write_source_dir
-from .recipe import SourceRecipe, train_source
+from .directory import (MANIFEST, TEMPLATE, SourceError, read_manifest, read_source_dir,
+                        write_source_dir)
+from .recipe import OPTIMIZERS, SourceRecipe, command_for, init_agreement, train_source
 from .zoo import ZOO, resolve, shipped
 
 EXIT_USAGE = 2
@@ -22,16 +24,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = SourceRecipe(dataset=args.dataset, arch=args.arch, width=args.width,
                           in_size=args.in_size, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, weight_decay=args.weight_decay, pad=args.pad,
-                          flip=not args.no_flip, seed=args.seed, data_root=args.data_root)
+                          lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                          optimizer=args.optimizer, train_n=args.train_n, pad=args.pad,
+                          early_weight_decay=args.early_weight_decay, early_epochs=args.early_epochs,
+                          flip=not args.no_flip, seed=args.seed, data_root=args.data_root,
+                          data_source=args.data_source)
     try:
         recipe.validate()
     except ValueError as e:
         return _error(str(e))
     name = args.name or default_name(recipe)
     out = Path(args.out) if args.out else Path("sources") / name
-    if out.exists() and any(out.iterdir()) and not args.force:
-        return _error(f"{out} exists and is not empty; pass --force to replace it")
+    problem = _unusable_out(out, args.force)
+    if problem:
+        return _error(problem)
     if args.threads:
         torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -40,11 +46,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         return _error(str(e))
     command = command_for(recipe, name, out, torch.get_num_threads())
-    write_source_dir(out, model, name=name, recipe=recipe, dataset_label=data.label,
-                     classes=data.classes, metrics=metrics, command=command)
+    written = _write_or_keep(out, model, name=name, recipe=recipe, dataset_label=data.label,
+                             classes=data.classes, metrics=metrics, command=command)
+    if written is None:
+        return EXIT_USAGE
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} "
-          f"{data.label} test images after {metrics['train_seconds']:.0f}s -> {out}")
-    return 0
+          f"{data.label} test images, init agreement {metrics['init_agreement']:.3f}, after "
+          f"{metrics['train_seconds']:.0f}s -> {written}")
+    return 0 if written == out else EXIT_USAGE
+
+
+def _unusable_out(out: Path, force: bool) -> str | None:
+    """Why ``out`` cannot take a source directory (checked before any training), or None."""
+    try:
+        if out.is_symlink() and not out.exists():
+            return f"--out {out} is a dangling symbolic link"
+        if out.exists() and not out.is_dir():
+            return f"--out {out} exists and is not a directory; give a directory path"
+        if out.is_dir() and any(out.iterdir()) and not force:
+            return f"{out} exists and is not empty; pass --force to replace it"
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a name over 255 bytes, a parent that is a file, no permission ...
+        return f"cannot create --out {out}: {e.strerror or e}"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"cannot write into --out {out} (permission denied)"
+    return None
+
+
+def _write_or_keep(out: Path, model, **kw) -> Path | None:
+    """Write the trained source to ``out``; when that fails (a full disk, a vanished mount ...),
+    nothing computed is lost: the model, still in memory, is written to a fresh directory under
+    the temporary directory instead, and both places are named.  Returns where it was written
+    (None when nowhere could take it)."""
+    import tempfile
+
+    try:
+        return write_source_dir(out, model, **kw)
+    except (OSError, SourceError) as e:
+        first = f"could not write the trained source to {out}: {getattr(e, 'strerror', None) or e}"
+    for name in ("weights.safetensors", "template.polarity", "manifest.json"):
+        # a part written before the failure is not a source directory: never leave it looking like one
+        with contextlib.suppress(OSError):
+            if (out / name).is_file() and not (out / "manifest.json").is_file():
+                (out / name).unlink()
+    try:
+        spare = Path(tempfile.mkdtemp(prefix=f"polarity-source-{kw['name'][:60]}-"))
+        write_source_dir(spare, model, **kw)
+    except (OSError, SourceError) as e2:
+        _error(f"{first}; writing it under {tempfile.gettempdir()} failed too "
+               f"({getattr(e2, 'strerror', None) or e2}). The training is lost: free space and rerun: "
+               f"{kw['command']}")
+        return None
+    _error(f"{first}. Nothing is lost: the source was written to {spare} instead (its manifest's "
+           f"command names {out}); move it there once there is room: mv {spare} {out}")
+    return spare
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -52,30 +107,79 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not names:
         print(f"no shipped sources under {ZOO}")
     for n in names:
-        m = read_manifest(ZOO / n)
-        print(f"{n:<34} {m['dataset_label']:<34} {m['arch']} {m['model']}  test acc "
-              f"{m.get('test_accuracy', float('nan')):.4f}")
+        try:
+            m = read_manifest(ZOO / n)
+        except SourceError as e:
+            print(f"{n:<34} unreadable: {e}")
+            continue
+        agree = m.get("init_agreement")
+        print(f"{n:<34} {m['dataset_label']:<24} {m['arch']} {m['model']}  test acc "
+              f"{m['test_accuracy']:.4f}  init agreement {'-' if agree is None else f'{agree:.3f}'}")
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ..template import Template, TemplateError, diagnose
+
     try:
         path = resolve(args.source)
-        m = verify_source_dir(path) if args.verify else read_manifest(path)
-    except SourceError as e:
+        if args.verify:
+            net = read_source_dir(path, verify=True)
+            m, template = net.manifest, net.template
+            recomputed = _recheck_init_agreement(path, net)
+        else:
+            m = read_manifest(path)
+            template = Template.load(path / TEMPLATE)
+    except (SourceError, TemplateError) as e:
         return _error(str(e))
+    r = m.get("recipe") if isinstance(m.get("recipe"), dict) else {}
     print(f"source:     {m.get('name')}  ({path})")
-    print(f"dataset:    {m['dataset_label']} ({m['dataset']}), {len(m['classes'])} classes")
+    print(f"dataset:    manifest says: {m['dataset_label']} ({m['dataset']}), {len(m['classes'])} classes")
     print(f"network:    {m['arch']} {m['model']}")
-    print(f"accuracy:   {m.get('test_accuracy', float('nan')):.4f} on {m.get('test_images')} test images")
+    print(f"accuracy:   {m['test_accuracy']:.4f} on {m.get('test_images')} test images")
+    if r:
+        print(f"recipe:     {r.get('optimizer', 'sgd')}, lr {r.get('lr')}, weight decay {r.get('weight_decay')}, "
+              f"{r.get('epochs')} epochs, {r.get('train_n') or 'all'} training images, seed {r.get('seed')}")
     print(f"trained:    {m.get('train_seconds')} s, {m.get('threads')} threads, {m.get('machine')}, "
           f"polarity {m.get('polarity_version')}, torch {m.get('torch')}, {m.get('created')}")
     print(f"command:    {m.get('command')}")
     for f, d in m["files"].items():
-        print(f"file:       {f}  {d['bytes']} bytes  sha256 {d['sha256'][:16]}...")
+        if isinstance(d, dict):
+            print(f"file:       {f}  {d.get('bytes')} bytes  sha256 {str(d.get('sha256'))[:16]}...")
+    agree = m.get("init_agreement")
+    if agree is None:
+        print("learned:    the manifest records no init agreement")
+    else:
+        per = ", ".join(f"{k} {v:.3f}" for k, v in (m.get("init_agreement_per_layer") or {}).items()
+                        if v is not None)
+        print(f"learned:    sign agreement with the recipe's own init {agree:.3f} overall "
+              f"(0.5: independent; non-head weights){'; ' + per if per else ''}")
+    print("signs:")
+    print("  " + str(diagnose(template)).replace("\n", "\n  "))
     if args.verify:
-        print("verified:   both files match the manifest")
+        print(f"verified:   both files match the manifest; the weights are finite and fit the network; "
+              f"the template is their signs{'; init agreement recomputed: ' + f'{recomputed:.4f}' if recomputed is not None else ''}")
     return 0
+
+
+def _recheck_init_agreement(path: Path, net) -> float | None:
+    """Recompute the init agreement from the recipe's seed; a manifest that claims another value
+    is refused.  None when the manifest has no recipe or no claim."""
+    import dataclasses
+
+    m = net.manifest
+    if m.get("init_agreement") is None or not isinstance(m.get("recipe"), dict):
+        return None
+    known = {f.name for f in dataclasses.fields(SourceRecipe)}
+    try:
+        recipe = SourceRecipe(**{k: v for k, v in m["recipe"].items() if k in known})
+        got = init_agreement(recipe, net.state_dict, len(m["classes"]))["overall"]
+    except (TypeError, ValueError) as e:
+        raise SourceError(f"{path / MANIFEST}: field 'recipe' does not make the network ({e})") from None
+    if abs(got - m["init_agreement"]) > 5e-4:
+        raise SourceError(f"{path / MANIFEST}: field 'init_agreement' says {m['init_agreement']}, but the "
+                          f"weights agree with the recipe's own init at {got:.4f}")
+    return got
 
 
 def _error(msg: str) -> int:
@@ -99,13 +203,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    t.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS,
+                   help=f"sgd (Nesterov momentum, L2 weight decay) or adamw (decoupled weight decay); default {d.optimizer}")
+    t.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum / AdamW beta1 (default {d.momentum})")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--early-weight-decay", type=float, default=d.early_weight_decay,
+                   help="weight decay of the first --early-epochs epochs (erases the initialisation's signs)")
+    t.add_argument("--early-epochs", type=int, default=d.early_epochs)
+    t.add_argument("--train-n", type=int, default=d.train_n, help="first n training images (default 0: all)")
     t.add_argument("--pad", type=int, default=d.pad, help="random-crop padding, pixels (0: no crops)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     t.add_argument("--eval-every", type=int, default=5, help="test-split evaluation every N epochs")
     t.add_argument("--data-root", default=None)
+    t.add_argument("--data-source", default=d.data_source, choices=("auto", "torchvision", "offline"))
     t.add_argument("--name", help="source name (default <dataset>-<arch>-w<width>)")
     t.add_argument("--out", help="directory to write (default sources/<name>)")
     t.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -115,22 +227,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_list)
     i = ssub.add_parser("info", help="a source's manifest (shipped name or directory)")
     i.add_argument("source")
-    i.add_argument("--verify", action="store_true", help="check both files' sha256 against the manifest")
+    i.add_argument("--verify", action="store_true",
+                   help="check both files' sha256 against the manifest, that the weights are finite and "
+                        "fit the network, that the template is their signs, and recompute the init agreement")
     i.set_defaults(func=_cmd_info)
     return s
-
-
-def command_for(recipe: SourceRecipe, name: str, out: Path, threads: int) -> str:
-    """The explicit command that trains ``recipe`` again (every recipe field spelled out)."""
-    parts = ["polarity", "source", "train", recipe.dataset, "--arch", recipe.arch,
-             "--width", f"{recipe.width:g}", "--in-size", str(recipe.in_size),
-             "--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size),
-             "--lr", f"{recipe.lr:g}", "--weight-decay", f"{recipe.weight_decay:g}",
-             "--pad", str(recipe.pad), "--seed", str(recipe.seed), "--threads", str(threads)]
-    if not recipe.flip:
-        parts.append("--no-flip")
-    parts += ["--name", name, "--out", str(out)]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 __all__ = ["add_parser"]
