@@ -15,8 +15,8 @@ import pytest
 
 from polarity.engine.progress import Progress, fmt_duration
 
-STATUS = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] toy/quick: (\d+)/(\d+) trials \(\d+%\), \S+ elapsed, "
-                    r"(?:[\d.e+]+ trials/(?:s|min), ETA \S+|ETA unknown)$")
+STATUS = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] toy/quick: (\d+)/(\d+) trials \(\d+%\), (?:best val error [\d.]+, )?\S+ elapsed, "
+                    r"(?:[\d.,]+ trials/min, ETA \S+|ETA unknown)$")
 
 
 def _env(**extra) -> dict[str, str]:
@@ -37,9 +37,9 @@ def test_lines_every_period_with_done_total_rate_eta():
     assert lines[0].endswith("toy/quick: 10 of 12 trials to compute, 2 done before")
     status = [ln for ln in lines[1:-1] if STATUS.match(ln)]
     assert len(status) >= 2, lines
-    assert any("trials/s, ETA" in ln for ln in status)
+    assert any("trials/min, ETA" in ln for ln in status)
     assert any(ln.endswith("epoch 1/1, train loss 2.3000, train acc 0.100 (1s)") for ln in lines)
-    assert re.search(r"toy/quick: 12/12 trials \(100%\), \S+ elapsed, [\d.]+ trials/s$", lines[-1]), lines[-1]
+    assert re.search(r"toy/quick: 12/12 trials \(100%\), \S+ elapsed, [\d.,]+ trials/min$", lines[-1]), lines[-1]
 
 
 def test_a_quiet_log_stays_quiet_and_lines_keep_their_period():
@@ -76,7 +76,8 @@ def test_a_run_under_nohup_writes_progress_lines_to_its_log(tmp_path):
     status = [STATUS.match(ln) for ln in lines]
     counts = [(int(m[1]), int(m[2])) for m in status if m]
     assert len(counts) >= 3 and all(t == 16 for _, t in counts), text
-    assert re.search(r"toy/quick: 16/16 trials \(100%\), \S+ elapsed, [\d.]+ trials/s$", lines[-3]), text
+    assert re.search(r"toy/quick: 16/16 trials \(100%\), best val error [\d.]+, \S+ elapsed, [\d.,]+ trials/min$",
+                     lines[-3]), text
     assert "\r" not in text  # no bar redraws in a log
     assert "16/16 trials complete" in text
 
@@ -137,3 +138,67 @@ def test_source_is_pretrained_once_by_the_driver_and_reports_its_epochs(tmp_path
     assert r.returncode == 0, quiet
     assert "pretraining" not in quiet and "trials (" not in quiet, quiet
     assert len(list((cache / "sources").iterdir())) == 2
+
+
+# ----------------------------------------------------------------------------- issue 22, item 8
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from polarity.engine import progress as progress_mod  # noqa: E402
+
+
+def test_trials_count_when_they_finish_inside_a_job_with_the_best_validation_error():
+    out = io.StringIO()
+    with Progress(10, desc="toy/quick", stream=out, every=60) as p:
+        progress_mod.trial_finished(0.30)  # the active progress listens in its own process
+        progress_mod.trial_finished(0.25)
+        assert p.shown() == 2 and p.best == 0.25
+        p.update(4)  # their job (4 trials) is committed: the 2 are not counted again
+        assert p.shown() == 4
+        progress_mod.trial_finished(None, n=3)
+        assert p.shown() == 7 and "best val error 0.2500" in p.status()
+        assert re.search(r"trials/min, ETA \S+$", p.status())
+    assert progress_mod._channel is None  # closed: reports go nowhere
+    assert "toy/quick: 7/10 trials (70%), best val error 0.2500" in out.getvalue().splitlines()[-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 6)), min_size=1, max_size=6), st.randoms())
+def test_shown_trials_never_overcount_never_go_back_and_end_at_the_total(jobs, rnd):
+    """Jobs of any size report any number of their trials (before their result, as the executors
+    guarantee) and commit, interleaved in any order."""
+    jobs = [(size, min(k, size)) for size, k in jobs]
+    total = sum(size for size, _ in jobs)
+    events = []
+    for j, (size, k) in enumerate(jobs):
+        events.append([("report", j)] * k + [("commit", j)])
+    p = Progress(total, quiet=True, stream=io.StringIO())
+    finished, last = 0, 0
+    while any(events):
+        q = rnd.choice([e for e in events if e])
+        kind, j = q.pop(0)
+        if kind == "report":
+            p.trials_finished(1, 0.5)
+            finished += 1
+        else:
+            size, k = jobs[j]
+            p.update(size)
+            finished += size - k
+        assert last <= p.shown() <= finished
+        last = p.shown()
+    assert p.shown() == total
+
+
+def test_a_process_pool_reports_trials_and_their_best_error_to_the_driver(tmp_path):
+    """--workers 2: trials reported by the workers reach the driver's log lines with the best
+    validation error, and the count never passes the total or goes back."""
+    log = tmp_path / "pool.log"
+    with open(log, "w") as f:
+        r = subprocess.run(_polarity("run", "toy", "--set", "ns=8,16,24,32", "--set", "sleep_s=0.3", "--workers", "2",
+                                     "--progress-every", "0.2", "--out", tmp_path / "run", "--no-report"),
+                           stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=_env(), timeout=300)
+    text = log.read_text()
+    assert r.returncode == 0, text
+    counts = [int(m[1]) for m in map(STATUS.match, text.splitlines()) if m]
+    assert counts == sorted(counts) and max(counts) == 16, text
+    assert re.search(r"16/16 trials \(100%\), best val error 0\.\d{4}, ", text), text

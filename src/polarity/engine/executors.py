@@ -29,6 +29,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from ..experiments.base import ExperimentError, Job
 from ..store import PackedTrial
+from . import progress
 
 EXECUTORS = ("local", "ray")
 
@@ -75,8 +76,10 @@ def execute_job(name: str, hp: Any, job: Job, device: str = "cpu") -> tuple[list
     set_threads(hp)
     exp = experiments.get(name)
     t0 = time.perf_counter()
+    progress.job_started()
     results = exp.run_job(hp, job, device)
     wall = time.perf_counter() - t0
+    progress.report_results(results, already=progress.job_reported())  # to the driver's progress
     return [pack_trial(r) for r in results], hardware_info(device), wall
 
 
@@ -146,10 +149,12 @@ class LocalExecutor(Executor):
             self._saved = None
 
 
-def _pool_init(threads: int, parent: int) -> None:
+def _pool_init(threads: int, parent: int, reports=None) -> None:
     import os
     import threading
 
+    if reports is not None:  # trial reports go to the driver's progress (progress.trial_finished)
+        progress.set_channel(lambda n, err: reports.put((n, err)))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
 
@@ -179,12 +184,15 @@ class PoolExecutor(Executor):
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                           initializer=_pool_init, initargs=(thread_count(hp), os.getpid()))
+        ctx = mp.get_context("spawn")
+        reports = progress.WorkerReports(ctx)
+        self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_pool_init,
+                                           initargs=(thread_count(hp), os.getpid(), reports.queue))
         futures = {self.pool.submit(execute_job, name, hp, job, device): job for job in jobs}
         try:
             for fut in cf.as_completed(futures):
                 job = futures[fut]
+                reports.drain()  # the job's own reports first: they were sent before its result
                 try:
                     results, hw, wall = fut.result()
                 except Exception as e:  # noqa: BLE001
@@ -193,6 +201,7 @@ class PoolExecutor(Executor):
                 yield Outcome(job, results, hw, wall)
         finally:
             self.close()
+            reports.close()
 
     def close(self) -> None:
         if self.pool is not None:
