@@ -11,7 +11,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from polarity import Template, TemplateError
-from polarity.template import DEAD_THRESHOLD, diagnose
+from polarity.template import DEAD_THRESHOLD, SILENT_BELOW, diagnose
+from polarity.template.diagnostics import (MAGNITUDE_RATIOS, RELU_INPUT_RATIO, active_probability,
+                                           magnitude_ratio, unit_activity)
 
 from _templates import random_signs, sample_template
 
@@ -178,6 +180,149 @@ def test_the_table_and_the_json():
     assert j["tensors"]["conv.weight"]["shape"] == [3, 2, 3, 3]
     assert j["overall"]["agreement"] == 1.0 and "shape" not in j["overall"]
     assert "agreement" not in d.as_dict()["overall"] and d.as_dict()["dead_threshold"] == 0.9
+    assert "P(active)" in lines[0] and "silent (P<5%)" in lines[0]
+    assert j["overall"]["active_fraction"] == c.overall.active_fraction
+    assert j["overall"]["silent_units"] == c.overall.silent_units
+    assert j["tensors"]["empty.weight"]["active_fraction"] is None
+
+
+# ------------------------------------------------- expected activity on a fresh magnitude draw
+def _phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def _naive_activity(t: torch.Tensor, ratio: float) -> list[float]:
+    """Per unit, entry by entry: Phi(r (P - N) / sqrt(P + N + F - (P + N) r^2))."""
+    out = []
+    for unit in t.reshape(t.shape[0], -1).tolist():
+        pos, neg = sum(v > 0 for v in unit), sum(v < 0 for v in unit)
+        if pos + neg:
+            var = len(unit) - (pos + neg) * ratio ** 2
+            out.append(_phi(ratio * (pos - neg) / math.sqrt(var)) if var > 0
+                       else float(pos > neg))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([0.1, 0.5, 0.7, 1.0]),
+       st.sampled_from(["glorot", "half-normal", "uniform", 1.0]),
+       st.sampled_from([RELU_INPUT_RATIO, 0.0, 1.0]), st.sampled_from([SILENT_BELOW, 0.5]),
+       st.integers(0, 2**16))
+def test_activity_follows_its_formula(shapes, free, negative, magnitudes, ratio, below, seed):
+    t = _leaning(shapes, free, negative, seed)
+    d = diagnose(t, magnitudes=magnitudes, input_ratio=ratio, silent_below=below)
+    for name, row in d.tensors.items():
+        v = t[name]
+        want = _naive_activity(v, magnitude_ratio(magnitudes, v.dim()) * ratio) \
+            if v.dim() >= 2 and v.numel() else []
+        got = unit_activity(v, magnitudes, ratio).tolist()
+        assert got == pytest.approx(want, abs=1e-12) and len(got) == row.units
+        assert row.expected_active == pytest.approx(sum(want), abs=1e-9)
+        assert row.silent_units == sum(p < below for p in got)
+        flipped = unit_activity(-v, magnitudes, ratio).tolist()  # a unit's mirror: 1 - P
+        if magnitude_ratio(magnitudes, 2) * ratio < 1:  # else no spread: a tie is 0 both ways
+            assert [a + b for a, b in zip(got, flipped)] == pytest.approx([1.0] * len(got))
+        if ratio == 0:  # zero-mean inputs: a coin, whatever the signs
+            assert all(p == 0.5 for p in got)
+    o = d.overall
+    assert o.expected_active == pytest.approx(sum(r.expected_active for r in d.tensors.values()))
+    assert o.silent_units == sum(r.silent_units for r in d.tensors.values())
+    assert o.active_fraction == pytest.approx(o.expected_active / o.units) if o.units \
+        else math.isnan(o.active_fraction)
+
+
+def test_activity_falls_with_the_lean_and_faster_with_the_fan_in():
+    def p(n, q):
+        k = round(n * q)
+        return float(active_probability(*torch.tensor([[n - k], [k], [0]], dtype=torch.float64),
+                                        0.45))
+    assert p(100, 0.5) == 0.5
+    assert p(27, 0.6) > p(27, 0.7) > p(27, 0.9)
+    assert p(27, 0.6) > p(108, 0.6) > p(432, 0.6) and p(432, 0.6) < SILENT_BELOW
+    # Phi(c sqrt(n) (1 - 2q)) with c = r / sqrt(1 - r^2) (docs/templates.md); 258 / 430 = 0.6
+    c = 0.45 / math.sqrt(1 - 0.45 ** 2)
+    assert p(430, 0.6) == pytest.approx(_phi(-c * math.sqrt(430) * 0.2))
+
+
+def _units(fan_in: int, leans, per: int, free: float, g) -> torch.Tensor:
+    """``per`` rows of ``fan_in`` signs for each lean: round(q n) of them -1 at random places,
+    then a fraction ``free`` of all of them made free."""
+    rows = []
+    for q in leans:
+        for _ in range(per):
+            s = torch.ones(fan_in, dtype=torch.int8)
+            s[torch.randperm(fan_in, generator=g)[:round(q * fan_in)]] = -1
+            s[torch.rand(fan_in, generator=g) < free] = 0
+            rows.append(s)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("layer, free, leans, tol", [
+    ("conv", 0.0, (0.55, 0.6), 0.01),     # truncated normal magnitudes, fan-in 144
+    ("linear", 0.0, (0.55, 0.6), 0.01),   # uniform magnitudes, fan-in 256
+    ("conv", 0.5, (0.6, 0.65), 0.02),     # half the entries free: their init signs, at random
+])
+def test_activity_matches_a_monte_carlo_of_the_library_init(layer, free, leans, tol):
+    """The library's own magnitude draw (init_glorot_) under the template's signs, inputs a ReLU
+    of i.i.d. normals: the fraction of (unit, input) pairs with a positive pre-activation, per
+    lean, against the units' mean expected activity.  A formula with the second moment in the
+    spread (r instead of c = r / sqrt(1 - r^2)), or one that leaves the free entries' spread
+    out, misses by more than the tolerance; checked here, so the test can tell them apart."""
+    from torch import nn
+
+    from polarity.models import init_glorot_
+
+    g = torch.Generator().manual_seed(0)
+    per = 500 if free == 0 else 1000
+    units = per * len(leans)
+    module = nn.Conv2d(16, units, 3) if layer == "conv" else nn.Linear(256, units)
+    init_glorot_(module, seed=1)
+    w = module.weight.detach()
+    signs = _units(w[0].numel(), leans, per, free, g).reshape(w.shape)
+    weights = torch.where(signs != 0, w.abs() * signs, w).reshape(len(w), -1)
+    x = torch.randn(1000, weights.shape[1], generator=g).clamp_min(0)
+    active = ((x @ weights.T) > 0).double().mean(0)
+    p = unit_activity(signs)
+    assert len(p) == len(w) and diagnose(Template({"l.weight": signs})).tensors[
+        "l.weight"].expected_active == pytest.approx(float(p.sum()))
+    r = magnitude_ratio("glorot", w.dim()) * RELU_INPUT_RATIO
+    rows = signs.reshape(len(w), -1)
+    pos, neg = (rows > 0).sum(1).double(), (rows < 0).sum(1).double()
+    n, fan_in = pos + neg, rows.shape[1]
+    wrong = {"second moment": torch.special.ndtr(r * (pos - neg) / math.sqrt(fan_in)),
+             "free left out": torch.special.ndtr(r * (pos - neg) / (n * (1 - r * r)).sqrt())}
+    for i in range(len(leans)):
+        unit = slice(i * per, (i + 1) * per)
+        emp = float(active[unit].mean())
+        assert abs(float(p[unit].mean()) - emp) < tol, (leans[i], float(p[unit].mean()), emp)
+    for label, q in wrong.items():
+        if (free == 0) == (label == "free left out"):
+            continue  # without free entries the same formula; with them the spread is theirs
+        misses = [abs(float(q[i * per:(i + 1) * per].mean() - active[i * per:(i + 1) * per].mean()))
+                  for i in range(len(leans))]
+        assert max(misses) > tol, (label, misses)
+
+
+def test_the_activity_options_are_checked():
+    t = sample_template()
+    for bad, says in [({"silent_below": 0}, "silent_below"),
+                      ({"magnitudes": "gauss"}, "magnitudes"),
+                      ({"magnitudes": 0}, "(0, 1]"), ({"magnitudes": True}, "(0, 1]"),
+                      ({"input_ratio": 1.5}, "input ratio"),
+                      ({"input_ratio": {"conv.weight": -1}}, "conv.weight"),
+                      ({"input_ratio": {"nope.weight": 0}}, "nope.weight")]:
+        with pytest.raises(TemplateError, match=re.escape(says)):
+            diagnose(t, **bad)
+    d = diagnose(t, input_ratio={"conv.weight": 0.0}, magnitudes="uniform")
+    j = d.as_dict()
+    assert j["input_ratios"] == {"conv.weight": 0.0} and j["input_ratio"] == RELU_INPUT_RATIO
+    assert j["magnitudes"] == "uniform" and j["silent_below"] == SILENT_BELOW
+    assert d.tensors["conv.weight"].active_fraction == 0.5
+    assert set(MAGNITUDE_RATIOS) == {"half-normal", "uniform", "truncated-normal"}
+    g = torch.Generator().manual_seed(0)  # the truncated normal's ratio, by simulation
+    m = torch.nn.init.trunc_normal_(torch.empty(200_000), 0, 1, -2, 2, generator=g).abs()
+    assert float(m.mean() / m.square().mean().sqrt()) == pytest.approx(
+        MAGNITUDE_RATIOS["truncated-normal"], abs=2e-3)
 
 
 def test_diagnose_needs_a_template():
@@ -210,19 +355,34 @@ def test_info_prints_the_diagnostics(tmp_path, capsys):
         assert re.search(r"fc\.weight .* (list|index) \(5\)", out)  # what info printed before stays
         d = diagnose(t)
         row = [ln.split() for ln in out.splitlines() if ln.split()[:1] == ["fc.weight"]][-1]
-        assert row[-5:] == ["195", "5", f"{d.tensors['fc.weight'].negative_fraction:.3f}",
-                            "3/10", "0.300"]
+        fc = d.tensors["fc.weight"]
+        assert row[-8:] == ["195", "5", f"{fc.negative_fraction:.3f}", "3/10", "0.300",
+                            f"{fc.active_fraction:.3f}", f"{fc.silent_units}/10",
+                            f"{fc.silent_unit_fraction:.3f}"]
+        assert fc.silent_units >= 4  # the three all-negative rows and the 85% one
         assert _overall(out)[1:] == ["267", "5", f"{d.overall.negative_fraction:.3f}", "3/14",
-                                     f"{3 / 14:.3f}"]
+                                     f"{3 / 14:.3f}", f"{d.overall.active_fraction:.3f}",
+                                     f"{d.overall.silent_units}/14",
+                                     f"{d.overall.silent_unit_fraction:.3f}"]
     code, out, _ = _cli(capsys, "info", str(path), "--dead-threshold", "0.8")
     assert code == 0 and "(>=80% -1)" in out and _overall(out)[4] == "4/14"
+    code, out, _ = _cli(capsys, "info", str(path), "--silent-below", "0.5", "--magnitudes",
+                        "half-normal", "--zero-mean-inputs", "conv.weight")
+    d = diagnose(t, silent_below=0.5, magnitudes="half-normal", input_ratio={"conv.weight": 0})
+    assert code == 0 and "silent (P<50%)" in out
+    assert _overall(out)[6:] == [f"{d.overall.active_fraction:.3f}", f"{d.overall.silent_units}/14",
+                                 f"{d.overall.silent_unit_fraction:.3f}"]
+    assert d.tensors["conv.weight"].active_fraction == 0.5  # zero-mean inputs: a coin, any signs
+    code, out, _ = _cli(capsys, "info", str(path), "--magnitudes", "0.6")
+    assert _overall(out)[6] == f"{diagnose(t, magnitudes=0.6).overall.active_fraction:.3f}"
     from polarity import cli
 
     try:  # the help names the library's default
         cli.main(["template", "info", "--help"])
     except SystemExit:  # argparse's exit after the help, whether or not main turns it into a status
         pass
-    assert f"default {DEAD_THRESHOLD:.0%}" in " ".join(capsys.readouterr().out.split())
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert f"default {DEAD_THRESHOLD:.0%}" in help_ and f"default {SILENT_BELOW:.0%}" in help_
 
 
 def test_info_and_compare_take_a_shipped_source_or_its_directory(capsys):
@@ -267,7 +427,11 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
              ("info", str(plain)): "not a source directory",
              ("compare", str(a), str(tmp_path / "nope")): "'" + str(tmp_path / "nope") + "'",
              ("compare", str(a), str(b)): "only in the first: y.weight; only in the second: z.weight",
-             ("info", str(a), "--dead-threshold", "2"): "dead_threshold must be in (0, 1]"}
+             ("info", str(a), "--dead-threshold", "2"): "dead_threshold must be in (0, 1]",
+             ("info", str(a), "--silent-below", "0"): "silent_below must be in (0, 1]",
+             ("info", str(a), "--magnitudes", "gauss"): "magnitudes must be 'glorot'",
+             ("info", str(a), "--magnitudes", "1.5"): "must be in (0, 1], got 1.5",
+             ("info", str(a), "--zero-mean-inputs", "x.weight,q"): "does not have: q"}
     for argv, says in cases.items():
         code, out, err = _cli(capsys, *argv)
         assert code == 2 and not out, argv

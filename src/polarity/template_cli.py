@@ -16,8 +16,9 @@ initialised target model (the head keeps that model's own random signs, exactly 
 ``info`` prints the file's format, its size in bits per sign (whole file and payload only), the
 template's metadata and, per parameter, the fractions of +1 / -1 / free entries and how the free
 entries are stored, then the template's diagnostics (:func:`polarity.template.diagnose`: per
-parameter and overall, the negative fraction of the constrained signs and the output units whose
-signs are nearly all negative).  ``compare A B`` prints the sign agreement of two templates per
+parameter and overall, the negative fraction of the constrained signs, the output units whose
+signs are nearly all negative, and, fan-in aware, the expected fraction of units active behind a
+ReLU on a fresh magnitude draw under these signs and the units almost never active).  ``compare A B`` prints the sign agreement of two templates per
 parameter and overall.  Both take a template file (.polarity or .safetensors), a shipped source's
 name (``polarity source list``) or a source directory; a source stands for its template file.
 User errors are one line, ``polarity: error: ...``, status 2.
@@ -51,10 +52,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="seed of the target init (with --map)")
     ex.set_defaults(func=_export)
     info = sub.add_parser("info", help="describe a template file (size in bits per sign, signs, "
-                                       "negative fraction, dead-leaning units)")
+                                       "negative fraction, dead-leaning and silent units)")
     info.add_argument("file", metavar="FILE_OR_SOURCE",
                       help="a template file, a shipped source's name or a source directory")
     _threshold_option(info)
+    _activity_options(info)
     info.set_defaults(func=_info)
     cmp = sub.add_parser("compare", help="sign agreement of two templates, per parameter and overall")
     cmp.add_argument("a", metavar="A", help="a template file, a shipped source's name or a source "
@@ -62,6 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     cmp.add_argument("b", metavar="B", help="the same for the other template (same parameter "
                                             "names and shapes)")
     _threshold_option(cmp)
+    _activity_options(cmp)
     cmp.set_defaults(func=_compare)
     return p
 
@@ -74,8 +77,34 @@ def _threshold_option(p) -> None:
                         "constrained incoming signs is -1 (default 90%%, shown in the table)")
 
 
+def _activity_options(p) -> None:
+    # defaults as for --dead-threshold: the library's, read when the command runs
+    p.add_argument("--silent-below", type=float, default=None, metavar="P",
+                   help="a unit counts as silent when its expected probability of being active "
+                        "behind a ReLU on a fresh magnitude draw is below P (default 5%%)")
+    p.add_argument("--magnitudes", default=None, metavar="DRAW",
+                   help="the magnitude draw: glorot (default: the library's init, truncated "
+                        "normal for conv kernels, uniform for linear weights), half-normal, "
+                        "uniform, or E|w|/sqrt(E w^2) as a number")
+    p.add_argument("--zero-mean-inputs", default=None, metavar="NAMES",
+                   help="comma-separated parameters whose inputs are zero-mean (a first layer "
+                        "reading standardised pixels): their units count as active half the "
+                        "time; the others read a ReLU's output")
+
+
 def _threshold(args) -> dict:
-    return {} if args.dead_threshold is None else {"dead_threshold": args.dead_threshold}
+    """diagnose's keyword arguments from the options given (the library's defaults otherwise)."""
+    kw = {} if args.dead_threshold is None else {"dead_threshold": args.dead_threshold}
+    if args.silent_below is not None:
+        kw["silent_below"] = args.silent_below
+    if args.magnitudes is not None:
+        try:
+            kw["magnitudes"] = float(args.magnitudes)
+        except ValueError:
+            kw["magnitudes"] = args.magnitudes
+    if args.zero_mean_inputs is not None:
+        kw["input_ratio"] = {k.strip(): 0.0 for k in args.zero_mean_inputs.split(",") if k.strip()}
+    return kw
 
 
 def _error(msg) -> int:
@@ -170,8 +199,9 @@ def _info(args) -> int:
         free = int((v == 0).sum())
         print(f"  {name:40s} {str(tuple(v.shape)):>20s} {pos:7.3f} {neg:7.3f} {free / n:7.3f}  "
               f"{f.encodings[name]} ({free:,})")
-    print("diagnostics (constrained signs only; units: dim 0, filters and rows; see "
-          "docs/templates.md):")
+    print("diagnostics (constrained signs only; units: dim 0, filters and rows; P(active): "
+          "expected fraction of units active behind a ReLU on a fresh magnitude draw, fan-in "
+          "aware; see docs/templates.md):")
     print(_indent(d.table()))
     return 0
 
@@ -189,7 +219,9 @@ def _compare(args) -> int:
     for tag, label, d in (("A", la, da), ("B", lb, db)):
         o = d.overall
         print(f"{tag}: {label}: {len(d.tensors)} parameters, {o.constrained:,} constrained signs, "
-              f"-1 fraction {o.negative_fraction:.3f}, dead-leaning units {o.dead_units:,}/{o.units:,}")
+              f"-1 fraction {o.negative_fraction:.3f}, "
+              f"dead-leaning units {o.dead_units:,}/{o.units:,}, "
+              f"P(active) {o.active_fraction:.3f}, silent units {o.silent_units:,}/{o.units:,}")
     print("sign agreement (entries constrained in both):")
     print(_indent(da.table(signs=False)))
     return 0
