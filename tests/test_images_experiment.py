@@ -342,3 +342,160 @@ def test_source_agreement_is_the_weighted_template_agreement():
     rest = names[1:]
     same_rest = sum(int((torch.sign(params[k].detach()).to(torch.int8) == t[k]).sum()) for k in rest)
     assert source_agreement(z, model, names) == same_rest / sum(t[k].numel() for k in rest)
+
+
+# ----------------------------------------------------------------------------- the controls and the oracle
+ARMS = ("fluid-rand", "frozen-rand", "frozen-polarity", "frozen-shuffled", "frozen-balanced",
+        "frozen-oracle", "fluid-oracle")
+
+
+@pytest.fixture(scope="module")
+def controls_trial(tmp_path_factory):
+    """One (n, trial) on Fashion-MNIST with the controls and both oracle arms, transfer source
+    pretrained on CIFAR-10, oracle on Fashion-MNIST's own training images (tiny; the sources go
+    to a private cache, the decoded datasets are the shared cache's), recorded by Recorder."""
+    if not _cifar10_jpeg_present():
+        pytest.skip("the CIFAR-10 JPEG copy is not at ../shared/data/cifar10-jpeg.tar.gz")
+    from polarity.files import cache_root
+
+    tmp = tmp_path_factory.mktemp("controls")
+    shared = cache_root() / "datasets"
+    shared.mkdir(parents=True, exist_ok=True)
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / "datasets").symlink_to(shared)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POLARITY_CACHE", str(tmp / "cache"))
+        clear_memo()
+        exp, hp = _tiny("fmnist", conditions=ARMS, oracle_source="pretrained:fmnist")
+        hp = dataclasses.replace(hp, sample_sizes=(20,), batch_size=10, val_size=20)
+        rec = Recorder(mp)
+        (job,) = exp.jobs(hp)
+        results = exp.run_job(hp, job)
+        source, oracle = protocol.get_source(hp, None), protocol.get_oracle(hp)
+        clear_memo()
+    return hp, rec, results, source, oracle
+
+
+def _names(hp, source):
+    """The constrained non-head parameters the source has (what the controls transform)."""
+    model = build_model(hp.arch, 10, **protocol.model_kwargs(hp))
+    heads = set(head_names(model))
+    return [k for k, p in model.named_parameters() if p.dim() >= 2 and k not in heads
+            and k in source.template]
+
+
+@needs_cifar10
+def test_every_template_arm_starts_from_the_same_magnitudes(controls_trial):
+    """The paired start: rand, transferred, shuffled, balanced and oracle arms all flip one
+    random init, so every weight keeps its |w| (hence one multiset of magnitudes)."""
+    hp, rec, results, _, _ = controls_trial
+    assert [r.key.condition for r in results] == list(ARMS)
+    w0 = dict(zip(ARMS, (r["w0"] for r in rec.runs)))
+    for c in ARMS[1:]:
+        for k, v in w0["fluid-rand"].items():
+            assert torch.equal(w0[c][k].abs(), v.abs()), (c, k)
+            assert torch.equal(w0[c][k].abs().flatten().sort().values,
+                               v.abs().flatten().sort().values), (c, k)
+    by = {r.key.condition: r for r in results}
+    assert all(by[c].extra["magnitude_equal_rand"] for c in ARMS)
+    steps = hp.epochs * math.ceil(20 / hp.batch_size)
+    for c, run in zip(ARMS, rec.runs):          # frozen arms keep their signs after every step
+        if c.startswith("frozen-"):
+            assert run["violations"] == [0] * steps, c
+
+
+@needs_cifar10
+def test_control_templates_keep_or_level_each_tensors_sign_counts(controls_trial):
+    """Measured on the start weights: shuffled has the transferred template's per-tensor sign
+    counts but not its positions; balanced levels each tensor by |pos - neg| // 2 flips of the
+    majority sign; the head and the parameters the source lacks keep the init's signs."""
+    hp, rec, results, source, _ = controls_trial
+    w0 = dict(zip(ARMS, (r["w0"] for r in rec.runs)))
+    sign = {c: {k: torch.sign(v) for k, v in w0[c].items()} for c in ARMS}
+    names = _names(hp, source)
+    assert names
+    for k in names:
+        pol, shu, bal = sign["frozen-polarity"][k], sign["frozen-shuffled"][k], sign["frozen-balanced"][k]
+        pos, neg = int((pol > 0).sum()), int((pol < 0).sum())
+        assert (int((shu > 0).sum()), int((shu < 0).sum())) == (pos, neg), k
+        if min(pos, neg) > 20:                    # positions change: structure is gone
+            assert float((shu == pol).float().mean()) < 0.9, k
+        changed = bal != pol
+        assert int(changed.sum()) == abs(pos - neg) // 2, k
+        assert bool((pol[changed] == (1 if pos > neg else -1)).all()), k
+        assert abs(int((bal > 0).sum()) - int((bal < 0).sum())) <= 1, k
+    for k, v in sign["fluid-rand"].items():
+        if k not in names:
+            for c in ("frozen-shuffled", "frozen-balanced", "frozen-oracle"):
+                assert torch.equal(sign[c][k], v), (c, k)
+    by = {r.key.condition: r.extra for r in results}
+    assert by["frozen-shuffled"]["template_negative_fraction"] == \
+        by["frozen-polarity"]["template_negative_fraction"]
+    assert abs(by["frozen-balanced"]["template_negative_fraction"] - 0.5) < 1e-3
+
+
+@needs_cifar10
+def test_oracle_arms_take_the_oracles_signs_and_say_they_are_an_upper_bound(controls_trial):
+    hp, rec, results, _, oracle = controls_trial
+    w0 = dict(zip(ARMS, (r["w0"] for r in rec.runs)))
+    names = _names(hp, oracle)
+    for c in ("frozen-oracle", "fluid-oracle"):
+        for k in names:
+            t, w = oracle.template[k], w0[c][k]
+            on = (t != 0) & (w != 0)
+            assert torch.equal(torch.sign(w).to(torch.int8)[on], t[on]), (c, k)
+    by = {r.key.condition: r.extra for r in results}
+    for c in ("frozen-oracle", "fluid-oracle"):
+        assert "oracle (upper bound)" in by[c]["condition_label"]
+        assert by[c]["condition_label"].endswith("(Fashion-MNIST)")
+        assert by[c]["oracle_sign_agreement_init"] == 1.0
+    assert by["frozen-oracle"]["oracle_sign_agreement_final"] == 1.0
+    assert oracle.info["source_dataset"] == "fmnist"
+    for c in ARMS:
+        if "oracle" not in c:
+            assert "oracle" not in by[c]["condition_label"], c
+
+
+def test_oracle_needs_its_option_and_a_source_of_the_target_itself():
+    from polarity.experiments import ExperimentError
+
+    exp = get("fmnist")
+    q = dataclasses.replace(exp.presets["quick"], conditions=("fluid-rand", "frozen-oracle"))
+    with pytest.raises(ExperimentError, match=r"need an oracle source: set oracle_source \(--oracle-source\)"):
+        exp.validate(q)
+    with pytest.raises(ExperimentError, match="trained on 'cifar10'.*target dataset 'fmnist'"):
+        exp.validate(dataclasses.replace(q, oracle_source="pretrained:cifar10"))
+    with pytest.raises(ExperimentError, match="'imagenet' source"):
+        exp.validate(dataclasses.replace(q, oracle_source="imagenet"))
+    exp.validate(dataclasses.replace(q, oracle_source="pretrained:fmnist"))
+    # the ordinary transfer source stays guarded against the target's own data
+    with pytest.raises(ExperimentError, match="is the target dataset itself"):
+        exp.validate(dataclasses.replace(q, source="pretrained:fmnist"))
+    assert "oracle_source" in exp.cli_fields
+    # a whole dataset holds its class subsets' training images: no transfer, but an oracle of
+    # the subset must be the subset itself
+    img = get("images")
+    ctl = img.presets["transfer-control"]
+    with pytest.raises(ExperimentError, match="holds its training images"):
+        img.validate(dataclasses.replace(ctl, source="pretrained:cifar10"))
+    with pytest.raises(ExperimentError, match="trained on 'cifar10'"):
+        img.validate(dataclasses.replace(ctl, conditions=("frozen-oracle",), oracle_source="pretrained:cifar10"))
+    img.validate(dataclasses.replace(ctl, conditions=("frozen-oracle",),
+                                     oracle_source="pretrained:cifar10:vehicles"))
+
+
+def test_presets_and_labels_of_the_controls():
+    from polarity.experiments.images import ALL_CONDITIONS, CONTROLS, ORACLE_CONDITIONS
+
+    assert set(CONTROLS) | set(ORACLE_CONDITIONS) <= set(ALL_CONDITIONS) == set(get("fmnist").conditions)
+    for name in ("fmnist", "cifar10"):
+        presets = get(name).presets
+        assert presets["transfer"].conditions == CONDITIONS + ("frozen-shuffled",)
+        for p in ("quick", "paper", "tiny"):
+            assert presets[p].conditions == CONDITIONS and presets[p].oracle_source is None
+    assert "frozen-shuffled" in get("images").presets["transfer-control"].conditions
+    assert condition_label("frozen-shuffled", "CIFAR-10") == "Frozen shuffled polarity (CIFAR-10)"
+    assert condition_label("frozen-balanced", "IN") == "Frozen balanced IN-Polarity"
+    assert condition_label("frozen-oracle", "CIFAR-10", "Fashion-MNIST") == \
+        "Frozen oracle (upper bound) polarity (Fashion-MNIST)"
+    assert condition_label("fluid-oracle", "CIFAR-10") == "Fluid oracle (upper bound) polarity"

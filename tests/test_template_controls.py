@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from polarity import Template
-from polarity.template import TemplateError
-from polarity.template.controls import balance_signs, shuffle_signs
+from polarity.template import TemplateError, balance_signs, shuffle_signs
 
 
 @st.composite

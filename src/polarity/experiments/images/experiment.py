@@ -8,12 +8,13 @@ from pathlib import Path
 from ...freeze import ResetError, check_method
 from ...data.subsets import SubsetError, split_name, subset_classes
 from ...training import PRECISIONS
-from ...transfer import TransferError, check_source_dir, parse_source
+from ...transfer import TransferError, check_source_dir, parse_source, same_dataset
 from .. import register
 from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
-from .presets import (CIFAR_PAPER_N, CONDITIONS, FMNIST_PAPER_N, NEEDS_SOURCE, ImageHparams,
-                      make_presets, model_kwargs, transfer_preset)
-from .protocol import get_source, run_trial
+from .presets import (ALL_CONDITIONS, CIFAR_PAPER_N, FMNIST_PAPER_N, NEEDS_SOURCE,
+                      ORACLE_CONDITIONS, ORACLE_LABEL, ImageHparams, make_presets, model_kwargs,
+                      transfer_preset)
+from .protocol import get_oracle, get_source, run_trial
 
 
 class ImageExperiment(Experiment):
@@ -21,9 +22,12 @@ class ImageExperiment(Experiment):
 
     dataset: str | None = "fmnist"
     Hparams = ImageHparams
-    conditions = CONDITIONS
+    conditions = ALL_CONDITIONS
     cli_fields = {"source": "transfer source: a shipped source name ('polarity source list') | a "
-                            "source directory | imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>"}
+                            "source directory | imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>",
+                  "oracle_source": "the oracle arms' source (frozen-oracle, fluid-oracle; an upper "
+                                   "bound): a source trained on the target dataset's own training "
+                                   "images, e.g. pretrained:<target> or a source directory"}
 
     def validate(self, hp: ImageHparams) -> None:
         super().validate(hp)
@@ -87,17 +91,50 @@ class ImageExperiment(Experiment):
             raise ExperimentError(f"source {hp.source!r} holds torchvision AlexNet weights: it needs "
                                   f"arch=alexnet (got {hp.arch!r}); the compact network takes "
                                   "pretrained:<dataset>")
-        if spec.kind == "pretrained" and spec.dataset == hp.dataset:
-            raise ExperimentError(f"source {hp.source!r} is the target dataset itself; "
-                                  "transfer from another dataset")
+        if spec.kind == "pretrained" and same_dataset(spec.dataset, hp.dataset):
+            raise ExperimentError(f"source {hp.source!r} is the target dataset itself (or holds "
+                                  "its training images); transfer from another dataset")
         if spec.kind == "directory":
             try:
                 m = check_source_dir(spec, hp.arch, model_kwargs(hp))
             except TransferError as e:
                 raise ExperimentError(str(e)) from None
-            if m["dataset"] == hp.dataset:
+            if same_dataset(m["dataset"], hp.dataset):
                 raise ExperimentError(f"source {hp.source!r} was trained on the target dataset "
-                                      f"{hp.dataset!r} itself; transfer from another dataset")
+                                      f"{hp.dataset!r} itself; transfer from another dataset (a "
+                                      "source of the target's own images is the oracle: "
+                                      "oracle_source, conditions frozen-oracle / fluid-oracle)")
+        self._validate_oracle(hp)
+
+    def _validate_oracle(self, hp: ImageHparams) -> None:
+        """The oracle arms need ``oracle_source``, and it must be a source of the target dataset's
+        own training images (a source recipe trains on the training split only)."""
+        wanted = [c for c in hp.conditions if c in ORACLE_CONDITIONS]
+        if hp.oracle_source is None:
+            if wanted:
+                raise ExperimentError(
+                    f"conditions {wanted} need an oracle source: set oracle_source (--oracle-source) "
+                    f"to a source trained on {hp.dataset!r}'s own training images, e.g. "
+                    f"pretrained:{hp.dataset} or a source directory; it is an upper bound, labelled "
+                    f"'{ORACLE_LABEL}'")
+            return
+        try:
+            spec = parse_source(hp.oracle_source)
+        except TransferError as e:
+            raise ExperimentError(f"oracle_source: {e}") from None
+        trained_on = None
+        if spec.kind == "pretrained":
+            trained_on = spec.dataset
+        elif spec.kind == "directory":
+            try:
+                trained_on = check_source_dir(spec, hp.arch, model_kwargs(hp))["dataset"]
+            except TransferError as e:
+                raise ExperimentError(f"oracle_source: {e}") from None
+        if trained_on != hp.dataset:
+            what = f"was trained on {trained_on!r}" if trained_on else f"is a {spec.kind!r} source"
+            raise ExperimentError(f"oracle_source {hp.oracle_source!r} {what}; the oracle is a "
+                                  f"source trained on the target dataset {hp.dataset!r}'s own "
+                                  "training images")
 
     def trials(self, hp: ImageHparams) -> list[TrialKey]:
         return [TrialKey(c, int(n), 0, t) for n in hp.sample_sizes for t in range(hp.trials)
@@ -112,11 +149,15 @@ class ImageExperiment(Experiment):
         return out
 
     def prepare(self, hp: ImageHparams, device: str = "cpu", log=None) -> tuple[Path, ...]:
-        """A ``pretrained:<dataset>`` source is trained here, once, before any job (the jobs
-        read it from the cache); the other sources are files already."""
-        if not any(c in NEEDS_SOURCE for c in hp.conditions) or parse_source(hp.source).kind != "pretrained":
-            return ()
-        return (Path(get_source(hp, None, device=device, log=log).info["cache_dir"]),)
+        """A ``pretrained:<dataset>`` source (and oracle source) is trained here, once, before
+        any job (the jobs read it from the cache); the other sources are files already."""
+        out = []
+        if any(c in NEEDS_SOURCE for c in hp.conditions) and parse_source(hp.source).kind == "pretrained":
+            out.append(Path(get_source(hp, None, device=device, log=log).info["cache_dir"]))
+        if (any(c in ORACLE_CONDITIONS for c in hp.conditions)
+                and parse_source(hp.oracle_source).kind == "pretrained"):
+            out.append(Path(get_oracle(hp, device=device, log=log).info["cache_dir"]))
+        return tuple(out)
 
     def run_job(self, hp: ImageHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
         ns = {k.n for k in job.trials}

@@ -11,7 +11,15 @@ from ..base import Range, positive
 
 CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
               "fluid-weight", "frozen-weight")
-NEEDS_SOURCE = ("fluid-polarity", "frozen-polarity", "fluid-weight", "frozen-weight")
+# the controls (SPEC §5, docs/images.md), never in a preset's conditions unless it says so:
+# the transferred template shuffled within each tensor / levelled to 50/50 by the fewest flips
+# (polarity.template.controls), and the polarity of a source trained on the target's own
+# training images (``oracle_source``), an upper bound
+CONTROLS = ("frozen-shuffled", "frozen-balanced")
+ORACLE_CONDITIONS = ("frozen-oracle", "fluid-oracle")
+ALL_CONDITIONS = CONDITIONS + CONTROLS + ORACLE_CONDITIONS
+NEEDS_SOURCE = ("fluid-polarity", "frozen-polarity", "fluid-weight", "frozen-weight") + CONTROLS
+ORACLE_LABEL = "oracle (upper bound)"  # in every label of an oracle arm
 REFERENCE = "frozen-polarity"  # every condition is compared against it (SPEC §6)
 
 FMNIST_PAPER_N = (100, 250, 500, 750, 1000, 2000, 3000, 4000, 5000, 6000, 10000, 30000, 60000)
@@ -36,6 +44,9 @@ class ImageHparams:
     model_width: float = 1.0  # compact network channel multiplier
     head: str = "append"  # alexnet: "append" a 10-way head after the 1000-way layer | "replace" it
     source: str = "pretrained:cifar10"
+    # the oracle arms' source: trained on the target dataset's own training images (an upper
+    # bound; the only way a same-dataset source enters a run); None = no oracle arm allowed
+    oracle_source: str | None = None
     conditions: tuple[str, ...] = CONDITIONS
     sample_sizes: tuple[int, ...] = (250, 1000, 4000)
     trials: int = 3
@@ -88,15 +99,33 @@ def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
     return {"head": hp.head}
 
 
-def condition_label(condition: str, source_label: str) -> str:
-    """Figure label, e.g. 'Frozen IN-Polarity' (imagenet) or 'Frozen transferred polarity (CIFAR-10)'."""
+def condition_label(condition: str, source_label: str, oracle_label: str | None = None) -> str:
+    """Figure label, e.g. 'Frozen IN-Polarity' (imagenet), 'Frozen transferred polarity
+    (CIFAR-10)', 'Frozen shuffled polarity (CIFAR-10)' or, whatever is known of the oracle's
+    source, 'Frozen oracle (upper bound) polarity (Fashion-MNIST)'."""
     state, kind = condition.split("-", 1)
     state = state.capitalize()
     if kind == "rand":
         return f"{state} RAND"
+    if kind == "oracle":
+        return f"{state} {ORACLE_LABEL} polarity" + (f" ({oracle_label})" if oracle_label else "")
+    if kind in ("shuffled", "balanced"):
+        what = "IN-Polarity" if source_label == "IN" else f"polarity ({source_label})"
+        return f"{state} {kind} {what}"
     if source_label == "IN":
         return f"{state} IN-{kind.capitalize()}"
     return f"{state} transferred {kind} ({source_label})"
+
+
+def dose_key(arm: str, source: str) -> str:
+    """The condition under which the dose-response study stores ``arm`` of ``source``."""
+    return f"{arm}@{source}"
+
+
+def split_key(condition: str) -> tuple[str, str | None]:
+    """``'frozen-polarity@<source>'`` -> ``('frozen-polarity', '<source>')``; shared arms: None."""
+    arm, sep, source = condition.partition("@")
+    return arm, (source if sep else None)
 
 
 def _cutoffs_for(primary: float, lo: float, hi: float) -> tuple[float, ...]:
@@ -130,14 +159,17 @@ def transfer_preset(dataset: str, source: str, cutoff: float, cutoffs: Sequence[
     """The transfer study (docs/images.md): small n where transfer matters, 12 paired trials,
     every n at least 30 epochs and at least 100 optimizer steps (batch 100: n = 100 trains 100
     full-batch epochs, n = 250 34 epochs, n = 1000 30 epochs = 300 steps), validation on 1000
-    test images at 10 points per trial; about 10-15 minutes on 2 cores."""
+    test images at 10 points per trial; the six conditions and the structure-free control
+    (frozen-shuffled); about 12 minutes on 2 cores."""
     return ImageHparams(dataset=dataset, arch="compact", in_size=32, model_width=0.5,
-                        source=source, sample_sizes=(100, 250, 1000), trials=12, epochs=30,
+                        source=source, conditions=CONDITIONS + ("frozen-shuffled",),
+                        sample_sizes=(100, 250, 1000), trials=12, epochs=30,
                         batch_size=100, lr=1e-3, val_size=1000, cutoff=cutoff,
                         cutoffs=tuple(cutoffs), switch_epochs=0, min_steps=100, eval_points=10,
                         threads=1)
 
 
-__all__ = ["CONDITIONS", "NEEDS_SOURCE", "REFERENCE", "FMNIST_PAPER_N", "CIFAR_PAPER_N",
+__all__ = ["CONDITIONS", "CONTROLS", "ORACLE_CONDITIONS", "ALL_CONDITIONS", "ORACLE_LABEL",
+           "NEEDS_SOURCE", "REFERENCE", "FMNIST_PAPER_N", "CIFAR_PAPER_N",
            "ImageHparams", "epochs_for", "eval_epochs", "model_kwargs", "condition_label",
-           "make_presets", "transfer_preset"]
+           "make_presets", "transfer_preset", "dose_key", "split_key"]

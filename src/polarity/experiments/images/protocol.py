@@ -3,7 +3,10 @@
 Within a trial (seed ``trial_seed(hp.seed, trial)``) every condition starts from one random
 initialisation, sees the same training images in the same batch order, draws the same dropout
 masks and is evaluated on the same validation images; only the polarity handling differs
-(``start_condition``).  ``docs/images.md`` explains the design and what is recorded.
+(``start_condition``).  The controls take the transferred template and shuffle it within each
+tensor or level its signs (``polarity.template.controls``, with the trial's seed); the oracle arms
+take the signs of ``hp.oracle_source``.  ``docs/images.md`` explains the design and what is
+recorded.
 
 On an accelerator the trial's uint8 images stay on the device when they fit (``trial_data``),
 every batch is normalised and resized there, and training runs in ``hp.precision`` /
@@ -13,7 +16,7 @@ numbers are those of the host pipeline bit for bit (tests/test_device_pipeline.p
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -23,11 +26,13 @@ from ...data.images import ImageData, first_n, fits_on_device, to_device
 from ...data.subsets import load as load_dataset
 from ...models import build_model, head_names, init_glorot_
 from ...template import Template
+from ...template.controls import balance_signs, shuffle_signs
+from ...template.diagnostics import diagnose
 from ...training import compute_mode, evaluate, fit, make_optimizer
 from ...transfer import PretrainConfig, Source, load_source
 from ..base import EpochRecord, ExperimentError, TrialKey, TrialResult, trial_seed
-from .presets import (NEEDS_SOURCE, ImageHparams, condition_label, epochs_for, eval_epochs,
-                      model_kwargs)
+from .presets import (NEEDS_SOURCE, ORACLE_CONDITIONS, ImageHparams, condition_label, epochs_for,
+                      eval_epochs, model_kwargs)
 
 # log10 |w| histogram bins for Figure C.6 (fixed so histograms add up across trials)
 HIST_LO, HIST_HI, HIST_BINS = -6.0, 1.0, 70
@@ -44,13 +49,24 @@ def load_data(hp: ImageHparams) -> ImageData:
     return _DATA[key]
 
 
-def get_source(hp: ImageHparams, num_classes: int | None, device: str = "cpu", log=None) -> Source:
-    """The transfer source of ``hp`` (pretrained and cached on first use)."""
+def get_source(hp: ImageHparams, num_classes: int | None, device: str = "cpu", log=None,
+               source: str | None = None, oracle: bool = False) -> Source:
+    """The transfer source of ``hp`` (pretrained and cached on first use), or ``source`` for the
+    same target; a source trained on the target dataset is refused unless it is the ``oracle``
+    (:func:`get_oracle`)."""
     pre = PretrainConfig(n=hp.pretrain_n, epochs=hp.pretrain_epochs, batch_size=hp.batch_size,
-                         lr=hp.lr, seed=hp.seed, val_size=2000,
-                         data_root=hp.data_root, data_source=hp.data_source)
-    return load_source(hp.source, hp.arch, num_classes=num_classes, model_kwargs=model_kwargs(hp),
-                       pretrain=pre, device=device, log=log)
+                         lr=hp.lr, seed=hp.seed, data_root=hp.data_root, data_source=hp.data_source)
+    return load_source(hp.source if source is None else source, hp.arch, num_classes=num_classes,
+                       model_kwargs=model_kwargs(hp), pretrain=pre, device=device, log=log,
+                       target_dataset=hp.dataset, allow_same_dataset=oracle)
+
+
+def get_oracle(hp: ImageHparams, device: str = "cpu", log=None) -> Source:
+    """The oracle arms' source ``hp.oracle_source``: trained on the target dataset's own training
+    images (validation checked that, and that it was asked for)."""
+    if hp.oracle_source is None:
+        raise ExperimentError("the oracle conditions need oracle_source (--oracle-source)")
+    return get_source(hp, None, device=device, log=log, source=hp.oracle_source, oracle=True)
 
 
 # ---------------------------------------------------------------------- what the conditions share
@@ -108,6 +124,11 @@ class SharedStart:
     source: Source | None
     polarity: Template | None  # the source's signs mapped onto the model (head: own signs)
     source_names: list[str]  # constrained, non-head parameters the source has
+    # the templates the conditions need beyond RAND and the source's: "shuffled" and "balanced"
+    # (the source's, within source_names, with the trial's seed), "oracle" (the oracle's signs)
+    controls: dict[str, Template] = field(default_factory=dict)
+    oracle: Source | None = None
+    oracle_names: list[str] = field(default_factory=list)
 
 
 def shared_start(hp: ImageHparams, model: torch.nn.Module, n: int, seed: int,
@@ -127,23 +148,35 @@ def shared_start(hp: ImageHparams, model: torch.nn.Module, n: int, seed: int,
         source = get_source(hp, None, device=device)
         polarity = source.polarity_template(model, head=heads)
         source_names = [k for k in constrained if k not in heads and k in source.template]
-    return SharedStart(init_state, rand, constrained, init_sorted, heads, perms, source, polarity,
-                       source_names)
+    start = SharedStart(init_state, rand, constrained, init_sorted, heads, perms, source, polarity,
+                        source_names)
+    if "frozen-shuffled" in conditions:
+        start.controls["shuffled"] = shuffle_signs(polarity, seed, source_names)
+    if "frozen-balanced" in conditions:
+        start.controls["balanced"] = balance_signs(polarity, seed, source_names)
+    if any(c in ORACLE_CONDITIONS for c in conditions):
+        start.oracle = get_oracle(hp, device=device)
+        start.controls["oracle"] = start.oracle.polarity_template(model, head=heads)
+        start.oracle_names = [k for k in constrained if k not in heads and k in start.oracle.template]
+    return start
 
 
 def start_condition(cond: str, model: torch.nn.Module, start: SharedStart) -> Template:
     """Put ``model`` in the condition's start state; returns the condition's template (the one a
-    frozen arm keeps)."""
+    frozen arm keeps).  Every template arm (polarity, shuffled, balanced, oracle) takes its signs
+    on the init's magnitudes by flipping: all of them start from the same |w|."""
     model.load_state_dict(start.init_state)
-    if cond in ("fluid-rand", "frozen-rand"):
+    kind = cond.split("-", 1)[1] if "-" in cond else cond
+    if kind == "rand":
         return start.rand
-    if cond in ("fluid-polarity", "frozen-polarity"):
-        impose(model, start.polarity, "flip")  # the source's signs on the init's magnitudes
-        return start.polarity
-    if cond in ("fluid-weight", "frozen-weight"):
+    if kind == "weight":
         start.source.transfer_weights(model, head=start.heads)
         return Template.from_module(model)
-    raise ExperimentError(f"unknown condition {cond!r}")  # validate() guards this
+    template = start.polarity if kind == "polarity" else start.controls.get(kind)
+    if template is None:
+        raise ExperimentError(f"unknown condition {cond!r}")  # validate() guards this
+    impose(model, template, "flip")
+    return template
 
 
 # ---------------------------------------------------------------------- measures of a start state
@@ -190,6 +223,28 @@ def run_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
               device: str = "cpu", data: ImageData | None = None) -> list[TrialResult]:
     """Run every condition of one (n, trial); see the module docstring for what is shared.
     ``data``: the dataset (default ``load_data(hp)``; benchmarks pass synthetic images)."""
+    t = setup_trial(hp, n, trial, conditions, device, data)
+    return [run_condition(hp, t, cond) for cond in conditions]
+
+
+@dataclass
+class Trial:
+    """One (n, trial) set up: its seed, data, the network every condition trains and the start
+    they share (:func:`setup_trial`)."""
+
+    n: int
+    trial: int
+    seed: int
+    dataset_label: str
+    sets: TrialData
+    model: torch.nn.Module
+    start: SharedStart
+    device: str
+
+
+def setup_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
+                device: str = "cpu", data: ImageData | None = None) -> Trial:
+    """The data, the network and the shared start of one (n, trial) for ``conditions``."""
     seed = trial_seed(hp.seed, trial)
     data = load_data(hp) if data is None else data
     if n > len(data.train_y):
@@ -197,26 +252,43 @@ def run_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
     sets = trial_data(hp, data, n, device)
     model = build_model(hp.arch, data.num_classes, **model_kwargs(hp))
     start = shared_start(hp, model, n, seed, conditions, device)
+    return Trial(n, trial, seed, data.label, sets, model, start, device)
+
+
+def run_condition(hp: ImageHparams, t: Trial, cond: str, key: str | None = None,
+                  label: str | None = None) -> TrialResult:
+    """Train condition ``cond`` of the set-up trial ``t`` from its start state; the result is
+    stored under ``key`` (default ``cond``) with ``label`` (default :func:`condition_label`)."""
+    start, model = t.start, t.model
     source_label = start.source.label if start.source is not None else "none"
-    results = []
-    for cond in conditions:
-        t0 = time.perf_counter()
-        template = start_condition(cond, model, start)
-        extra: dict[str, Any] = {
-            "dataset_label": data.label, "source": hp.source, "source_label": source_label,
-            "condition_label": condition_label(cond, source_label),
-            **_start_measures(model, template, start)}
-        frozen = cond.startswith("frozen-")
-        records = _train(hp, model, template, frozen, cond.startswith("fluid-"), sets, start,
-                         seed, device)
-        extra["final_violations"] = int(sum(template.violations(model).values()))
-        extra["frozen"] = frozen
-        if start.source is not None and start.source_names:
-            extra["source_sign_agreement_final"] = source_agreement(start.source.template, model,
-                                                                    start.source_names)
-        results.append(TrialResult(TrialKey(cond, n, 0, trial), seed, time.perf_counter() - t0,
-                                   records, extra))
-    return results
+    oracle_label = start.oracle.label if start.oracle is not None else None
+    t0 = time.perf_counter()
+    template = start_condition(cond, model, start)
+    extra: dict[str, Any] = {
+        "dataset_label": t.dataset_label,
+        "source": start.source.spec.text if start.source is not None else hp.source,
+        "source_label": source_label,
+        "condition_label": label or condition_label(cond, source_label, oracle_label),
+        **_start_measures(model, template, start)}
+    if start.oracle is not None:
+        extra.update({"oracle_source": hp.oracle_source, "oracle_label": oracle_label,
+                      "oracle_val_acc": start.oracle.info.get("val_acc")})
+        if cond in ORACLE_CONDITIONS:
+            extra["oracle_sign_agreement_init"] = source_agreement(
+                start.oracle.template, model, start.oracle_names)
+    frozen = cond.startswith("frozen-")
+    records = _train(hp, model, template, frozen, cond.startswith("fluid-"), t.sets, start,
+                     t.seed, t.device)
+    extra["final_violations"] = int(sum(template.violations(model).values()))
+    extra["frozen"] = frozen
+    if start.source is not None and start.source_names:
+        extra["source_sign_agreement_final"] = source_agreement(start.source.template, model,
+                                                                start.source_names)
+    if cond in ORACLE_CONDITIONS:
+        extra["oracle_sign_agreement_final"] = source_agreement(start.oracle.template, model,
+                                                                start.oracle_names)
+    return TrialResult(TrialKey(key or cond, t.n, 0, t.trial), t.seed, time.perf_counter() - t0,
+                       records, extra)
 
 
 def _start_measures(model: torch.nn.Module, template: Template, start: SharedStart) -> dict[str, Any]:
@@ -232,6 +304,11 @@ def _start_measures(model: torch.nn.Module, template: Template, start: SharedSta
     if start.source is not None and start.source_names:
         out["source_sign_agreement_init"] = source_agreement(start.source.template, model,
                                                              start.source_names)
+        # the start template over the source's (non-head) parameters: how far it leans negative
+        # and how many units it leaves dead-leaning (polarity.template.diagnostics)
+        d = diagnose(Template({k: template[k] for k in start.source_names})).overall
+        out["template_negative_fraction"] = d.negative_fraction
+        out["template_dead_unit_fraction"] = d.dead_unit_fraction
     if start.source is not None and start.source.info.get("val_acc") is not None:
         out["source_val_acc"] = start.source.info["val_acc"]
     return out
@@ -278,5 +355,6 @@ def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen:
 
 
 __all__ = ["HIST_LO", "HIST_HI", "HIST_BINS", "PRETRANSFORM_BYTES", "load_data", "get_source",
+           "get_oracle",
            "TrialData", "trial_data", "SharedStart", "shared_start", "start_condition",
-           "source_agreement", "run_trial"]
+           "source_agreement", "Trial", "setup_trial", "run_condition", "run_trial"]
