@@ -2,9 +2,10 @@
 # Sets everything up, then runs the main job: a reduced but real reproduction on a CPU.
 #   1. XOR-5D, paper Figure 1 at full scale (11 sample sizes x 50 trials x 3 conditions, 100 epochs):
 #      polarity frozen to a sufficient template learns faster and from fewer samples;
-#   2. Fashion-MNIST, the `transfer` study: all six conditions at n = 100, 250, 1000 with 12 paired
-#      trials, polarity and weights transferred from the compact network shipped in the repository
-#      (trained on CIFAR-10, the offline JPEG copy; `polarity source info cifar10-compact-w0.5`).
+#   2. Fashion-MNIST, the `transfer` study: all six conditions and the structure-free control
+#      (frozen-shuffled: the transferred template permuted within each tensor) at n = 100, 250, 1000
+#      with 12 paired trials, polarity and weights transferred from the compact network shipped in
+#      the repository (trained on CIFAR-10, the offline JPEG copy; `polarity source list`).
 # Results, reports and figures land in runs/ (rerunning resumes; finished trials are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
