@@ -437,3 +437,22 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
         assert code == 2 and not out, argv
         assert err.startswith("polarity: error: ") and err.count("\n") == 1, err
         assert says in err, (argv, err)
+
+
+def test_the_docs_table_of_the_shipped_sources_is_current():
+    """docs/templates.md lists each shipped source's diagnostics; a retrained or new source
+    must update it (the table is read back here, not copied)."""
+    from pathlib import Path
+
+    from polarity.sources import ZOO, shipped
+
+    text = (Path(__file__).parents[1] / "docs" / "templates.md").read_text()
+    rows = {m[1]: m.groups()[1:] for m in re.finditer(
+        r"^\| (\S+) +\| ([\d.]+) +\| (\d+)/(\d+) +\| ([\d.]+) +\| (\d+)/(\d+) +\|$", text, re.M)}
+    assert set(rows) == set(shipped()), "docs/templates.md: the table of the shipped sources"
+    for name, (neg, dead, units, active, silent, units2) in rows.items():
+        t = Template.load(ZOO / name / "template.polarity")
+        o = diagnose(t, input_ratio={"features.0.weight": 0.0}).overall
+        assert (neg, dead, units, active, silent, units2) == (
+            f"{o.negative_fraction:.3f}", str(o.dead_units), str(o.units),
+            f"{o.active_fraction:.3f}", str(o.silent_units), str(o.units)), name
