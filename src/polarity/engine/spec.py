@@ -37,6 +37,13 @@ def _unknown(what: str, name: str, known: Sequence[str], context: str = "") -> s
     return unknown(what, name, known, context=context)
 
 
+def _suggest(name: str, known: Sequence[str]) -> str:
+    from ..cli_errors import did_you_mean
+
+    close = did_you_mean(name, known)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
 @dataclass(frozen=True)
 class Spec:
     experiment: str
@@ -202,7 +209,7 @@ def apply_sets(exp: Experiment, hp: Any, sets: Sequence[str]) -> Any:
             raise SpecError(f"--set {item!r}: expected field=value")
         if name not in types_:
             raise SpecError(f"--set {item!r}: experiment {exp.name!r} has no hparam {name!r}; "
-                            + _unknown("field", name, list(types_)).split("; ", 1)[1])
+                            f"{_suggest(name, list(types_))}known: {', '.join(types_)}")
         if name in given:
             raise SpecError(f"--set {name} is given twice ({given[name]!r} and {item!r}); give each field once")
         given[name] = item
@@ -282,15 +289,10 @@ def apply_config(exp: Experiment, hp: Any, values: Mapping[str, Any]) -> Any:
         if name not in types_:
             raise SpecError(_unknown("hparam", name, list(types_), f"in the config's [hparams] for {exp.name!r}"))
         tp = types_[name]
-        optional, inner = optional_inner(tp)
-        if isinstance(value, str) and inner is not str:  # "none", or a number/tuple written as --set text
+        if isinstance(value, str):  # "none" for an optional field, or any value in --set's syntax
             changes[name] = parse_value(tp, value, name)
-        elif isinstance(value, (list, tuple)):
-            changes[name] = coerce(tp, list(value), name)
-        else:
+        else:  # TOML's own types: the checks of validate() follow
             changes[name] = coerce(tp, value, name)
-        if isinstance(value, str) and optional and inner is str and value.strip().lower() in ("none", "null"):
-            changes[name] = None
     return dataclasses.replace(hp, **changes) if changes else hp
 
 
