@@ -6,7 +6,8 @@ by job, each job in one transaction, into a fresh database:
 
 * ``rows_rows_per_s``: schema 1, one SQLite row per (trial, epoch), extras as JSON text; the
   commit as polarity 0.1 wrote it (``commit_rows`` below is that code, kept as the baseline);
-* ``columnar_rows_per_s``: schema 2 (``polarity.store``), one row per trial holding its series,
+* ``columnar_rows_per_s``: the current schema (``polarity.store``; 2 in issue 14, 3 with its
+  per-trial digest since issue 21), one row per trial holding its series,
   committing trials a worker has packed already (``pack_trial`` runs in the worker, so this is
   the driver's whole share, the number the driver's throughput depends on);
 * ``columnar_with_pack_rows_per_s``: schema 2 with the packing done in the timed commit as well
@@ -15,7 +16,8 @@ by job, each job in one transaction, into a fresh database:
 
 Throughputs are epoch rows per second.  ``speedup`` = columnar / rows (goal >= 20).  Each number
 is the best of ``--repeat`` runs (the machine may be shared).  ``read_*_s``: ``epochs_frame()``
-of each database.  Usage: ``python benchmarks/store.py [--trials N] [--epochs E] [--job-trials J]``.
+of each database (schema 3's includes checking every trial's digest; ``verify_columnar_s``: that
+check alone).  Usage: ``python benchmarks/store.py [--trials N] [--epochs E] [--job-trials J]``.
 """
 from __future__ import annotations
 
@@ -164,6 +166,14 @@ def time_read(path: Path) -> float:
         return time.perf_counter() - t0
 
 
+def time_verify(path: Path) -> float:
+    """Schema 3's check of every trial (digests, counts) alone: part of ``time_read``."""
+    with Store(path, readonly=True) as s:
+        t0 = time.perf_counter()
+        s.verify()
+        return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20000)
@@ -187,6 +197,7 @@ def main() -> None:
             best["with_pack"] = min(best["with_pack"], time_columnar(jobs, d, "with_pack.sqlite"))
             reads = {"read_rows_s": round(time_read(d / "rows.sqlite"), 3),
                      "read_columnar_s": round(time_read(d / "columnar.sqlite"), 3),
+                     "verify_columnar_s": round(time_verify(d / "columnar.sqlite"), 3),
                      "bytes_rows": (d / "rows.sqlite").stat().st_size,
                      "bytes_columnar": (d / "columnar.sqlite").stat().st_size}
     out = {"schema": SCHEMA_VERSION, "trials": args.trials, "epochs": args.epochs, "jobs": len(jobs),

@@ -21,6 +21,7 @@ from polarity import cli, engine, experiments, store
 from polarity.engine import runner
 
 from _readonly import read_only
+from _stores import drop_trials
 
 TOY = experiments.get("toy")
 
@@ -74,11 +75,7 @@ def _killed_and_archived(tmp_path: Path, monkeypatch, *, schema_in_wal: bool) ->
     live = tmp_path / "live"
     if not schema_in_wal:  # 8 of 12 trials checkpointed into the main file
         engine.run_spec(spec, live, quiet=True)
-        c = sqlite3.connect(live / "results.sqlite")
-        c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE n=24)")
-        c.execute("DELETE FROM trials WHERE n=24")
-        c.commit()
-        c.close()
+        drop_trials(live / "results.sqlite", "n=24")
     kept = []  # connections never closed, as in a killed process: SQLite does not checkpoint
     with monkeypatch.context() as m:
         m.setattr(store.Store, "close", lambda self: kept.append(self))

@@ -145,3 +145,53 @@ def test_a_symlinked_database_is_never_written(finished, run_copy, tmp_path, cap
     code, _, err = _cli(capsys, *[a.format(run=run_copy) for a in argv])
     _one_line_error(code, err, "results.sqlite is a symbolic link")
     assert hashlib.sha256(elsewhere.read_bytes()).hexdigest() == before
+
+
+# ----------------------------------------------------------------------------- 15. one line, never a traceback
+
+@pytest.mark.parametrize("cmd", ["run", "report", "export", "upgrade"])
+def test_an_out_component_over_255_bytes_is_one_line(tmp_path, capsys, cmd):
+    long = tmp_path / ("x" * 300)
+    argv = {"run": ["run", "toy", "--set", "ns=8", "--quiet", "--out", long], "report": ["report", long],
+            "export": ["export", long, "--csv", tmp_path / "e.csv"], "upgrade": ["store", "upgrade", long]}[cmd]
+    code, _, err = _cli(capsys, *argv)
+    _one_line_error(code, err, "x" * 40)
+
+
+def test_report_on_a_directory_whose_name_is_not_utf8(finished, tmp_path, capsys):
+    d = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff\xfe"))
+    shutil.copytree(finished, d)
+    code, out, err = _cli(capsys, "report", d)
+    assert code == 0, err
+    text = (d / "report" / "report.md").read_bytes().decode("utf-8")  # valid UTF-8
+    assert "$'" in text and "\\xff\\xfe" in text  # the path as bash reads it back
+
+
+def _spoil_meta(d: Path, key: str, value: str) -> None:
+    c = sqlite3.connect(d / "results.sqlite")
+    c.execute("UPDATE run SET value = ? WHERE key = ?", (value, key))
+    c.commit()
+    c.close()
+
+
+@pytest.mark.parametrize("where", ["spec.json", "meta:hparams", "meta:elapsed_s", "meta:spec_hash"])
+@pytest.mark.parametrize("cmd", ["run", "report", "export"])
+def test_bad_json_in_the_run_metadata_is_one_line(run_copy, tmp_path, capsys, where, cmd):
+    if where == "spec.json":
+        (run_copy / "spec.json").write_text('{"experiment": "toy", "hparams": {')
+    else:
+        _spoil_meta(run_copy, where.split(":")[1], "{not json")
+    argv = {"run": ["run", "toy", "--set", "ns=8", "--quiet", "--out", run_copy], "report": ["report", run_copy],
+            "export": ["export", run_copy, "--csv", tmp_path / "e.csv"]}[cmd]
+    code, _, err = _cli(capsys, *argv)
+    _one_line_error(code, err, "spec.json" if where == "spec.json" else "results.sqlite")
+    if where != "spec.json":
+        assert repr(where.split(":")[1]) in err
+
+
+@pytest.mark.parametrize("cmd", ["report", "export"])
+def test_wrongly_typed_metadata_is_one_line_or_ignored(run_copy, tmp_path, capsys, cmd):
+    _spoil_meta(run_copy, "elapsed_s", json.dumps("a long time"))
+    argv = {"report": ["report", run_copy], "export": ["export", run_copy, "--csv", tmp_path / "e.csv"]}[cmd]
+    code, _, err = _cli(capsys, *argv)
+    assert code == 0, err

@@ -19,6 +19,7 @@ from polarity import engine, experiments, store
 from polarity.engine import runner
 
 from _readonly import read_only
+from _stores import drop_trials
 
 TOY = experiments.get("toy")
 
@@ -69,11 +70,7 @@ def test_resume_after_lost_job_recomputes_identical_numbers(tmp_path):
     spec = _spec("ns=8,16,24")
     engine.run_spec(spec, tmp_path / "clean", quiet=True)
     engine.run_spec(spec, tmp_path / "cut", quiet=True)
-    c = sqlite3.connect(tmp_path / "cut" / "results.sqlite")
-    c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE job='n=16/width=0')")
-    c.execute("DELETE FROM trials WHERE job='n=16/width=0'")
-    c.commit()
-    c.close()
+    drop_trials(tmp_path / "cut" / "results.sqlite", "job='n=16/width=0'")
     s = engine.run_spec(spec, tmp_path / "cut", quiet=True)
     assert (s.computed_trials, s.skipped_trials, s.pending_jobs) == (4, 8, 1)
     a, b = _frames(tmp_path / "clean"), _frames(tmp_path / "cut")
@@ -231,11 +228,7 @@ def test_read_only_directories(tmp_path):
     spec = _spec("ns=8,16")
     d = tmp_path / "partial"
     engine.run_spec(spec, d, quiet=True)
-    c = sqlite3.connect(d / "results.sqlite")
-    c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE n=16)")
-    c.execute("DELETE FROM trials WHERE n=16")
-    c.commit()
-    c.close()
+    drop_trials(d / "results.sqlite", "n=16")
     before = _tree_digest(d)
     with read_only(d):
         with pytest.raises(runner.RunDirError) as ei:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from polarity import cli, engine, experiments, store
 from polarity.experiments.base import EpochRecord, ExperimentError, TrialKey, TrialResult
+from _stores import drop_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = experiments.get("toy")
@@ -55,7 +56,7 @@ def _frames_of_both(tmp: Path, jobs) -> tuple[pd.DataFrame, pd.DataFrame]:
     _write_v1(tmp / "v1.sqlite", jobs)
     _write_v2(tmp / "v2.sqlite", jobs)
     with store.Store(tmp / "v1.sqlite", readonly=True) as a, store.Store(tmp / "v2.sqlite", readonly=True) as b:
-        assert (a.version, b.version) == (1, 2)
+        assert (a.version, b.version) == (1, store.SCHEMA_VERSION)
         return a.epochs_frame(), b.epochs_frame()
 
 
@@ -266,18 +267,14 @@ def test_store_upgrade_converts_in_place_then_the_run_resumes(v1_run, capsys, mo
 
     code, out, err = _cli(capsys, "store", "upgrade", d)
     assert code == 0, err
-    assert "schema 1 -> 2" in out and "8 trials" in out
+    assert f"schema 1 -> {store.SCHEMA_VERSION}" in out and "8 trials" in out
     with store.Store(d / store.FILENAME, readonly=True) as s:
         assert s.version == store.SCHEMA_VERSION
         pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
         pd.testing.assert_frame_equal(s.trials_frame(), before, check_exact=True)
     assert _cli(capsys, "store", "upgrade", d)[1].endswith("nothing to do\n")
     # new results go into the upgraded store
-    c = sqlite3.connect(d / store.FILENAME)
-    c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE n=16)")
-    c.execute("DELETE FROM trials WHERE n=16")
-    c.commit()
-    c.close()
+    drop_trials(d / store.FILENAME, "n=16")
     s = engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
     assert s.complete and s.computed_trials == 4
     pd.testing.assert_frame_equal(store.epochs_frame(d), want, check_exact=True)
@@ -299,3 +296,96 @@ def test_upgrade_refuses_a_running_run_and_newer_or_foreign_stores(v1_run, tmp_p
     h = _sha(d / store.FILENAME)
     code, _, err = _cli(capsys, "store", "upgrade", d)
     assert code == 2 and "newer than this polarity's" in err and _sha(d / store.FILENAME) == h
+
+
+# ----------------------------------------------------------------------------- issue 21: schema 3
+
+def _as_schema_2(run: Path) -> None:
+    """A finished run's database as polarity wrote it between issues 14 and 21 (no digests)."""
+    c = sqlite3.connect(run / store.FILENAME)
+    c.execute("ALTER TABLE trials DROP COLUMN digest")
+    c.execute("DELETE FROM run WHERE key = 'trial_count'")
+    c.execute("PRAGMA user_version = 2")
+    c.commit()
+    c.close()
+
+
+def test_schema_2_is_read_as_it_is_and_upgraded_with_digests(tmp_path, capsys):
+    d = tmp_path / "run"
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    want, trials = store.epochs_frame(d), store.trials_frame(d)
+    _as_schema_2(d)
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        assert s.version == 2
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8,16", "--out", d, "--quiet", "--no-report")
+    assert code == 2 and "schema 2" in err and "store upgrade" in err
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0 and "schema 2 -> 3, 8 trials" in out, err
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        s.verify()
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+        pd.testing.assert_frame_equal(s.trials_frame(), trials, check_exact=True)
+    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    assert s.complete and s.computed_trials == 0
+
+
+def test_upgrade_checks_its_room_first(v1_run, capsys, monkeypatch):
+    d, _, _ = v1_run
+    h = _sha(d / store.FILENAME)
+    monkeypatch.setattr(store, "_free_bytes", lambda directory: 1000)
+    code, _, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 2 and "needs about" in err and "3x the store" in err and "Nothing was changed" in err
+    assert _sha(d / store.FILENAME) == h
+
+
+def test_upgrade_whose_compaction_fails_says_the_store_is_upgraded(v1_run, capsys, monkeypatch):
+    d, want, _ = v1_run
+
+    def full(conn):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_compact", full)
+    code, _, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "IS upgraded to schema 3" in err and "reads as it is" in err and "compacting it afterwards failed" in err
+    assert f"polarity store upgrade {d}` again to compact it" in err
+    with store.Store(d / store.FILENAME, readonly=True) as s:
+        assert s.version == store.SCHEMA_VERSION
+        pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
+    monkeypatch.undo()
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0 and "already has schema 3; compacted" in out, err
+    assert _cli(capsys, "store", "upgrade", d)[1].endswith("nothing to do\n")
+
+
+def test_upgrade_does_not_count_an_orphan_epochs_row_as_a_trial(v1_run, capsys):
+    d, want, _ = v1_run
+    c = sqlite3.connect(d / store.FILENAME)
+    c.execute("INSERT INTO epochs(trial_id, epoch, train_loss, train_acc, val_loss, val_acc, extra)"
+              " VALUES (999, 1, 0.5, 0.5, 0.5, 0.5, NULL)")
+    c.commit()
+    c.close()
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0 and "8 trials, 1 epochs rows of no trial dropped" in out, err
+    pd.testing.assert_frame_equal(store.epochs_frame(d), want, check_exact=True)
+
+
+@pytest.mark.parametrize("column, value, needle", [
+    ("extra", "{not json", "its extra is '{not json', not a JSON object"),
+    ("extra", "[1, 2]", "not a JSON object"),
+    ("train_loss", "low", "its train_loss is 'low', not a number"),
+])
+def test_a_damaged_schema_1_row_is_one_line_naming_the_trial(v1_run, tmp_path, capsys, column, value, needle):
+    d, _, _ = v1_run
+    c = sqlite3.connect(d / store.FILENAME)
+    tid, cond, n, t = c.execute("SELECT id, condition, n, trial FROM trials ORDER BY id LIMIT 1 OFFSET 5").fetchone()
+    c.execute(f"UPDATE epochs SET {column} = ? WHERE trial_id = ? AND epoch = 2", (value, tid))
+    c.commit()
+    c.close()
+    h = _sha(d / store.FILENAME)
+    for argv in (["export", d, "--csv", tmp_path / "e.csv"], ["store", "upgrade", d]):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
+        assert f"trial {cond!r} n={n}" in err and f"trial={t}" in err and "epoch 2" in err and needle in err, err
+    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()

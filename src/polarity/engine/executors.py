@@ -14,13 +14,19 @@ store (``store.pack_trial``); only the driver writes results.
   and the cache directories the run prepared (a pretrained source) are shipped to nodes that
   lack them.  A task whose worker process or node is lost is retried up to ``retries`` times
   (system failures only: an exception raised by the job is never retried), then reported as a
-  failed job.  Each job's results reach the driver once, whatever was retried.
+  failed job.  Each job's results reach the driver once, whatever was retried.  A cluster
+  address is reached first with a plain TCP connection (``probe_ray``, within
+  ``POLARITY_RAY_CONNECT_TIMEOUT`` seconds, default 30), so an address where no Ray listens is
+  one clear error, not a connection Ray retries for minutes.
 
 ``docs/engine.md`` describes threads, determinism and clusters.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from ..store import PackedTrial
 from . import progress
 
 EXECUTORS = ("local", "ray")
+CONNECT_TIMEOUT_S = 30.0  # default of POLARITY_RAY_CONNECT_TIMEOUT
 
 
 @dataclass
@@ -261,6 +268,41 @@ def _ray_job(name: str, hp: Any, job: Job, device: str, files: Mapping | None):
     return results, hw, wall
 
 
+def connect_timeout() -> float:
+    """Seconds to wait for a Ray cluster's head: ``$POLARITY_RAY_CONNECT_TIMEOUT`` or 30."""
+    v = os.environ.get("POLARITY_RAY_CONNECT_TIMEOUT", "").strip()
+    try:
+        t = float(v) if v else CONNECT_TIMEOUT_S
+    except ValueError:
+        t = math.nan
+    if not 0 < t < math.inf:
+        raise ExperimentError(f"POLARITY_RAY_CONNECT_TIMEOUT={v!r}: expected a number of seconds > 0")
+    return t
+
+
+def probe_ray(address: str | None, timeout: float | None = None) -> None:
+    """Reach the head of the Ray cluster at ``address`` (HOST:PORT) with a TCP connection within
+    ``timeout`` seconds (``connect_timeout()``), or raise the one-line ``ExperimentError`` that
+    says it cannot be reached.  Nothing to do without an address ('auto' and ray:// addresses
+    are left to Ray)."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExperimentError(f"--address {address!r}: expected HOST:PORT of a Ray cluster's head, e.g. "
+                              "10.0.0.5:6379")
+    t = connect_timeout() if timeout is None else timeout
+    where = f"cannot start or reach the Ray cluster at {address}"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=t).close()
+    except socket.timeout:
+        raise ExperimentError(f"{where}: no answer within {t:g} s (POLARITY_RAY_CONNECT_TIMEOUT sets the "
+                              "wait)") from None
+    except OSError as e:
+        raise ExperimentError(f"{where}: {e.strerror or e} (is `ray start --head` running there, on that "
+                              "port?)") from None
+
+
 class RayExecutor(Executor):
     """Ray tasks (``num_cpus=1`` each).  Connects to ``address`` when given (the jobs ship the
     polarity package with them), else starts a local instance (with ``num_cpus`` CPUs when
@@ -269,7 +311,9 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, retries: int = 3) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, retries: int = 3,
+                 quiet: bool = False) -> None:
+        probe_ray(address)
         try:
             import ray
         except ModuleNotFoundError:
@@ -282,7 +326,9 @@ class RayExecutor(Executor):
         self._started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "configure_logging": False}
+                                      "configure_logging": quiet}
+            if quiet:  # Ray's own warnings too
+                kwargs["logging_level"] = logging.ERROR
             if address:
                 kwargs["runtime_env"] = {"py_modules": [str(package_dir())]}
             attempts = 1 if address else 2  # a local start can time out on a loaded machine
@@ -359,9 +405,10 @@ def check_device(device: str, executor: str = "local") -> None:
 
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
-                  retries: int = 3) -> Executor:
+                  retries: int = 3, quiet: bool = False) -> Executor:
     if kind == "local":
         return LocalExecutor() if workers <= 1 else PoolExecutor(workers)
     if kind == "ray":
-        return RayExecutor(address=address, num_cpus=workers if workers > 1 else None, retries=retries)
+        return RayExecutor(address=address, num_cpus=workers if workers > 1 else None, retries=retries,
+                           quiet=quiet)
     raise ExperimentError(f"unknown executor {kind!r}; known: {', '.join(EXECUTORS)}")

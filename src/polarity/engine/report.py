@@ -4,6 +4,7 @@ the store and spec.json, once they are found to agree (``runner.open_run``); tak
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,32 @@ from .runner import RunDirError, open_run, plan, refuse_links
 from .spec import overrides
 
 
+def shell_quote(s: str) -> str:
+    """``s`` for a POSIX shell, as ``shlex.quote``; a path whose name is not UTF-8 (its bytes
+    held as surrogates) as bash's ``$'...'`` with ``\\xHH`` escapes, so the report stays UTF-8
+    and the command still names that directory."""
+    try:
+        s.encode("utf-8")
+        return shlex.quote(s)
+    except UnicodeEncodeError:
+        return "$'" + "".join(chr(c) if 32 <= c < 127 and c not in (39, 92) else f"\\x{c:02x}"
+                              for c in os.fsencode(s)) + "'"
+
+
 def reproduce_command(exp, spec, out: Path) -> str:
     parts = ["polarity", "run", spec.experiment, "--preset", spec.preset]
     for ov in overrides(exp, spec.preset, spec.hp):
         parts += ["--set", ov]
     parts += ["--out", str(out)]
-    return " ".join(shlex.quote(p) for p in parts)
+    return " ".join(shell_quote(p) for p in parts)
+
+
+def _seconds(v: Any) -> float:
+    """A duration from the run's metadata; NaN (shown as n/a) when it is not a number."""
+    try:
+        return float(v or 0.0)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _fmt_seconds(s: float) -> str:
@@ -54,7 +75,7 @@ def header(exp, spec, out: Path, epochs, trials, meta: dict[str, Any]) -> str:
         f"| trials complete | {n_done}" + (f" of {n_expected}" if n_expected is not None else "") + " |",
         f"| conditions | {', '.join(spec.hp.conditions)} |",
         f"| compute time (sum over trials) | {_fmt_seconds(wall)} |",
-        f"| elapsed (all invocations) | {_fmt_seconds(float(meta.get('elapsed_s') or 0.0))} |",
+        f"| elapsed (all invocations) | {_fmt_seconds(_seconds(meta.get('elapsed_s')))} |",
         f"| hardware | {'; '.join(hw) if hw else 'n/a'} |",
         f"| polarity version | {', '.join(sorted(set(trials['version']))) if len(trials) else meta.get('polarity_version', '?')} |",
         "",
@@ -62,7 +83,7 @@ def header(exp, spec, out: Path, epochs, trials, meta: dict[str, Any]) -> str:
     if len(trials):
         per = trials.groupby("condition").size()
         lines += ["Trials per condition: " + ", ".join(f"{c}: {int(k)}" for c, k in per.items()), ""]
-    lines += ["Reproduce:", "", "```", reproduce_command(exp, spec, out), f"polarity report {shlex.quote(str(out))}",
+    lines += ["Reproduce:", "", "```", reproduce_command(exp, spec, out), f"polarity report {shell_quote(str(out))}",
               "```", "", "Hyper-parameters:", "", "| field | value |", "|---|---|"]
     lines += [f"| {k} | `{json.dumps(v)}` |" for k, v in spec.hparams.items()]
     lines.append("")
@@ -92,7 +113,7 @@ def write_report(out: str | Path) -> Path:
         else:
             tidy.unlink(missing_ok=True)  # never leave a stale table from an earlier report
             data = (f"Data: {len(epochs):,} epoch rows, too many for a CSV written at every report: "
-                    f"`polarity export {shlex.quote(str(out))} --csv FILE` writes them; each figure's "
+                    f"`polarity export {shell_quote(str(out))} --csv FILE` writes them; each figure's "
                     "CSV is beside it.\n")
     except OSError as e:
         raise RunDirError(f"cannot write report into {rdir}: {e.strerror or e}") from None

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import experiments
-from ..experiments.base import Experiment, ExperimentError, Job, TrialKey, hparams_dict
+from ..experiments.base import MAX_GRID_TRIALS, Experiment, ExperimentError, Job, TrialKey, hparams_dict
 from ..files import atomic_write
-from ..store import FILENAME, Store, StoreError, upgrade
-from .executors import Outcome, check_device, make_executor, set_threads
+from ..store import FILENAME, Grid, Store, StoreError, repair, upgrade
+from .executors import Outcome, check_device, make_executor, probe_ray, set_threads
 from .progress import DEFAULT_EVERY_S, Progress
 from .spec import Spec, hparams_from_dict, spec_diff
 
@@ -101,9 +101,22 @@ def read_spec_file(out: Path) -> dict[str, Any] | None:
     return data
 
 
+def check_path(out: Path, what: str = "run directory") -> None:
+    """A clear error for a path the system refuses outright (a name over 255 bytes, a path over
+    its limit, a file where a directory must be, no permission to look)."""
+    try:
+        os.stat(out)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:
+        raise RunDirError(f"{what} {out}: {e.strerror or e}"
+                          + (" (each name in a path may have at most 255 bytes)" if e.errno == 36 else "")) from None
+
+
 def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
     """The experiment and spec stored in a run directory (for report/export)."""
     out = Path(out)
+    check_path(out)
     if not out.is_dir():
         raise RunDirError(f"{out} is not a directory")
     data = read_spec_file(out)
@@ -129,9 +142,21 @@ def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any]) ->
             "Nothing was written; restore the run's own spec.json")
 
 
+def grid_of(exp: Experiment, spec: Spec) -> Grid | None:
+    """The trials ``spec`` has, for the store to refuse rows outside them (None for a grid too
+    large to list, which ``exp.validate`` refuses before a run starts)."""
+    try:
+        if exp.grid_size(spec.hp) > MAX_GRID_TRIALS:
+            return None
+        return Grid(spec.experiment, exp.trials(spec.hp))
+    except (ValueError, TypeError):  # a hand-edited spec.json whose grid cannot be built
+        return None
+
+
 def open_run(out: str | Path) -> tuple[Experiment, Spec, Store]:
     """A reader's view of a run directory: its experiment, its spec and its store, open read-only,
-    after checking that they agree.  Takes no lock; the caller closes the store."""
+    after checking that they agree; the store refuses rows outside the spec's grid.  Takes no
+    lock; the caller closes the store."""
     out = Path(out)
     exp, spec, data = load_spec(out)
     try:
@@ -140,6 +165,7 @@ def open_run(out: str | Path) -> tuple[Experiment, Spec, Store]:
         raise RunDirError(str(e)) from None
     try:
         check_agrees(out, data, store.meta())
+        store.expect(grid_of(exp, spec))
     except BaseException:
         store.close()
         raise
@@ -164,6 +190,8 @@ def check_output(out: Path, path: str | Path, flag: str) -> None:
     any SQLite database or file named like a run's own (another run's ``results.sqlite``,
     ``spec.json``), or a path inside the run that goes through a symbolic link."""
     p = Path(path)
+    check_path(Path(out))
+    check_path(p, flag)
     for name in RUN_FILES:
         own = Path(out) / name
         same = own.resolve() == p.resolve()
@@ -223,6 +251,7 @@ def refuse_links(out: Path, where: Path) -> None:
 def check_run_dir(out: Path, spec: Spec) -> bool:
     """Refuse a directory that holds another spec or something that is not a run.  Returns
     whether the directory already holds this spec.  Touches nothing."""
+    check_path(out, "--out")
     if not out.exists():
         return False
     if not out.is_dir():
@@ -386,6 +415,24 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
     return lock, store
 
 
+def repair_run(out: str | Path, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """``polarity store repair DIR``: the trials of the run's store that fail its checks (see
+    ``store.repair``) removed under the run's lock, so that rerunning the run's command
+    recomputes them."""
+    out = Path(out)
+    exp, spec, store = open_run(out)
+    store.close()
+    _check_writable(out)
+    lock = RunLock(out)
+    lock.acquire(command)
+    try:
+        return repair(out / FILENAME, grid_of(exp, spec))
+    except StoreError as e:
+        raise RunDirError(str(e)) from None
+    finally:
+        lock.release()
+
+
 def upgrade_run(out: str | Path, command: Sequence[str] | None = None) -> dict[str, Any]:
     """``polarity store upgrade DIR``: the run's store converted to the current schema in place
     (``store.upgrade``), after checking that ``spec.json`` describes it, under the run's lock (so
@@ -458,12 +505,15 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
         raise ExperimentError(f"--progress-every must be > 0 seconds, got {progress_every}")
     if retries < 0:
         raise ExperimentError(f"--retries must be >= 0, got {retries}")
+    if executor == "ray":
+        probe_ray(address)  # before anything is locked, written or prepared
     out = Path(out)
     trials, jobs = plan(exp, spec.hp)
     lock, store = prepare_run_dir(out, spec, command)
     t_start = time.perf_counter()
     summary = RunSummary(out, len(trials), 0, 0)
     try:
+        store.expect(Grid(spec.experiment, trials))
         done = store.completed(spec.experiment) & set(trials)
         summary.skipped_trials = len(done)
         todo = pending_jobs(jobs, done)
@@ -477,7 +527,7 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
             t0 = time.perf_counter()
             prepared = _prepare(exp, spec.hp, device, bar.log)
             summary.prepare_s = time.perf_counter() - t0
-            with make_executor(executor, workers, address, retries) as ex:
+            with make_executor(executor, workers, address, retries, quiet=quiet) as ex:
                 ex.ship(prepared)
                 for outcome in ex.run(spec.experiment, spec.hp, todo, device):
                     job = outcome.job
@@ -513,7 +563,7 @@ def run_spec(spec: Spec, out: str | Path, *, executor: str = "local", workers: i
             if summary.computed_trials:
                 meta = store.meta()
                 store.set_meta({"elapsed_s": float(meta.get("elapsed_s") or 0.0) + summary.elapsed_s})
-        except (StoreError, sqlite3.Error):
+        except (StoreError, sqlite3.Error, TypeError, ValueError):
             pass
         store.close()
         lock.release()

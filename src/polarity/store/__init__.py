@@ -8,12 +8,18 @@ trial.  Only the driver process writes; workers encode their trials (``pack_tria
 driver only inserts bytes.
 
 Reading: ``Store.epochs_frame()`` is the tidy export (``frames``); ``Store.trials_frame()`` has
-one row per trial.
+one row per trial.  Schema 3 checks every trial before a frame is built (``integrity``: each
+row's digest, its epochs row, the count of committed trials and, when the run's spec is known
+(``Store.expect``), its grid); a store that fails is refused with a one-line ``StoreError``
+naming the trial, and ``repair`` removes such trials, when the user asks, so that the run's
+command recomputes them.  A damaged schema-1 or -2 store is refused the same way where its
+damage can be seen.
 
-Schema 1 (polarity 0.1 before issue 14) stored one ``epochs`` row per (trial, epoch) with REAL
-metrics (NULL for NaN) and the extras as a JSON object.  Such a store is read and exported as it
-is (the same frame), never written: ``polarity store upgrade DIR`` (``upgrade``) converts it in
-place, in one transaction, when the user asks.
+Schema 2 (issue 14) is schema 3 without the digests.  Schema 1 (polarity 0.1 before issue 14)
+stored one ``epochs`` row per (trial, epoch) with REAL metrics (NULL for NaN) and the extras as a
+JSON object.  Such stores are read and exported as they are (the same frame), never written:
+``polarity store upgrade DIR`` (``upgrade``) converts one in place, in one transaction, when the
+user asks.
 
 Opening is safe for the data: a database written by a newer polarity (higher ``user_version``)
 and a database without polarity's schema (another application's file, whatever its
@@ -32,20 +38,24 @@ import math
 import os
 import shutil
 import sqlite3
+import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..experiments.base import EpochRecord, ExperimentError, TrialKey, TrialResult, gc_paused
 from .columnar import (PackedTrial, _json, decode_extras, decode_series, encode_extras, encode_series,
                        pack_trial)
-from .frames import _frame_v1, _frame_v2
+from .frames import _frame_v1, _frame_v2, _v1_problem
+from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Problem, Text, check, trial_digest
 from .schema import (_DDL, _DDL_V1, _EPOCHS_DDL, _REFERENCE, EPOCH_COLUMNS, FILENAME, METRICS, PAGE_SIZE,
                      SCHEMA_VERSION, TRIAL_COLUMNS, _tables)
 
 __all__ = ["SCHEMA_VERSION", "FILENAME", "PAGE_SIZE", "METRICS", "EPOCH_COLUMNS", "TRIAL_COLUMNS",
            "StoreError", "Store", "PackedTrial", "pack_trial", "encode_series", "decode_series",
-           "encode_extras", "decode_extras", "upgrade", "open_run_store", "epochs_frame", "trials_frame"]
+           "encode_extras", "decode_extras", "upgrade", "repair", "open_run_store", "epochs_frame", "trials_frame",
+           "Grid", "UPGRADE_ROOM"]
 
 
 class StoreError(ExperimentError):
@@ -78,9 +88,10 @@ def _now() -> str:
 
 
 def _v1_trials(conn: sqlite3.Connection) -> Iterable[tuple[int, list[EpochRecord]]]:
-    """A schema-1 store's epoch rows as (trial id, records), NULL metrics as NaN."""
+    """A schema-1 store's epoch rows as (trial id, records), NULL metrics as NaN; rows of no
+    trial (which no frame shows) are left out."""
     rows = conn.execute(f"SELECT trial_id, epoch, {', '.join(METRICS)}, extra FROM epochs"
-                        " ORDER BY trial_id, epoch")
+                        " WHERE trial_id IN (SELECT id FROM trials) ORDER BY trial_id, epoch")
     nan = math.nan
     for tid, group in itertools.groupby(rows, key=lambda r: r[0]):
         yield tid, [EpochRecord(e, nan if a is None else a, nan if b is None else b,
@@ -96,6 +107,8 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         self._tmp: tempfile.TemporaryDirectory | None = None  # a read-only WAL database's copy
+        self.grid: Grid | None = None  # the run's spec, when known (``expect``)
+        self._checked = False
         if readonly and not self.path.exists():
             raise StoreError(f"no results database at {self.path}")
         if not readonly:
@@ -246,8 +259,17 @@ class Store:
 
     # -- run metadata ----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        rows = self.conn.execute("SELECT key, value FROM run").fetchall()
-        return {k: json.loads(v) for k, v in rows}
+        """The run's metadata (``trial_count`` is the store's own, checked by ``verify``)."""
+        with self._reading():
+            rows = self.conn.execute("SELECT key, value FROM run WHERE key != ?", (COUNT_KEY,)).fetchall()
+        out = {}
+        for k, v in rows:
+            try:
+                out[k] = json.loads(v)
+            except (TypeError, ValueError) as e:
+                raise StoreError(f"{self.path}: its run metadata {k!r} is not JSON ({e}); the database is "
+                                 "damaged or was edited. Nothing was written; restore it from a copy") from None
+        return out
 
     def set_meta(self, values: Mapping[str, Any]) -> None:
         self._write(lambda c: c.executemany(
@@ -272,12 +294,58 @@ class Store:
                              readonly=_is_readonly(e)) from None
         return out
 
+    # -- integrity -------------------------------------------------------------------------
+    def expect(self, grid: Grid | None) -> None:
+        """The run's spec (its experiment and grid): a row outside it is refused on read."""
+        self.grid = grid
+        self._checked = False
+
+    def verify(self) -> None:
+        """Check every trial of a schema-3 store (``integrity.check``) once; raise a one-line
+        ``StoreError`` naming the first damaged trial and saying what to do.  A reader keeps the
+        snapshot it checked until it is closed, so its frames hold exactly the trials checked."""
+        if self._checked or self.version < 3:
+            return
+        c = self.conn
+        with self._reading():
+            if not c.in_transaction:
+                c.execute("BEGIN")
+            try:
+                problems = check(c, self.grid)
+            finally:
+                if not self.readonly and c.in_transaction:
+                    c.execute("COMMIT")
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise StoreError(
+                f"{self.path}: {problems[0]}{more}; nothing was read or written. `polarity store repair "
+                f"{self.path.parent}` removes the damaged trials (it lists them), then rerunning the run's "
+                "command recomputes them")
+        self._checked = True
+
+    @contextmanager
+    def _reading(self):
+        """SQLite's and the decoders' errors on a damaged file as one-line ``StoreError``s."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read {self.path}: {e}; the file is damaged. Nothing was written; "
+                             "restore it from a copy, or move it away and rerun the run's command to "
+                             "recompute its trials") from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error) as e:
+            raise StoreError(f"cannot read {self.path}: its content is damaged ({type(e).__name__}: "
+                             f"{str(e)[:200]}). Nothing was written") from None
+
     # -- trials ----------------------------------------------------------------------------
     def completed(self, experiment: str) -> set[TrialKey]:
-        rows = self.conn.execute(
-            "SELECT condition, n, width, trial FROM trials WHERE experiment=? AND status='complete'",
-            (experiment,)).fetchall()
-        return {TrialKey(c, int(n), int(w), int(t)) for c, n, w, t in rows}
+        self.verify()
+        with self._reading():
+            rows = self.conn.execute(
+                "SELECT condition, n, width, trial FROM trials NOT INDEXED WHERE experiment=? AND status='complete'",
+                (experiment,)).fetchall()
+            return {TrialKey(c, int(n), int(w), int(t)) for c, n, w, t in rows}
 
     def commit_job(self, experiment: str, job_key: str, results: Sequence[TrialResult | PackedTrial], *,
                    hardware: Mapping[str, Any] | None = None, version: str = "",
@@ -294,19 +362,21 @@ class Store:
             inserted = 0
             for p in packed:
                 k = p.key
+                trial = (experiment, k.condition, int(k.n), int(k.width), int(k.trial), p.seed, "complete",
+                         p.wall_s, hw, version, hpj, p.trial_extra, job_key, finished)
+                epochs = (p.n_epochs, *p.series, p.extra)
                 cur = c.execute(
-                    "INSERT INTO trials(experiment, condition, n, width, trial, seed, status, wall_s,"
-                    " hardware, version, hparams, extra, job, finished_at)"
-                    " VALUES (?,?,?,?,?,?,'complete',?,?,?,?,?,?,?)"
+                    f"INSERT INTO trials({', '.join(TRIAL_FIELDS)}, digest) VALUES ({', '.join('?' * 15)})"
                     " ON CONFLICT(experiment, condition, n, width, trial) DO NOTHING",
-                    (experiment, k.condition, int(k.n), int(k.width), int(k.trial), p.seed,
-                     p.wall_s, hw, version, hpj, p.trial_extra, job_key, finished))
+                    (*trial, trial_digest(trial, epochs)))
                 if cur.rowcount == 0:
                     continue
                 c.execute("INSERT INTO epochs(trial_id, n_epochs, epoch, train_loss, train_acc, val_loss,"
-                          " val_acc, extra) VALUES (?,?,?,?,?,?,?,?)",
-                          (cur.lastrowid, p.n_epochs, *p.series, p.extra))
+                          " val_acc, extra) VALUES (?,?,?,?,?,?,?,?)", (cur.lastrowid, *epochs))
                 inserted += 1
+            if inserted:  # in the same transaction: a trial row that later vanishes is noticed
+                c.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+                          " value = CAST(CAST(value AS INTEGER) + ? AS TEXT)", (COUNT_KEY, str(inserted), inserted))
             return inserted
 
         return self._write(work)
@@ -314,71 +384,227 @@ class Store:
     # -- frames ----------------------------------------------------------------------------
     def epochs_frame(self):
         """Tidy per-epoch frame: the contract columns plus one column per extra key, sorted by
-        (experiment, condition, n, width, trial, epoch).  Schema 2 builds it from whole arrays
-        (no Python object per row); a schema-1 store gives the same frame."""
-        if self.version == 1:
-            return _frame_v1(self.conn)
-        return _frame_v2(self.conn)
+        (experiment, condition, n, width, trial, epoch).  Schemas 2 and 3 build it from whole
+        arrays (no Python object per row); a schema-1 store gives the same frame.  Schema 3's
+        trials are checked first (``verify``)."""
+        self.verify()
+        with self._reading():
+            if self.version == 1:
+                bad = _v1_problem(self.conn)
+                if bad:
+                    raise StoreError(f"{self.path}: {bad}. Nothing was written")
+                return _frame_v1(self.conn)
+            return _frame_v2(self.conn)
 
     def trials_frame(self):
         """One row per trial; ``hardware`` and ``extra`` parsed from JSON."""
         import pandas as pd
 
-        rows = self.conn.execute(
-            "SELECT experiment, condition, n, width, trial, seed, status, wall_s, hardware, version,"
-            " job, finished_at, extra FROM trials ORDER BY experiment, condition, n, width, trial").fetchall()
-        df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-        df["hardware"] = [json.loads(h) if h else {} for h in df["hardware"]]
-        df["extra"] = [json.loads(x) if x else {} for x in df["extra"]]
-        for col in ("n", "width", "trial"):
-            df[col] = df[col].astype("int64")
-        df["wall_s"] = df["wall_s"].astype("float64")
-        return df
+        self.verify()
+        with self._reading():
+            rows = self.conn.execute(
+                "SELECT experiment, condition, n, width, trial, seed, status, wall_s, hardware, version,"
+                " job, finished_at, extra FROM trials NOT INDEXED"
+                " ORDER BY experiment, condition, n, width, trial").fetchall()
+            df = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+            df["hardware"] = [json.loads(h) if h else {} for h in df["hardware"]]
+            df["extra"] = [json.loads(x) if x else {} for x in df["extra"]]
+            for col in ("n", "width", "trial"):
+                df[col] = df[col].astype("int64")
+            df["wall_s"] = df["wall_s"].astype("float64")
+            return df
+
+
+UPGRADE_ROOM = 3  # free disk an upgrade needs, in multiples of the store (see ``upgrade``)
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def _compact(conn: sqlite3.Connection) -> None:
+    """Return the pages an upgrade or a repair freed: VACUUM (a copy of the store, through the
+    WAL), then the WAL checkpointed into the file and truncated."""
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _mb(b: int) -> str:
+    return f"{b / 1e6:.1f} MB"
+
+
+def _check_room(path: Path, what: str) -> None:
+    need, free = UPGRADE_ROOM * _size(path), _free_bytes(path.parent)
+    if free < need:
+        raise StoreError(f"{what} {path} needs about {_mb(need)} free on its disk ({UPGRADE_ROOM}x the store: "
+                         f"the rewritten tables, then a compacted copy, both through its WAL); {_mb(free)} are "
+                         "free. Nothing was changed; free some space and rerun")
+
+
+def _compact_or_say(conn: sqlite3.Connection, path: Path, done: str) -> None:
+    """Compact after a committed change; a failure (a full disk) says what state the store is in."""
+    try:
+        _compact(conn)
+    except sqlite3.Error as e:
+        wal = Path(f"{path}-wal")
+        left = _mb(wal.stat().st_size) if wal.exists() else "no"
+        raise StoreError(
+            f"{done}, and it reads as it is; compacting it afterwards failed ({e}), so the file keeps its "
+            f"old size and {wal.name} holds {left} of an unfinished copy. Free about {_mb(2 * _size(path))} on "
+            f"its disk and run `polarity store upgrade {path.parent}` again to compact it "
+            "(nothing is lost meanwhile)") from None
+
+
+def _digest_all(conn: sqlite3.Connection, epochs: str = "epochs") -> tuple[int, int]:
+    """Schema 2 to 3 inside the caller's transaction: an empty epochs row for a trial without
+    one, orphan epochs rows removed, the digest column filled, ``trial_count`` set.  Returns
+    (trials, orphan epochs rows removed)."""
+    orphans = conn.execute(f"DELETE FROM {epochs} WHERE trial_id NOT IN (SELECT id FROM trials)").rowcount
+    empty = pack_trial(TrialResult(TrialKey("", 0, 0, 0), 0, 0.0, []))
+    conn.executemany(f"INSERT INTO {epochs} VALUES (?,?,?,?,?,?,?,?)",
+                     [(tid, empty.n_epochs, *empty.series, empty.extra) for (tid,) in conn.execute(
+                         f"SELECT id FROM trials WHERE id NOT IN (SELECT trial_id FROM {epochs})").fetchall()])
+    conn.execute("ALTER TABLE trials ADD COLUMN digest TEXT")
+    saved = conn.text_factory
+    conn.text_factory = Text  # the values exactly as a verifying reader sees them
+    try:
+        rows = conn.execute(
+            f"SELECT t.id, {', '.join('t.' + f for f in TRIAL_FIELDS)}, {', '.join('e.' + f for f in EPOCH_FIELDS)}"
+            f" FROM trials t JOIN {epochs} e ON e.trial_id = t.id").fetchall()
+    finally:
+        conn.text_factory = saved
+    nt = len(TRIAL_FIELDS)
+    conn.executemany("UPDATE trials SET digest = ? WHERE id = ?",
+                     [(trial_digest(r[1:1 + nt], r[1 + nt:]), r[0]) for r in rows])
+    conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                 (COUNT_KEY, str(len(rows))))
+    return len(rows), orphans
 
 
 def upgrade(path: str | Path) -> dict[str, Any]:
-    """Convert a schema-1 store to the current schema in place: in ONE transaction (an
-    interruption leaves the schema-1 store as it was), then VACUUM to return the space.  The
-    caller makes sure nobody writes meanwhile (``polarity store upgrade`` holds the run's lock).
-    Returns what it did: ``from``, ``to``, ``trials``, ``bytes_before``, ``bytes_after``."""
+    """Convert a schema-1 or -2 store to the current schema in place: in ONE transaction (an
+    interruption leaves the store as it was), then VACUUM to return the space.  It needs about
+    ``UPGRADE_ROOM`` (3) times the store's size free on its disk, checked first.  A store of the
+    current schema whose earlier compaction failed (pages left free) is compacted.  The caller
+    makes sure nobody writes meanwhile (``polarity store upgrade`` holds the run's lock).
+    Returns what it did: ``from``, ``to``, ``trials``, ``orphans`` (epochs rows of no trial,
+    which no frame showed, dropped), ``compacted``, ``bytes_before``, ``bytes_after``."""
     path = Path(path)
     _refuse_links(path)
     with Store(path, readonly=True) as s:  # refuses a newer or foreign database untouched
         version = s.version
-    size = path.stat().st_size
-    out = {"from": version, "to": SCHEMA_VERSION, "trials": 0, "bytes_before": size, "bytes_after": size}
-    if version in (0, SCHEMA_VERSION):
+        if version == 1:
+            with s._reading():
+                bad = _v1_problem(s.conn)
+            if bad:
+                raise StoreError(f"cannot upgrade {path}: {bad}. Nothing was changed")
+    size = _size(path)
+    out = {"from": version, "to": SCHEMA_VERSION, "trials": 0, "orphans": 0, "compacted": False,
+           "bytes_before": size, "bytes_after": size}
+    if version == 0:
         return out
+    if version == SCHEMA_VERSION:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free or Path(f"{path}-wal").exists() and Path(f"{path}-wal").stat().st_size:
+                _check_room(path, "compacting")
+                _compact_or_say(conn, path, f"{path} has schema {SCHEMA_VERSION}")
+                out["compacted"] = True
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot compact {path}: {e} (its results are as they were)") from None
+        finally:
+            conn.close()
+        out["bytes_after"] = _size(path)
+        return out
+    _check_room(path, "upgrading")
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] != version:  # pragma: no cover
                 raise StoreError(f"{path} changed while it was being upgraded; nothing was changed")
-            conn.execute(_EPOCHS_DDL.format(name="epochs_v2"))
+            if version == 1:
+                out["orphans"] = conn.execute(
+                    "SELECT count(*) FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)").fetchone()[0]
+                conn.execute(_EPOCHS_DDL.format(name="epochs_v2"))
+                with gc_paused():
+                    for tid, records in _v1_trials(conn):
+                        p = pack_trial(TrialResult(TrialKey("", 0, 0, 0), 0, 0.0, records))
+                        conn.execute("INSERT INTO epochs_v2 VALUES (?,?,?,?,?,?,?,?)",
+                                     (tid, p.n_epochs, *p.series, p.extra))
             with gc_paused():
-                for tid, records in _v1_trials(conn):
-                    p = pack_trial(TrialResult(TrialKey("", 0, 0, 0), 0, 0.0, records))
-                    conn.execute("INSERT INTO epochs_v2 VALUES (?,?,?,?,?,?,?,?)",
-                                 (tid, p.n_epochs, *p.series, p.extra))
-                    out["trials"] += 1
-            conn.execute("DROP TABLE epochs")
-            conn.execute("ALTER TABLE epochs_v2 RENAME TO epochs")
+                out["trials"], orphans = _digest_all(conn, "epochs_v2" if version == 1 else "epochs")
+            out["orphans"] += orphans
+            if version == 1:  # last: its pages stay free for the compaction to return
+                conn.execute("DROP TABLE epochs")
+                conn.execute("ALTER TABLE epochs_v2 RENAME TO epochs")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as e:
+        conn.close()
         raise StoreError(f"cannot upgrade {path}: {e} (the store is left as it was)",
                          readonly=_is_readonly(e)) from None
+    try:
+        _compact_or_say(conn, path, f"{path} IS upgraded to schema {SCHEMA_VERSION} (the conversion was committed)")
+        out["compacted"] = True
     finally:
         conn.close()
-    out["bytes_after"] = path.stat().st_size
+    out["bytes_after"] = _size(path)
     return out
+
+
+def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
+    """Remove the trials of a schema-3 store that fail its checks (``integrity.check``: a digest
+    that does not match, a lost epochs row, a key recorded twice, a row outside ``grid``), the
+    epochs rows of no trial, rebuild its index and set its trial count to what is left, in one
+    transaction, so that the run's command recomputes exactly those trials.  A file damaged at
+    SQLite's level (``PRAGMA quick_check``) is refused: no row of it can be trusted to be removed
+    alone.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text) and
+    ``trials`` (the trials left)."""
+    path = Path(path)
+    _refuse_links(path)
+    with Store(path, readonly=True) as s:
+        if 0 < s.version < SCHEMA_VERSION:
+            raise StoreError(f"{path} has results schema {s.version}, without digests to check its trials "
+                             f"against; `polarity store upgrade {path.parent}` first. Nothing was changed")
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        damage = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if damage != ["ok"]:
+            raise StoreError(
+                f"{path} is damaged at SQLite's level ({damage[0]}{' ...' if len(damage) > 1 else ''}), beyond "
+                "removing single trials; nothing was changed. Restore it from a copy, or move it away and rerun "
+                "the run's command to recompute every trial")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            problems = check(conn, grid)
+            ids = [(p.row,) for p in problems if p.row is not None]
+            conn.executemany("DELETE FROM epochs WHERE trial_id = ?", ids)
+            conn.executemany("DELETE FROM trials WHERE id = ?", ids)
+            conn.execute("DELETE FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)")
+            conn.execute("REINDEX")
+            (left,) = conn.execute("SELECT count(*) FROM trials").fetchone()
+            conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", (COUNT_KEY, str(left)))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot repair {path}: {e} (nothing was changed)", readonly=_is_readonly(e)) from None
+    finally:
+        conn.close()
+    return {"removed": [str(p) for p in problems], "trials": left}
 
 
 def open_run_store(run_dir: str | Path, *, readonly: bool = False) -> Store:

@@ -89,7 +89,7 @@ def _frame_v2(conn: sqlite3.Connection):
 
     rows = conn.execute(
         "SELECT t.experiment, t.condition, t.n, t.width, t.trial, e.n_epochs, e.epoch, e.train_loss,"
-        " e.train_acc, e.val_loss, e.val_acc, e.extra FROM trials t JOIN epochs e ON e.trial_id = t.id"
+        " e.train_acc, e.val_loss, e.val_acc, e.extra FROM trials t NOT INDEXED JOIN epochs e ON e.trial_id = t.id"
         " WHERE t.status = 'complete' ORDER BY t.experiment, t.condition, t.n, t.width, t.trial").fetchall()
     cols = list(zip(*rows)) if rows else [()] * 12
     trials = pd.DataFrame.from_records([r[:5] for r in rows], columns=EPOCH_COLUMNS[:5])
@@ -106,12 +106,34 @@ def _frame_v2(conn: sqlite3.Connection):
     return df[EPOCH_COLUMNS + list(extras)]
 
 
+def _v1_problem(conn: sqlite3.Connection) -> str | None:
+    """The first schema-1 epoch row (of a trial) that cannot be read as polarity wrote it: a
+    metric that is not a number (or NULL), an epoch that is not an integer, an extra that is not
+    a JSON object; None when every row reads."""
+    checks = [f"typeof(e.{m}) NOT IN ('real', 'integer', 'null')" for m in METRICS]
+    names = " ".join(f"WHEN {c} THEN '{m}'" for c, m in zip(checks, METRICS))
+    bad_extra = ("(e.extra IS NOT NULL AND CASE WHEN json_valid(e.extra) THEN json_type(e.extra) != 'object'"
+                 " ELSE 1 END)")
+    row = conn.execute(
+        f"SELECT t.condition, t.n, t.width, t.trial, t.id, e.epoch, CASE {names} WHEN typeof(e.epoch) != 'integer'"
+        f" THEN 'epoch' ELSE 'extra' END FROM epochs e JOIN trials t ON t.id = e.trial_id"
+        f" WHERE {' OR '.join(checks)} OR typeof(e.epoch) != 'integer' OR {bad_extra} LIMIT 1").fetchone()
+    if row is None:
+        return None
+    cond, n, w, t, rid, epoch, col = row
+    value = conn.execute(f"SELECT {col} FROM epochs WHERE trial_id = ? AND epoch IS ?", (rid, epoch)).fetchone()
+    shown = repr(value[0])[:60] if value else "?"
+    want = "a JSON object" if col == "extra" else "an integer" if col == "epoch" else "a number"
+    return (f"trial {cond!r} n={n} width={w} trial={t} (row {rid}), epoch {epoch!r}: its {col} is {shown}, not "
+            f"{want}; the schema-1 row is damaged")
+
+
 def _frame_v1(conn: sqlite3.Connection):
     """The tidy frame of a schema-1 store (one epochs row per trial and epoch)."""
     import pandas as pd
 
     trials = pd.DataFrame.from_records(
-        conn.execute("SELECT id, experiment, condition, n, width, trial FROM trials"
+        conn.execute("SELECT id, experiment, condition, n, width, trial FROM trials NOT INDEXED"
                      " WHERE status = 'complete'").fetchall(),
         columns=["trial_id", "experiment", "condition", "n", "width", "trial"])
     try:  # let SQLite's JSON1 parse the extras (much faster than json.loads per row)

@@ -1,10 +1,11 @@
-"""The results store's SQLite schema (see ``docs/engine.md``): the tables of schema 2, which
-polarity writes, and of schema 1, which it reads and upgrades; the columns of the frames.
+"""The results store's SQLite schema (see ``docs/engine.md``): the tables of schema 3, which
+polarity writes, and of schemas 1 and 2, which it reads and upgrades; the columns of the frames.
 
-Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION`` = 2)::
+Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION`` = 3)::
 
     run      (key TEXT PRIMARY KEY, value TEXT)          -- run metadata as JSON values:
-             -- spec_hash, experiment, preset, hparams, created, polarity_version, elapsed_s
+             -- spec_hash, experiment, preset, hparams, created, polarity_version, elapsed_s,
+             -- trial_count (the trial rows committed, kept in each commit's transaction)
     trials   (id INTEGER PRIMARY KEY,
               experiment TEXT, condition TEXT, n INTEGER, width INTEGER, trial INTEGER,
               seed INTEGER,        -- trial_seed(hp.seed, trial): shared by the trial's conditions
@@ -16,6 +17,7 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION`` = 2)::
               extra TEXT,          -- JSON: trial-level data from the experiment
               job TEXT,            -- key of the job that computed it
               finished_at TEXT,    -- UTC ISO-8601 time of the commit
+              digest TEXT,         -- of the row and its epochs row (``integrity``), checked on read
               UNIQUE (experiment, condition, n, width, trial))
     epochs   (trial_id INTEGER PRIMARY KEY REFERENCES trials(id),  -- ONE row per trial
               n_epochs INTEGER,    -- how many epoch records the trial has
@@ -23,14 +25,15 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION`` = 2)::
               train_loss BLOB, train_acc BLOB, val_loss BLOB, val_acc BLOB,
               extra BLOB)          -- its per-epoch extras, one array per key (NULL: none)
 
-Schema 1 (polarity 0.1 before issue 14) stored one ``epochs`` row per (trial, epoch) with REAL
-metrics (NULL for NaN) and the extras as a JSON object.
+Schema 2 (issue 14 to issue 21) is schema 3 without ``digest`` and ``trial_count``.  Schema 1
+(polarity 0.1 before issue 14) stored one ``epochs`` row per (trial, epoch) with REAL metrics
+(NULL for NaN) and the extras as a JSON object.
 """
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FILENAME = "results.sqlite"
 PAGE_SIZE = 16384  # bytes, of a new database
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc"]
@@ -38,7 +41,7 @@ EPOCH_COLUMNS = ["experiment", "condition", "n", "width", "trial", "epoch", *MET
 TRIAL_COLUMNS = ["experiment", "condition", "n", "width", "trial", "seed", "status", "wall_s",
                  "hardware", "version", "job", "finished_at", "extra"]
 
-_RUN_TRIALS_DDL = """
+_RUN_TRIALS_DDL_V2 = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     id INTEGER PRIMARY KEY,
@@ -55,10 +58,12 @@ CREATE TABLE IF NOT EXISTS trials (
     hparams TEXT,
     extra TEXT,
     job TEXT,
-    finished_at TEXT,
+    finished_at TEXT,{digest}
     UNIQUE (experiment, condition, n, width, trial)
 );
 """
+_RUN_TRIALS_DDL = _RUN_TRIALS_DDL_V2.format(digest="\n    digest TEXT,")
+_RUN_TRIALS_DDL_V2 = _RUN_TRIALS_DDL_V2.format(digest="")
 _EPOCHS_DDL = """
 CREATE TABLE IF NOT EXISTS {name} (
     trial_id INTEGER PRIMARY KEY REFERENCES trials(id) ON DELETE CASCADE,
@@ -72,8 +77,9 @@ CREATE TABLE IF NOT EXISTS {name} (
 );
 """
 _DDL = _RUN_TRIALS_DDL + _EPOCHS_DDL.format(name="epochs")
+_DDL_V2 = _RUN_TRIALS_DDL_V2 + _EPOCHS_DDL.format(name="epochs")  # read (and upgraded), never written
 # schema 1: one epochs row per (trial, epoch); read (and upgraded), never written
-_DDL_V1 = _RUN_TRIALS_DDL + """
+_DDL_V1 = _RUN_TRIALS_DDL_V2 + """
 CREATE TABLE IF NOT EXISTS epochs (
     trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
     epoch INTEGER NOT NULL,
@@ -102,4 +108,4 @@ def _tables(conn: sqlite3.Connection) -> dict[str, list[str]]:
     return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in names}
 
 
-_REFERENCE = {1: _reference_schema(_DDL_V1), SCHEMA_VERSION: _reference_schema(_DDL)}
+_REFERENCE = {1: _reference_schema(_DDL_V1), 2: _reference_schema(_DDL_V2), SCHEMA_VERSION: _reference_schema(_DDL)}

@@ -1,0 +1,62 @@
+"""`--executor ray --address` where no Ray listens (issue 21 item 12): one line within the connect
+timeout (it used to retry for more than 10 minutes, printing Ray's warnings despite --quiet),
+nothing locked or written, and the wait is configurable."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from polarity import cli, engine, experiments
+from polarity.engine import executors, runner
+from polarity.experiments.base import ExperimentError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", f"127.0.0.1:{_free_port()}"])
+def test_an_address_where_no_ray_listens_is_one_line_and_releases_the_run(tmp_path, capsys, address):
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    code = cli.main(["run", "toy", "--set", "ns=8", "--executor", "ray", "--address", address, "--quiet",
+                     "--out", str(out)])
+    took = time.monotonic() - t0
+    _, err = capsys.readouterr()
+    assert code == 2 and took < 60, (took, err)
+    assert err.startswith("polarity: error: ") and err.count("\n") == 1, err  # nothing from Ray
+    assert f"cannot start or reach the Ray cluster at {address}" in err and "Connection refused" in err
+    assert not out.exists()  # refused before the directory was created or locked
+    engine.run_spec(engine.resolve(experiments.get("toy"), "quick", sets=["ns=8"]), out, quiet=True)
+    lock = runner.RunLock(out)
+    lock.acquire(["test"])
+    lock.release()
+
+
+def test_the_connect_timeout_is_configurable_and_checked(monkeypatch):
+    seen = {}
+
+    def silent(addr, timeout):
+        seen["timeout"] = timeout
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(executors.socket, "create_connection", silent)
+    monkeypatch.setenv("POLARITY_RAY_CONNECT_TIMEOUT", "2.5")
+    with pytest.raises(ExperimentError, match=r"no answer within 2.5 s \(POLARITY_RAY_CONNECT_TIMEOUT"):
+        executors.probe_ray("10.1.2.3:6379")
+    assert seen["timeout"] == 2.5
+    monkeypatch.delenv("POLARITY_RAY_CONNECT_TIMEOUT")
+    with pytest.raises(ExperimentError, match="within 30 s"):
+        executors.probe_ray("10.1.2.3:6379")
+    monkeypatch.setenv("POLARITY_RAY_CONNECT_TIMEOUT", "soon")
+    with pytest.raises(ExperimentError, match="expected a number of seconds"):
+        executors.probe_ray("10.1.2.3:6379")
+    for bad in ("nohost", "host:port", "h:0", "h:70000"):
+        with pytest.raises(ExperimentError, match="expected HOST:PORT"):
+            executors.probe_ray(bad)
+    executors.probe_ray(None)
+    executors.probe_ray("auto")  # left to Ray
