@@ -7,6 +7,7 @@
     polarity export DIR [--csv FILE] [--trials-csv FILE] [--tensorboard LOGDIR] [--mlflow URI]
     polarity report DIR
     polarity store upgrade DIR
+    polarity store repair DIR
     polarity list
 
 Plugin modules (``PLUGINS``) add their own subcommands through ``add_parser(subparsers)``.
@@ -157,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "it; only adding results to them needs it. Holds the run's lock.")
     up.add_argument("dir", type=Path, metavar="DIR", help="run directory")
     up.set_defaults(func=cmd_store_upgrade)
+    rep = st_sub.add_parser("repair", formatter_class=fmt,
+                            help="remove the damaged trials of a run's results database, so a rerun recomputes them",
+                            description="Check every trial of DIR/results.sqlite (its digest, its epochs row, the "
+                                        "count of committed trials, the spec's grid), list those that fail and "
+                                        "remove them in one transaction; rerunning the run's command then "
+                                        "recomputes exactly those trials. Holds the run's lock.")
+    rep.add_argument("dir", type=Path, metavar="DIR", help="run directory")
+    rep.set_defaults(func=cmd_store_repair)
 
     ls = sub.add_parser("list", help="list experiments, presets and conditions")
     ls.set_defaults(func=cmd_list)
@@ -364,7 +373,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .engine import write_report
 
     path = write_report(args.dir)
-    print(f"report: {path}")
+    print(f"report: {str(path).encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')}")  # any name
     return 0
 
 
@@ -373,14 +382,29 @@ def cmd_store_upgrade(args: argparse.Namespace) -> int:
 
     info = upgrade_run(args.dir, command=["polarity", "store", "upgrade", str(args.dir)])
     db = Path(args.dir) / "results.sqlite"
-    if info["from"] == info["to"]:
-        print(f"{db} already has schema {info['to']}; nothing to do")
-    else:
-        def size(b: int) -> str:
-            return f"{b / 1e6:.1f} MB" if b >= 1e6 else f"{b / 1e3:.0f} kB"
+    def size(b: int) -> str:
+        return f"{b / 1e6:.1f} MB" if b >= 1e6 else f"{b / 1e3:.0f} kB"
 
-        print(f"{db}: schema {info['from']} -> {info['to']}, {info['trials']} trials, "
+    if info["from"] == info["to"]:
+        print(f"{db} already has schema {info['to']}; " + (
+            f"compacted, {size(info['bytes_before'])} -> {size(info['bytes_after'])}" if info["compacted"]
+            else "nothing to do"))
+    else:
+        orphans = f", {info['orphans']} epochs rows of no trial dropped" if info["orphans"] else ""
+        print(f"{db}: schema {info['from']} -> {info['to']}, {info['trials']} trials{orphans}, "
               f"{size(info['bytes_before'])} -> {size(info['bytes_after'])}")
+    return 0
+
+
+def cmd_store_repair(args: argparse.Namespace) -> int:
+    from .engine.runner import repair_run
+
+    info = repair_run(args.dir, command=["polarity", "store", "repair", str(args.dir)])
+    for problem in info["removed"]:
+        print(f"removed: {problem}")
+    print(f"{Path(args.dir) / 'results.sqlite'}: {len(info['removed'])} problem(s) removed, {info['trials']} "
+          f"trials kept" + ("; rerun the run's command (its report shows it) to recompute the removed trials"
+                            if info["removed"] else ""))
     return 0
 
 
