@@ -124,3 +124,60 @@ def test_resumed_fit_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     assert cb.freezer.steps == 16
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+class _Seen(Net):
+    """Counts the template's violations of the model each training step computes its loss on."""
+
+    def training_step(self, batch, i):
+        self.seen = getattr(self, "seen", []) + [sum(self.template.violations(self).values())]
+        return super().training_step(batch, i)
+
+
+def test_the_lr_finder_searches_the_constrained_model():
+    from lightning.pytorch.tuner import Tuner
+    t = _template()
+    model, cb = _Seen(t), PolarityCallback(t, seed=3)
+    trainer = _trainer(max_epochs=1, callbacks=[cb])
+    Tuner(trainer).lr_find(model, _data(), min_lr=1e-3, max_lr=1.0, num_training=6,
+                           early_stop_threshold=None)
+    assert model.seen == [0] * 6                       # every loss of the search
+    assert sum(t.violations(model).values()) == 0      # right after the search
+    assert cb.freezer.steps == 0                       # the search's draws are not the fit's
+    trainer = _trainer(max_epochs=1, callbacks=[cb])
+    trainer.fit(model, _data())
+    assert cb.freezer.steps == 8 and sum(t.violations(model).values()) == 0
+
+
+def test_two_callbacks_on_two_parts_save_and_resume(tmp_path):
+    """Two parts of one model with their own resets: each callback keeps its own state in the
+    checkpoint (state_key), and the resumed fit equals an uninterrupted one."""
+    t = _template()
+
+    def callbacks():
+        return [PolarityCallback(t.select(include="net.0.*"), reset="posRand", seed=3),
+                PolarityCallback(t.select(include="net.2.*"), reset="posCon", seed=4)]
+
+    full = Net(t)
+    _trainer(max_epochs=2, callbacks=callbacks()).fit(full, _data())
+    first = Net(t)
+    trainer = _trainer(max_epochs=1, callbacks=callbacks())
+    trainer.fit(first, _data())
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+    keys = set(torch.load(tmp_path / "half.ckpt", weights_only=False)["callbacks"])
+    assert len([k for k in keys if k.startswith("PolarityCallback")]) == 2
+    resumed, cbs = Net(t), callbacks()
+    _trainer(max_epochs=2, callbacks=cbs).fit(resumed, _data(), ckpt_path=tmp_path / "half.ckpt")
+    assert [cb.freezer.steps for cb in cbs] == [16, 16]
+    assert [cb.freezer.reset for cb in cbs] == ["posRand", "posCon"]
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_fitting_twice_with_one_callback_continues_the_posrand_stream():
+    t = _template()
+    model, cb = Net(t), PolarityCallback(t, seed=3)
+    _trainer(max_epochs=1, callbacks=[cb]).fit(model, _data())
+    assert cb.freezer.steps == 8
+    _trainer(max_epochs=1, callbacks=[cb]).fit(model, _data())
+    assert cb.freezer.steps == 16

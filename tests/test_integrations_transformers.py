@@ -2,6 +2,8 @@
 download), its word embeddings tied to the output layer: after every optimizer step no
 constrained entry breaks its sign, resets are logged to the log history, and a resumed run
 matches an uninterrupted one."""
+import warnings
+
 import pytest
 import torch
 
@@ -84,6 +86,8 @@ def test_trainer_train_with_accumulation_keeps_signs_and_logs_resets(tmp_path):
 
 
 def test_resumed_training_is_bit_identical(tmp_path):
+    """Resumed from a checkpoint of another run's directory (not under this run's output_dir):
+    the freezer's state comes from the checkpoint actually resumed."""
     t = Template.from_init(_bert())
     full = _bert()
     transformers.Trainer(model=full, args=_args(tmp_path / "a", num_train_epochs=2),
@@ -92,9 +96,26 @@ def test_resumed_training_is_bit_identical(tmp_path):
     transformers.Trainer(model=_bert(), args=args, train_dataset=_Tokens(),
                          callbacks=[PolarityCallback(t, seed=5)]).train()
     resumed, cb = _bert(), PolarityCallback(t, seed=5)
-    trainer = transformers.Trainer(model=resumed, args=args, train_dataset=_Tokens(),
-                                   callbacks=[cb])
-    trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-8"))
+    trainer = transformers.Trainer(model=resumed, args=_args(tmp_path / "c", num_train_epochs=2),
+                                   train_dataset=_Tokens(), callbacks=[cb])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*resuming")
+        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-8"))
     assert cb.freezer.steps == 16
     for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
+
+
+def test_training_twice_with_one_callback_continues_the_posrand_stream(tmp_path):
+    """A second train() continues the freezer's steps (a restarted stream would repeat the
+    first run's draws)."""
+    model = _bert()
+    t = Template.from_init(model)
+    cb = PolarityCallback(t, seed=5)
+    trainer = transformers.Trainer(model=model, args=_args(tmp_path), train_dataset=_Tokens(),
+                                   callbacks=[cb])
+    trainer.train()
+    first = cb.freezer
+    assert first.steps == 8
+    trainer.train()
+    assert cb.freezer.steps == 16 and cb.freezer.seed == first.seed
