@@ -169,4 +169,4 @@ def test_report_benefits_are_the_paired_differences(tmp_path):
     row = b[(b["dose_source"] == ORACLE) & (b["versus"] == "fluid-rand")].iloc[0]
     assert row["benefit"] > 0.05 and row["learned"] == pytest.approx(0.4)
     assert (tmp_path / "dose_benefit.png").stat().st_size > 0
-    assert "s2 [oracle (upper bound)]" in md and "| s0 | 0.200 |" in md
+    assert "| S3 | s2 [oracle (upper bound)] |" in md and "| S1 | s0 | 0.200 |" in md

@@ -34,15 +34,20 @@ def _extras(trials) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sources_table(ex: pd.DataFrame) -> pd.DataFrame:
-    """One row per source: what the trials recorded of it (the same in every trial)."""
+def sources_table(ex: pd.DataFrame, order=()) -> pd.DataFrame:
+    """One row per source, in ``order`` (the study's) where given: what the trials recorded of it
+    (the same in every trial)."""
     cols = ["dose_source", "source_name", "source_label", "oracle", "source_init_agreement",
             "source_test_accuracy", "source_negative_fraction", "source_dead_unit_fraction"]
     if "dose_source" not in ex:
-        return pd.DataFrame(columns=cols + ["learned"])
+        return pd.DataFrame(columns=cols + ["learned", "tag"])
     src = ex.dropna(subset=["dose_source"]).drop_duplicates("dose_source")
+    rank = {s: i for i, s in enumerate(order)}
+    src = src.assign(_r=[rank.get(s, len(rank)) for s in src["dose_source"]]).sort_values(
+        "_r", kind="mergesort")
     src = src.reindex(columns=cols)
     src["learned"] = 1.0 - pd.to_numeric(src["source_init_agreement"], errors="coerce")
+    src["tag"] = [f"S{i + 1}" for i in range(len(src))]  # the figure's name of each source
     src["source_test_accuracy"] = pd.to_numeric(src["source_test_accuracy"], errors="coerce")
     return src.reset_index(drop=True)
 
@@ -83,7 +88,7 @@ def _label(s) -> str:
 def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
     """Rows: benefit over fluid RAND / over the shuffled template; columns: against the learned
     fraction / the source's accuracy; one colour per n, the oracle drawn as a star; 95% intervals;
-    each source named beside its point of the smallest n."""
+    each source's tag (S1, S2, ... as in the table) beside its point of the smallest n."""
     import matplotlib.pyplot as plt
 
     ns = sorted(b["n"].unique())
@@ -105,7 +110,7 @@ def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
                                 label=f"n = {n}" + (f", {ORACLE_LABEL}" if oracle else ""))
                     if n == ns[0]:  # name each source once
                         for _, r in g.iterrows():
-                            ax.annotate(_label(r), (r[xcol], r["benefit"]), fontsize=6,
+                            ax.annotate(r["tag"], (r[xcol], r["benefit"]), fontsize=7,
                                         xytext=(4, 4), textcoords="offset points", color="0.3")
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel(f"error of {nice} - error of\ntransferred polarity (median, 95% CI)", fontsize=8)
@@ -136,7 +141,7 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
         return f"{head}\n\nNo finished trials yet.\n"
     pt = per_trial(epochs, (float(hp.cutoff),))
     ex = _extras(trials)
-    sources = sources_table(ex)
+    sources = sources_table(ex, [*getattr(hp, "sources", ()), hp.oracle_source])
     b = benefits(pt, sources)
     pt.to_csv(outdir / "dose_per_trial.csv", index=False)
     b.to_csv(outdir / "dose_benefits.csv", index=False)
@@ -155,8 +160,8 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
           "the trials it was lower; Wilcoxon signed-rank p, Holm across the table. Learned = 1 - "
           "the source's sign agreement with its own initialisation (from its manifest; n/a when "
           "the manifest has none).", "",
-          "| source | learned | test acc | negative fraction | n | error | vs fluid RAND [95% CI] | better | p (Holm) | vs own shuffled [95% CI] | better | p (Holm) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| tag | source | learned | test acc | negative fraction | n | error | vs fluid RAND [95% CI] | better | p (Holm) | vs own shuffled [95% CI] | better | p (Holm) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, s in sources.iterrows():
         for n in sorted(b["n"].unique()):
             rows = b[(b["dose_source"] == s["dose_source"]) & (b["n"] == n)].set_index("versus")
@@ -170,7 +175,7 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
                               f"{int(r['better'])}/{int(r['pairs'])}", f"{_fmt(r['p_holm'], '.3g')}"]
                 else:
                     cells += ["", "", ""]
-            md.append(f"| {_label(s)} | {_fmt(s['learned'])} | {_fmt(s['source_test_accuracy'])} | "
+            md.append(f"| {s['tag']} | {_label(s)} | {_fmt(s['learned'])} | {_fmt(s['source_test_accuracy'])} | "
                       f"{_fmt(s['source_negative_fraction'])} | {n} | {_fmt(rows.iloc[0]['error_median'])} | "
                       + " | ".join(cells) + " |")
     md.append("")
