@@ -24,7 +24,7 @@ class UsageError(ValueError):
 
 def error(msg: object) -> int:
     """Print ``polarity: error: MSG`` (one line) on stderr; returns the exit status 2."""
-    text = " ".join(str(msg).split("\n"))  # one line, whatever the message held
+    text = " ".join(str(msg).split())  # one line, whatever the message held
     try:
         print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # a closed stderr must not turn a user error into a traceback
