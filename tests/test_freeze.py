@@ -15,6 +15,14 @@ OPTIMIZERS = {
     "adamw-fused": lambda p: torch.optim.AdamW(p, lr=0.5, fused=True),
     "adamw-foreach": lambda p: torch.optim.AdamW(p, lr=0.5, foreach=True),
     "sgd": lambda p: torch.optim.SGD(p, lr=5.0, momentum=0.9),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=0.01),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.5),
+    "adadelta": lambda p: torch.optim.Adadelta(p, lr=50.0),
+    "adamax": lambda p: torch.optim.Adamax(p, lr=0.5),
+    "nadam": lambda p: torch.optim.NAdam(p, lr=0.5),
+    "radam": lambda p: torch.optim.RAdam(p, lr=0.5),
+    "asgd": lambda p: torch.optim.ASGD(p, lr=5.0),
+    "rprop": lambda p: torch.optim.Rprop(p, lr=0.5),
 }
 
 
