@@ -324,3 +324,20 @@ def test_holm_families_table_and_group():
         family_caption(pd.concat([ours, paper]))
     with pytest.raises(ValueError, match="Holm family"):
         compare_to_reference(df, "error", family="paper")
+
+
+def test_paired_cell_formats_counts_and_infinities():
+    from polarity.analysis.tables import fmt, paired_cell
+
+    row = {"median_diff": 3.0, "ci_low": -1.0, "ci_high": 8.0, "n_pairs": 12, "reached": 12,
+           "reference_reached": 6}
+    assert paired_cell(row) == "+3 [-1, +8] (reached 12/12 vs 6/12)"
+    assert paired_cell({**row, "reference_reached": 12}) == "+3 [-1, +8]"
+    assert paired_cell({**row, "reference_reached": 12}, counts=True).endswith("(reached 12/12 vs 12/12)")
+    assert paired_cell({**row, "median_diff": np.inf, "ci_high": np.inf}).startswith("+inf [-1, +inf]")
+    assert (fmt(np.nan), fmt(None), fmt(-np.inf), fmt(0.012345)) == ("n/a", "n/a", "-inf", "0.0123")
+    # a frame row straight from paired_to_reference
+    df = _frame(np.random.default_rng(4))
+    tab = paired_to_reference(df, "epochs_to_0.8", n_boot=200)
+    fl = tab[tab.condition == "fluid-rand"].iloc[0]
+    assert paired_cell(fl).endswith("(reached 6/10 vs 10/10)")

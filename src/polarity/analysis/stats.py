@@ -340,15 +340,15 @@ def paired_difference(a: Sequence[float], b: Sequence[float], nan_policy: str = 
     if n == 0:
         return Paired(math.nan, math.nan, math.nan, math.nan, 0, 0, 0, 0, 0)
     rng = np.random.default_rng(seed)
-    sample = d[rng.integers(0, n, size=(int(n_boot), n))]
+    sample = np.sort(d[rng.integers(0, n, size=(int(n_boot), n))], axis=1)
+    lower, higher = sample[:, (n - 1) // 2], sample[:, n // 2]   # each resample's middle values
     q = (1 - confidence) / 2
     lo_i, hi_i = int(math.floor(q * n_boot)), int(math.ceil((1 - q) * n_boot)) - 1
     if np.isfinite(d).all():
-        boot = np.sort(np.quantile(sample, 0.5, axis=1))
+        boot = np.sort(lower + (higher - lower) * 0.5)
         lo, hi = boot[lo_i], boot[hi_i]
     else:
-        lo = np.sort(np.quantile(sample, 0.5, axis=1, method="lower"))[lo_i]
-        hi = np.sort(np.quantile(sample, 0.5, axis=1, method="higher"))[hi_i]
+        lo, hi = np.sort(lower)[lo_i], np.sort(higher)[hi_i]
     finite = np.abs(d[np.isfinite(d)])
     big = (finite.max() if finite.size else 1.0) * 2 + 1   # ranks of +-inf: beyond all others
     p = signed_rank(np.clip(d, -big, big)).p

@@ -1,5 +1,12 @@
 """The image report: Figures 2, 3, C.3-C.6, significance and results tables, composed from the
-plotting functions of :mod:`polarity.analysis.figures` (Markdown + PNG + CSV)."""
+plotting functions of :mod:`polarity.analysis.figures` (Markdown + PNG + CSV).
+
+Tables: the paired comparison with the reference (ours: median difference [95% CI] with each
+side's success counts, Wilcoxon, Holm over the table), the paper's Mann-Whitney U with the paper
+code's Holm family, and the time-efficiency measures that do not depend on one fixed cut-off (the
+area under the validation-error curve, epochs to a cut-off every arm reaches); every table's
+caption names its Holm family.  Every condition is drawn in its one look
+(``figures.condition_style``)."""
 from __future__ import annotations
 
 import json
@@ -12,14 +19,15 @@ import numpy as np
 import pandas as pd
 
 from ...analysis import figures
-from ...analysis.metrics import cutoff_column, per_trial, summarize
-from ...analysis.stats import compare_to_reference, paired_to_reference
+from ...analysis.metrics import (KEYS, common_cutoff, cutoff_column, epochs_to_common_cutoff,
+                                 error_auc, per_trial, summarize)
+from ...analysis.stats import (compare_to_reference, family_caption, paired_to_reference,
+                               paper_comparison)
+from ...analysis.tables import fmt, paired_cell
 from .presets import CONDITIONS, REFERENCE, ImageHparams, condition_label, epochs_for
 from .protocol import HIST_BINS, HIST_HI, HIST_LO
 
-COLORS = {"fluid-rand": "#7f7f7f", "frozen-rand": "#1f77b4", "fluid-polarity": "#ff7f0e",
-          "frozen-polarity": "#d62728", "fluid-weight": "#2ca02c", "frozen-weight": "#9467bd"}
-STYLES = {"fluid": "--", "frozen": "-"}
+COMMON_FRACTION = 0.9   # the common cut-off: 90% of the worst arm's median best accuracy, per n
 DEFAULT_LABELS = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 N_LABEL = "training samples n"
 
@@ -51,16 +59,16 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     ex = _extras(trials)
     dlabel = _first(ex, "dataset_label", DEFAULT_LABELS.get(hp.dataset, hp.dataset))
     slabel = _first(ex, "source_label", "source")
-    labels = {c: condition_label(c, slabel) for c in CONDITIONS}
     cuts = sorted(set(float(c) for c in hp.cutoffs) | {float(hp.cutoff)})
     main_col = cutoff_column(hp.cutoff)
-    pt = per_trial(epochs, cuts)
+    pt, common = _per_trial(epochs, cuts)
     summ = summarize(pt, cuts, by=("condition", "n"))
     pt.to_csv(outdir / "images_per_trial.csv", index=False)
     summ.to_csv(outdir / "images_summary.csv", index=False)
+    common.to_csv(outdir / "common_cutoffs_images.csv", index=False)
     conds = _order(pt["condition"].unique())
-    style = {c: {"label": labels.get(c, c), "color": COLORS.get(c), "ls": STYLES.get(c.split("-")[0], "-")}
-             for c in conds}
+    labels = {c: condition_label(c, slabel) for c in conds}
+    style = {c: {"label": labels[c]} for c in conds}   # the look: figures.condition_style
     r = _Report(hp, outdir, conds, labels, style, dlabel,
                 f"{dlabel}, {hp.arch} {hp.in_size}px, source {hp.source}", main_col, cuts)
     md = _header(r, pt, ex, slabel)
@@ -68,12 +76,26 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
     stats = _statistics(r, pt)
     md += _figure3(r, pt, stats)
     md += _pvalue_table(r, pt, stats)
+    md += _paper_table(r, stats)
+    md += _common_cutoffs(r, common)
     md += _results_table(r, summ)
     md += _cutoff_figures(r, summ)
     md += _learning_curves(r, epochs)
     md += _sign_switches(r, epochs)
     md += _magnitudes(r, ex)
     return "\n".join(md) + "\n"
+
+
+def _per_trial(epochs, cuts) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-trial measures (``metrics.per_trial``), the area under the validation-error curve
+    and the epochs to the common cut-off (one per n: ``COMMON_FRACTION`` of the worst arm's
+    median best accuracy); and the common cut-offs."""
+    pt = per_trial(epochs, cuts)
+    keys = [k for k in KEYS if k in pt]
+    common = common_cutoff(epochs, COMMON_FRACTION, keys=keys)
+    pt = pt.merge(error_auc(epochs, keys=keys)[[*keys, "error_auc"]], on=keys, how="left")
+    ec = epochs_to_common_cutoff(epochs, common, keys=keys)
+    return pt.merge(ec[[*keys, "epochs_to_common"]], on=keys, how="left"), common
 
 
 def _extras(trials) -> pd.DataFrame:
@@ -122,15 +144,14 @@ def _header(r: _Report, pt, ex, slabel: str) -> list[str]:
 def _figure2(r: _Report, pt) -> list[str]:
     """Data efficiency (error at convergence), success rate and epochs to the cut-off against n."""
     hp, out = r.hp, r.outdir
-    lab = pt.assign(label=[r.labels.get(c, c) for c in pt["condition"]])
-    figures.plot_band(lab, "n", "error", out / "fig2a_error_images", by="label", logx=True,
+    figures.plot_band(pt, "n", "error", out / "fig2a_error_images", logx=True, style=r.style,
                       title=f"Fig. 2 error at convergence -- {r.dlabel}", xlabel=N_LABEL,
                       ylabel="val error at min val loss (median, 25-75%)")
-    has_ep = bool(lab[r.main_col].notna().any())  # a log axis of an empty plot fails
-    figures.plot_success(lab, "n", r.main_col, out / "fig2b_success_images", by="label", logx=True,
-                         title=f"Fig. 2 success rate (val acc >= {hp.cutoff:g}) -- {r.dlabel}",
-                         xlabel=N_LABEL)
-    figures.plot_epochs_to_cutoff(lab, "n", hp.cutoff, out / "fig2c_epochs_images", by="label",
+    has_ep = bool(pt[r.main_col].notna().any())  # a log axis of an empty plot fails
+    figures.plot_success(pt, "n", r.main_col, out / "fig2b_success_images", logx=True,
+                         style=r.style, xlabel=N_LABEL,
+                         title=f"Fig. 2 success rate (val acc >= {hp.cutoff:g}) -- {r.dlabel}")
+    figures.plot_epochs_to_cutoff(pt, "n", hp.cutoff, out / "fig2c_epochs_images", style=r.style,
                                   logx=has_ep, xlabel=N_LABEL,
                                   title=f"Fig. 2 epochs to {hp.cutoff:g} -- {r.dlabel}")
     return [f"### Figure 2: data and time efficiency ({r.dlabel})", "",
@@ -140,24 +161,27 @@ def _figure2(r: _Report, pt) -> list[str]:
 
 
 def _metrics(r: _Report) -> list[tuple[str, str]]:
-    """The compared metrics: (per-trial column, what it is).  Epochs to the cut-off: a trial that
+    """The compared metrics: (per-trial column, what it is).  Epochs to a cut-off: a trial that
     never reaches it ranks after every one that does (the stats module's "inf" policy)."""
-    return [("error", "validation error"), (r.main_col, f"epochs to {r.hp.cutoff:g}")]
+    return [("error", "validation error"), (r.main_col, f"epochs to {r.hp.cutoff:g}"),
+            ("error_auc", "error AUC"), ("epochs_to_common", "epochs to common cut-off")]
 
 
 def _statistics(r: _Report, pt) -> dict[str, dict[str, pd.DataFrame]]:
     """Per n, every condition against the reference: the paired analysis (median paired
-    difference, bootstrap 95% interval, Wilcoxon signed-rank) and the paper's Mann-Whitney U,
-    each with Holm-Bonferroni across the comparisons of a metric."""
+    difference, bootstrap 95% interval, Wilcoxon signed-rank) and the Mann-Whitney U, each with
+    Holm-Bonferroni across the comparisons of a metric (ours); and the paper's Mann-Whitney U
+    with its own Holm family (per n, failures omitted)."""
     if REFERENCE not in r.conds or len(r.conds) < 2:
         return {}
-    out: dict[str, dict[str, pd.DataFrame]] = {"paired": {}, "mwu": {}}
+    out: dict[str, dict[str, pd.DataFrame]] = {"paired": {}, "mwu": {}, "paper": {}}
     for metric, _ in _metrics(r):
         policy = "inf" if metric.startswith("epochs_to") else "omit"
         out["paired"][metric] = paired_to_reference(pt, metric, reference=REFERENCE, by="n",
                                                     nan_policy=policy)
         out["mwu"][metric] = compare_to_reference(pt, metric, reference=REFERENCE, by="n",
                                                   nan_policy=policy)
+        out["paper"][metric] = paper_comparison(pt, metric, reference=REFERENCE, by="n")
     return out
 
 
@@ -169,8 +193,9 @@ def _figure3(r: _Report, pt, stats) -> list[str]:
     ref_label = r.labels[REFERENCE]
     frame = pd.concat([st.assign(metric=m) for m, st in stats["paired"].items()], ignore_index=True)
     figures.plot_paired_differences(
-        frame, r.outdir / "fig3_images", [(m, f"{nice}: condition - reference") for m, nice in _metrics(r)],
-        r.conds, r.style, zero_color=COLORS[REFERENCE], xlabel=N_LABEL,
+        frame, r.outdir / "fig3_images",
+        [(m, f"{nice}: condition - reference") for m, nice in _metrics(r)[:3]],
+        r.conds, r.style, zero_color=figures.condition_style(REFERENCE)["color"], xlabel=N_LABEL,
         panel_title="paired by trial: median and 95% bootstrap CI",
         title=f"Figure 3 -- {r.tag}\nreference: {ref_label}; * p<0.05, ** p<0.01, *** p<0.001 "
               "(Wilcoxon signed-rank, Holm)")
@@ -181,35 +206,40 @@ def _figure3(r: _Report, pt, stats) -> list[str]:
             "the table below gives it.)", ""]
 
 
-def _fmt(v: float, digits: int = 3) -> str:
-    return "inf" if v == math.inf else "-inf" if v == -math.inf else "nan" if v != v else f"{v:.{digits}g}"
+def _ordered(r: _Report, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by n, then conditions in the report's order."""
+    o = [r.conds.index(c) if c in r.conds else len(r.conds) for c in frame["condition"]]
+    return frame.assign(_o=o).sort_values(["n", "_o"]).drop(columns="_o")
 
 
 def _pvalue_table(r: _Report, pt, stats) -> list[str]:
     if not stats:
         return []
     ref_label = r.labels[REFERENCE]
+    pa_all = pd.concat([st.assign(metric=m) for m, st in stats["paired"].items()], ignore_index=True)
     md = [f"### Paired comparison against {ref_label} ({r.dlabel})", "",
           "Per n and trial, condition minus reference (negative: the condition has the lower "
           "error / reaches the cut-off sooner). Median over trials with a bootstrap 95% interval; "
+          "'reached k/n vs k'/n': in how many pairs the condition and the reference reached the "
+          "cut-off (a trial that never reaches it ranks after every one that does; two such tie); "
           "'lower' counts the trials in which the condition's value was below the reference's; "
-          "two-sided Wilcoxon signed-rank p, Holm-Bonferroni across all comparisons of a metric; "
-          "beside it the paper's two-sided Mann-Whitney U (unpaired), Holm likewise. "
-          "Epochs-to-cut-off: a trial that never reaches it ranks last.", "",
-          "| metric | n | condition | median diff [95% CI] | lower / pairs | Wilcoxon p (Holm) | | "
+          "two-sided Wilcoxon signed-rank p, exact given tied ranks and zeros, and beside it the "
+          "unpaired Mann-Whitney U. Error AUC: the area under the validation-error curve over "
+          "the recorded points divided by their span (the mean error along training); the common "
+          "cut-off: see below. " + family_caption(pa_all, "both tests, per metric"),
+          "", "| metric | n | condition | median diff [95% CI] | lower / pairs | Wilcoxon p (Holm) | | "
           "Mann-Whitney p (Holm) | |", "|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for metric, nice in _metrics(r):
-        pa = stats["paired"][metric]
         mw = stats["mwu"][metric].set_index(["n", "condition"])
-        pa = pa.assign(_o=[r.conds.index(c) if c in r.conds else len(r.conds) for c in pa["condition"]])
-        for _, row in pa.sort_values(["n", "_o"]).iterrows():
+        counts = metric.startswith("epochs_to")
+        for _, row in _ordered(r, stats["paired"][metric]).iterrows():
             m = mw.loc[(row["n"], row["condition"])]
             md.append(f"| {nice} | {row['n']} | {r.labels.get(row['condition'], row['condition'])} | "
-                      f"{_fmt(row['median_diff'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | "
-                      f"{row['n_lower']}/{row['n_pairs']} | {row['p']:.3g} ({row['p_holm']:.3g}) | "
-                      f"{row['stars']} | {m['p']:.3g} ({m['p_holm']:.3g}) | {m['stars']} |")
-            rows.append({"metric": metric, **row.drop("_o").to_dict(),
+                      f"{paired_cell(row, counts=counts)} | {row['n_lower']}/{row['n_pairs']} | "
+                      f"{fmt(row['p'])} ({fmt(row['p_holm'])}) | {row['stars']} | "
+                      f"{fmt(m['p'])} ({fmt(m['p_holm'])}) | {m['stars']} |")
+            rows.append({"metric": metric, **row.to_dict(),
                          "mwu_p": m["p"], "mwu_p_holm": m["p_holm"], "mwu_stars": m["stars"]})
     pd.DataFrame(rows).to_csv(r.outdir / "pvalues_images.csv", index=False)
     md.append("")
@@ -218,6 +248,43 @@ def _pvalue_table(r: _Report, pt, stats) -> list[str]:
         md += [f"Note: with {k} paired trials the smallest two-sided Wilcoxon p-value possible is "
                f"{2.0 / 2 ** k:.3g}, so no comparison can be significant at this scale.", ""]
     return md
+
+
+def _paper_table(r: _Report, stats) -> list[str]:
+    """The paper's test as its code ran it: Mann-Whitney U, Holm within each n, failures omitted."""
+    if not stats:
+        return []
+    ref_label = r.labels[REFERENCE]
+    frames = [st.assign(metric=m) for m, st in stats["paper"].items()]
+    allp = pd.concat(frames, ignore_index=True)
+    md = [f"### The paper's test against {ref_label} ({r.dlabel})", "",
+          "Two-sided Mann-Whitney U on the two groups of trials (unpaired), medians over the "
+          "trials with a value. " + family_caption(allp, "Mann-Whitney U, per metric"), "",
+          "| metric | n | condition | median (reference) | trials (reference) | p (Holm) | |",
+          "|---|---|---|---|---|---|---|"]
+    for metric, nice in _metrics(r):
+        for _, row in _ordered(r, stats["paper"][metric]).iterrows():
+            md.append(f"| {nice} | {row['n']} | {r.labels.get(row['condition'], row['condition'])} | "
+                      f"{fmt(row['median'])} ({fmt(row['reference_median'])}) | "
+                      f"{row['count']} ({row['reference_count']}) | "
+                      f"{fmt(row['p'])} ({fmt(row['p_holm'])}) | {row['stars']} |")
+    allp.to_csv(r.outdir / "paper_mwu_images.csv", index=False)
+    return md + [""]
+
+
+def _common_cutoffs(r: _Report, common) -> list[str]:
+    if not len(common):
+        return []
+    md = [f"### The common cut-off ({r.dlabel})", "",
+          f"Per n, {COMMON_FRACTION:.0%} of the lowest median (over trials) best validation "
+          "accuracy of any condition, so every arm reaches it in at least half its trials and "
+          "time-efficiency is compared below every arm's ceiling ('epochs to the common cut-off' "
+          "in the tables above).", "", "| n | worst arm | its median best accuracy | cut-off |",
+          "|---|---|---|---|"]
+    for _, row in common.iterrows():
+        md.append(f"| {row['n']} | {r.labels.get(row['ceiling_condition'], row['ceiling_condition'])} | "
+                  f"{row['ceiling']:.3f} | {row['cutoff']:.3f} |")
+    return md + [""]
 
 
 def _results_table(r: _Report, summ) -> list[str]:
