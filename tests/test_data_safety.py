@@ -385,11 +385,7 @@ def test_read_only_database_is_found_before_any_computation(tmp_path, monkeypatc
     spec = _spec("ns=8,16")
     d = tmp_path / "run"
     engine.run_spec(_spec("ns=8,16"), d, quiet=True)
-    c = sqlite3.connect(d / "results.sqlite")
-    c.execute("DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE n=16)")
-    c.execute("DELETE FROM trials WHERE n=16")
-    c.commit()
-    c.close()
+    drop_trials(d / "results.sqlite", "n=16")
     computed = []
     orig = type(TOY).run_job
     monkeypatch.setattr(type(TOY), "run_job", lambda self, *a, **k: computed.append(a[1].key) or orig(self, *a, **k))
