@@ -187,3 +187,25 @@ def test_fitting_twice_with_one_callback_continues_the_posrand_stream():
     assert cb.freezer.steps == 8
     _trainer(max_epochs=1, callbacks=[cb]).fit(model, _data())
     assert cb.freezer.steps == 16
+
+
+class _Batches(_Seen):
+    """Its own data, in batches of ``batch_size`` (what the batch-size finder scales)."""
+
+    def __init__(self, template):
+        super().__init__(template)
+        self.batch_size = 4
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_data().dataset, batch_size=self.batch_size)
+
+
+def test_the_batch_size_finder_searches_the_constrained_model():
+    from lightning.pytorch.tuner import Tuner
+    t = _template()
+    model, cb = _Batches(t), PolarityCallback(t, seed=3)
+    trainer = _trainer(max_epochs=1, callbacks=[cb])
+    Tuner(trainer).scale_batch_size(model, mode="power", steps_per_trial=2, init_val=4,
+                                    max_trials=2)
+    assert len(model.seen) >= 4 and model.seen == [0] * len(model.seen)
+    assert sum(t.violations(model).values()) == 0 and cb.freezer.steps == 0
