@@ -119,3 +119,24 @@ def test_training_twice_with_one_callback_continues_the_posrand_stream(tmp_path)
     assert first.steps == 8
     trainer.train()
     assert cb.freezer.steps == 16 and cb.freezer.seed == first.seed
+
+
+def test_a_checkpoint_of_an_earlier_version_keeps_its_state_in_a_file(tmp_path):
+    """Checkpoints written before the state rode in trainer_state.json have
+    polarity_freezer.json beside them: read when the checkpoint is under output_dir; a resume
+    with neither warns."""
+    import json
+    from types import SimpleNamespace
+    from polarity.integrations.transformers import STATE_FILE
+    cb = PolarityCallback(Template.from_init(_bert()), seed=5)
+    saved = {"seed": 5, "steps": 8, "reset": "posRand", "eps": 1e-3}
+    (tmp_path / "checkpoint-8").mkdir()
+    (tmp_path / "checkpoint-8" / STATE_FILE).write_text(json.dumps(saved))
+    args = SimpleNamespace(resume_from_checkpoint=None, output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=8, stateful_callbacks={})
+    assert cb._checkpoint_state(args, state) == saved
+    state.stateful_callbacks[cb.state_key] = dict(saved, steps=7)   # the trainer state wins
+    assert cb._checkpoint_state(args, state)["steps"] == 7
+    with pytest.warns(UserWarning, match="resuming at step 9 from a checkpoint without"):
+        assert cb._checkpoint_state(args, SimpleNamespace(global_step=9,
+                                                          stateful_callbacks={})) is None
