@@ -69,3 +69,37 @@ def test_common_cutoff_every_arm_reaches(made):
     assert per_trial["epochs_to_common"].notna().mean() >= 0.5
     assert per_trial["error_auc"].between(0, 1).all()
     assert "### The common cut-off" in md
+
+
+def _readme_tables():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "readme_tables.py"
+    spec = importlib.util.spec_from_file_location("readme_tables", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_tables_choose_by_the_runs_content(made, tmp_path):
+    import shutil
+
+    rt = _readme_tables()
+    md, out = made
+    # a directory whose name says XOR-5D Figure 1 but whose spec says an image run
+    run = tmp_path / "xor5d-fig1-renamed"
+    shutil.copytree(out, run / "report")
+    (run / "spec.json").write_text(json.dumps({"experiment": "fmnist", "preset": "transfer",
+                                               "hparams": {"dataset": "fmnist", "cutoff": 0.8,
+                                                           "source": "none"}}))
+    text = rt.table(run)
+    assert "fmnist --preset transfer" in text and "Holm family (Wilcoxon signed-rank): ours" in text
+    assert "(reached 3/6 vs 6/6)" in text                       # success counts beside the median
+    assert "The paper's test on the error" in text and "the paper's -- within each n" in text
+    assert rt.kind({"experiment": "xor5d", "hparams": {"widths": [2, 3, 64]}}) == "xor-widths"
+    assert rt.kind({"experiment": "xor5d", "hparams": {"widths": [64]}}) == "xor-n"
+    assert rt.kind({"experiment": "cifar10", "hparams": {}}) == "images"
+    assert rt.kind({"experiment": "dose", "hparams": {}}) == "unknown"
+    with pytest.raises(SystemExit, match="spec.json"):
+        rt.table(tmp_path)
