@@ -58,6 +58,8 @@ def test_the_presets_pair_and_protocol():
     assert all(getattr(main, f) == getattr(transfer, f) for f in same)
     assert main.oracle_source is not None and len(main.sources) >= 2
     assert main.conditions == ("fluid-rand", "frozen-polarity", "frozen-shuffled")
+    exp.validate(main)            # every shipped source it names exists and fits the target
+    assert exp.grid_size(main) == (1 + 2 * (len(main.sources) + 1)) * 12 * 2
 
 
 def test_bad_dose_hparams_are_named():

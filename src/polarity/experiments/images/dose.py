@@ -211,11 +211,16 @@ def _preset(**kw) -> DoseHparams:
     return DoseHparams(**base)
 
 
+# the ladder's lower rungs: the shipped CIFAR-10 sources' recipe (SGD, peak lr 0.05, cosine, weight
+# decay 0.005 throughout: every epoch in its early, init-erasing phase) compressed to a few epochs
+RUNG = "pretrained:cifar10,epochs={e},early_weight_decay=0.005,early_epochs={e},seed={s}"
+LADDER = (RUNG.format(e=2, s=6), RUNG.format(e=4, s=7), RUNG.format(e=8, s=8),
+          "cifar10-compact-w0.5-s1", "cifar10-compact-w0.5-s4")
+
 DoseExperiment.presets = {
-    # CIFAR-10 (JPEG copy) -> Fashion-MNIST, the main job's pair: a ladder of CIFAR-10 sources,
-    # two independently seeded ones at the top, and the Fashion-MNIST oracle
-    "fmnist": _preset(sources=("cifar10-compact-w0.5", "cifar10-animals-compact-w0.5"),
-                      oracle_source="fmnist-compact-w0.5"),
+    # CIFAR-10 (JPEG copy) -> Fashion-MNIST, the main job's pair: three short rungs, two
+    # independently seeded shipped sources at the top, and the Fashion-MNIST oracle
+    "fmnist": _preset(sources=LADDER, oracle_source="fmnist-compact-w0.5-s2"),
     "tiny": _preset(sources=("pretrained:cifar10,epochs=1,train_n=40,batch_size=20",),
                     oracle_source="pretrained:fmnist,epochs=1,train_n=40,batch_size=20",
                     model_width=0.25, in_size=16, sample_sizes=(20,), trials=2, epochs=2,
