@@ -108,9 +108,10 @@ def _threshold(args) -> dict:
 
 
 def _error(msg) -> int:
-    """The CLI's user error: one line on stderr, status 2."""
-    print(f"polarity: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
+    """The CLI's user error: one line on stderr, status 2 (``polarity.cli_errors``)."""
+    from .cli_errors import error
+
+    return error(msg)
 
 
 def _read(text: str):
