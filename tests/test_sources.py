@@ -123,6 +123,36 @@ def test_shipped_source_matches_its_manifest(name):
     assert m["command"].startswith(f"polarity source train {m['dataset']} ")
 
 
+LEGACY = {"cifar10-compact-w0.5", "fmnist-compact-w0.5", "cifar10-animals-compact-w0.5"}
+
+
+@pytest.mark.parametrize("name", shipped())
+def test_shipped_source_init_agreement_is_recomputed_from_its_recipe_seed(name):
+    """Every shipped source's manifest states its init agreement truly (recomputed here from the
+    recipe's seed, not read); the sources of the current recipe learned their signs (<= 0.55);
+    the legacy ones did not (0.59-0.80), which is why they are the low end of the dose ladder."""
+    from polarity.sources import SourceRecipe, init_agreement
+
+    path = resolve(name)
+    src = read_source_dir(path)
+    m = src.manifest
+    a = init_agreement(SourceRecipe(**m["recipe"]), src.state_dict, len(m["classes"]))
+    assert abs(a["overall"] - m["init_agreement"]) < 1e-4
+    assert all(abs(a["per_layer"][k] - v) < 1e-4 for k, v in m["init_agreement_per_layer"].items())
+    if name in LEGACY:
+        assert 0.58 < a["overall"] < 0.81
+    else:
+        assert a["overall"] <= 0.55
+        assert m["recipe"]["seed"] != 0 and m["train_seconds"] > 0 and m["threads"] >= 1
+
+
+def test_new_sources_have_distinct_seeds_and_two_cifar10_seeds():
+    new = [read_source_dir(resolve(n)).manifest for n in shipped() if n not in LEGACY]
+    seeds = [m["recipe"]["seed"] for m in new]
+    assert len(set(seeds)) == len(seeds)
+    assert sum(m["dataset"] == "cifar10" for m in new) >= 2
+
+
 def test_the_presets_sources_are_shipped():
     """The main job never pretrains: the sources its presets name are in the zoo."""
     assert {"cifar10-compact-w0.5", "fmnist-compact-w0.5", "cifar10-animals-compact-w0.5"} <= set(shipped())

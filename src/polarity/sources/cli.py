@@ -138,8 +138,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"network:    {m['arch']} {m['model']}")
     print(f"accuracy:   {m['test_accuracy']:.4f} on {m.get('test_images')} test images")
     if r:
-        print(f"recipe:     {r.get('optimizer', 'sgd')}, lr {r.get('lr')}, weight decay {r.get('weight_decay')}, "
-              f"{r.get('epochs')} epochs, {r.get('train_n') or 'all'} training images, seed {r.get('seed')}")
+        early = (f" ({r.get('early_weight_decay')} for the first {r.get('early_epochs')} epochs)"
+                 if r.get("early_epochs") else "")
+        print(f"recipe:     {r.get('optimizer', 'sgd')}, lr {r.get('lr')}, weight decay {r.get('weight_decay')}"
+              f"{early}, {r.get('epochs')} epochs, {r.get('train_n') or 'all'} training images, seed {r.get('seed')}")
     print(f"trained:    {m.get('train_seconds')} s, {m.get('threads')} threads, {m.get('machine')}, "
           f"polarity {m.get('polarity_version')}, torch {m.get('torch')}, {m.get('created')}")
     print(f"command:    {m.get('command')}")

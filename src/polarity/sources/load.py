@@ -329,10 +329,15 @@ def _pretrain(spec: SourceSpec, recipe, d: Path, log: Callable[[str], None] | No
     from .recipe import train_source
 
     if log:
-        log(f"training source {spec.text!r} (recipe: {recipe.epochs} epochs, "
-            f"{recipe.train_n or 'all'} images, seed {recipe.seed}); cache {d}")
+        log(f"pretraining source {spec.text!r} with the source recipe ({recipe.epochs} epochs, "
+            f"{recipe.train_n or 'all'} training images, seed {recipe.seed}); cache {d}")
+
+    def on_epoch(row: dict, seconds: float) -> None:
+        log(f"pretraining {spec.text!r}: epoch {row['epoch']}/{recipe.epochs}, train loss "
+            f"{row['train_loss']:.4f}, train acc {row['train_acc']:.3f} ({seconds:.0f}s)")
+
     try:
-        model, data, metrics = train_source(recipe, log=log)
+        model, data, metrics = train_source(recipe, log=None, on_epoch=on_epoch if log else None)
     except SourceError as e:
         raise TransferError(f"source {spec.text!r}: {e}") from None
     name = f"pretrained-{d.name}"

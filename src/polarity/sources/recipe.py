@@ -140,10 +140,11 @@ def _transform_all(tf, x: torch.Tensor, chunk: int = 5000) -> torch.Tensor:
 
 
 def train_source(recipe: SourceRecipe, log: Callable[[str], None] | None = print,
-                 eval_every: int = 5):
+                 eval_every: int = 5, on_epoch: Callable[[dict, float], None] | None = None):
     """Train the source network of ``recipe``; returns ``(model, data, metrics)`` where metrics
-    holds the test accuracy/loss on the whole test split, the training time and the per-epoch
-    history."""
+    holds the test accuracy/loss on the whole test split, the init agreement, the training time
+    and the per-epoch history.  ``on_epoch(row, seconds)`` is called after every epoch with its
+    history row."""
     recipe.validate()
     data = load(recipe.dataset, root=recipe.data_root, source=recipe.data_source)
     tf = data.transform(size=recipe.in_size, rgb=True)
@@ -181,6 +182,8 @@ def train_source(recipe: SourceRecipe, log: Callable[[str], None] | None = print
         if epoch % eval_every == 0 or epoch == recipe.epochs:
             row["test_loss"], row["test_acc"] = evaluate(model, vx, vy, None)
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row, time.perf_counter() - t0)
         if log:
             test = f", test acc {row['test_acc']:.4f}" if "test_acc" in row else ""
             log(f"  epoch {epoch}/{recipe.epochs}: loss {tl:.4f}, train acc {ta:.4f}{test}, "
