@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from polarity import cli, engine, experiments, store
 from polarity.store import integrity
@@ -170,3 +171,26 @@ def test_repair_refuses_a_file_damaged_at_sqlites_level(finished, run, capsys, m
     code, _, err = _cli(capsys, "store", "repair", run)
     _one_line_error(code, err, "damaged at SQLite's level", "nothing was changed")
     assert _sha(run / store.FILENAME) == h
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(wall=st.floats(allow_nan=True, allow_infinity=True), seed=st.integers(-2**63, 2**63 - 1),
+       cond=_text, extra=st.dictionaries(_text, st.one_of(st.integers(-2**53, 2**53), _text, st.none()), max_size=3),
+       losses=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=4))
+def test_whatever_is_committed_verifies(tmp_path_factory, wall, seed, cond, extra, losses):
+    """The digest the commit writes is the digest a reader computes, for any value SQLite may
+    store differently from how it was given (NaN as NULL, -0.0 as 0, any text)."""
+    from polarity.experiments.base import EpochRecord, TrialKey, TrialResult
+
+    db = tmp_path_factory.mktemp("prop") / store.FILENAME
+    recs = [EpochRecord(i + 1, v, 0.5, v, 0.5, {"k": v}) for i, v in enumerate(losses)]
+    with store.Store(db) as s:
+        s.commit_job("toy", "j", [TrialResult(TrialKey(cond, 8, 0, 1), seed, wall, recs, extra)],
+                     hardware={"host": cond}, version=cond, hparams={"x": extra})
+    with store.Store(db, readonly=True) as s:
+        s.expect(store.Grid("toy", [TrialKey(cond, 8, 0, 1)]))
+        s.verify()
+        assert len(s.epochs_frame()) == len(losses) and len(s.trials_frame()) == 1
