@@ -38,6 +38,8 @@ def _err(capsys, *argv) -> str:
     (["theory", "xor", "--variant", "xor5"], "unknown variant 'xor5'; did you mean 'xor5d'"),
     (["theory"], "the following arguments are required"),
     (["export", "/nonexistent/dir"], "give at least one of --csv"),
+    (["show", "fmnist", "--source", "cifar10-compact-w05"], "did you mean 'cifar10-compact-w0.5'"),
+    (["source", "info", "fmnist-compact"], "did you mean 'fmnist-compact-w0.5'"),
 ])
 def test_every_user_error_is_one_line_with_a_suggestion(argv, needle, capsys, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path / "x")) for a in argv]

@@ -160,7 +160,11 @@ def parse_source(text: str) -> SourceSpec:
     except SourceError as e:
         if s in shipped() or as_path(s).exists():
             raise TransferError(f"transfer source {text!r}: {e}") from None
-    raise TransferError(f"unknown transfer source {text!r}; expected {SOURCE_FORMAT}")
+    from ..cli_errors import did_you_mean
+
+    close = did_you_mean(s, [*shipped(), "imagenet", "none"])
+    guess = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise TransferError(f"unknown transfer source {text!r}; {guess}expected {SOURCE_FORMAT}")
 
 
 def same_dataset(source: str, target: str) -> bool:

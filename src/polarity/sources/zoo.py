@@ -37,8 +37,13 @@ def resolve(name_or_path: str | Path) -> Path:
         if not (p / MANIFEST).is_file():
             raise SourceError(f"{p} is a directory but not a source directory (no {MANIFEST})")
         return p
-    raise SourceError(f"unknown source {text!r}: neither a shipped source ({', '.join(shipped()) or 'none'}) "
-                      "nor a source directory (train one with 'polarity source train DATASET --out DIR')")
+    from ..cli_errors import did_you_mean
+
+    close = did_you_mean(text, shipped())
+    guess = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise SourceError(f"unknown source {text!r}; {guess}it is neither a shipped source "
+                      f"({', '.join(shipped()) or 'none'}) nor a source directory (train one with "
+                      "'polarity source train DATASET --out DIR')")
 
 
 __all__ = ["ZOO", "as_path", "shipped", "resolve"]
