@@ -340,13 +340,13 @@ def xor_device_vs_cpu(cfg: Sizes) -> dict:
     out, ok = {}, True
     for dtype, tol in (("float64", dict(rtol=1e-9, atol=1e-10)), ("float32", dict(rtol=1e-4, atol=1e-5))):
         hp = XorHparams(epochs=cfg.xor_epochs, dtype=dtype, reset="posRand", lr=0.1)
-        kw_cpu, _, _ = prepare_job(hp, groups, cols, "cpu")
-        kw_dev, _, _ = prepare_job(hp, groups, cols, cfg.device)
-        dev = train_batched(**kw_dev, fused=False, check_violations=True)
-        refs = {"cpu-torch": train_batched(**kw_cpu, fused=False, check_violations=True)}
+        job_cpu, _, _ = prepare_job(hp, groups, cols, "cpu")
+        job_dev, _, _ = prepare_job(hp, groups, cols, cfg.device)
+        dev = train_batched(job_dev, fused=False, check_violations=True)
+        refs = {"cpu-torch": train_batched(job_cpu, fused=False, check_violations=True)}
         if _numba.NUMBA:
             t = time.perf_counter()
-            refs["cpu-numba"] = train_batched(**kw_cpu, fused=True, check_violations=True)
+            refs["cpu-numba"] = train_batched(job_cpu, fused=True, check_violations=True)
             out[f"{dtype}_numba_s"] = round(time.perf_counter() - t, 2)
         for name, ref in refs.items():
             pd = max(float((ref.params[k].double() - dev.params[k].double()).abs().max()) for k in ref.params)

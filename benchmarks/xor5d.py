@@ -4,8 +4,8 @@
   conditions = 1650 networks, width 64, 100 epochs, validation every epoch) through
   ``Experiment.run_job`` — i.e. including data generation, initialisation and the assembly of the
   per-epoch ``TrialResult`` records, excluding the results database.
-* ``naive_trial_s``: one network trained alone (``XORNet`` + ``torch.optim.Adam`` + the
-  Freeze-SGD reset for frozen conditions + a validation pass per epoch), in this process,
+* ``naive_trial_s``: one network trained alone (``XORNet`` + ``torch.optim.Adam`` + a
+  ``Freezer`` for frozen conditions + a validation pass per epoch), in this process,
   averaged over the fig1 sample sizes and its three conditions.  To keep the benchmark short
   only ``naive_epochs`` epochs are timed and the time is scaled to the preset's 100 epochs
   (``naive_scaled_from_epochs`` says so).
@@ -80,7 +80,7 @@ def naive_trial_s(hp, epochs: int) -> float:
             t0 = time.perf_counter()
             train_single(net, x, y, perms, {k: torch.from_numpy(v) for k, v in tm.items()}, cond.reset,
                          lr=hp.lr, batch_size=hp.batch_size, eps=hp.adam_eps, x_val=xv, y_val=yv,
-                         generator=torch.Generator().manual_seed(0))
+                         reset_seed=0)
             times.append((time.perf_counter() - t0) * hp.epochs / epochs)
     return float(np.mean(times))
 

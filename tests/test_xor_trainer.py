@@ -1,5 +1,7 @@
 """The batched XOR trainer against one-network-at-a-time training, template compliance, shared
 initial magnitudes, padding and masking."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,20 +13,19 @@ from polarity.models.mlp import XORNet
 torch.set_num_threads(1)
 
 
-def _reference(hp, kw, groups, cols, conds, seeds, gi, ci, generator=None, own_stream=True):
-    """Train network (group gi, column ci) alone: own XORNet + torch.optim.Adam."""
+def _reference(hp, job, groups, cols, conds, seeds, gi, ci):
+    """Train network (group gi, column ci) alone: own XORNet + torch.optim.Adam + Freezer."""
     (t, n), (_, w), cond = groups[gi], cols[ci], conds[ci]
     dt = getattr(torch, hp.dtype)
     p, tm = initial_state(seeds[t], w, cond, hp.dim)
     net = XORNet(w, hp.dim).to(dt)
     net.load_state_dict({k: torch.from_numpy(v).to(dt) for k, v in p.items()})
-    ti = kw["group_trial"][gi]
-    x, y = kw["x_train"][ti, :n], kw["y_train"][ti, :n]
-    hist = train_single(net, x, y, kw["perms"][gi], {k: torch.from_numpy(v) for k, v in tm.items()},
+    ti = job.group_trial[gi]
+    x, y = job.x_train[ti, :n], job.y_train[ti, :n]
+    hist = train_single(net, x, y, job.perms[gi], {k: torch.from_numpy(v) for k, v in tm.items()},
                         cond.reset, lr=hp.lr, batch_size=hp.batch_size, betas=(hp.beta1, hp.beta2),
-                        eps=hp.adam_eps, reset_eps=hp.reset_eps, x_val=kw["x_val"][ti],
-                        y_val=kw["y_val"][ti], generator=generator,
-                        reset_seed=int(kw["reset_seeds"][gi, ci]) if own_stream else None)
+                        eps=hp.adam_eps, reset_eps=hp.reset_eps, x_val=job.x_val[ti],
+                        y_val=job.y_val[ti], reset_seed=int(job.reset_seeds[gi, ci]))
     return net, np.array(hist)
 
 
@@ -42,12 +43,12 @@ def test_batched_equals_one_by_one(reset, fused, dim):
     every network draws from its own stream, so batched and alone agree exactly on the CPU."""
     hp = XorHparams(epochs=6, dtype="float64", reset=reset, dim=dim, lr=0.1 if reset == "posRand" else 0.03)
     cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12), ("fluid-sufficient", 5)]
-    kw, seeds, conds = prepare_job(hp, GROUPS, cols)
-    res = train_batched(**kw, check_violations=True, fused=fused)
+    job, seeds, conds = prepare_job(hp, GROUPS, cols)
+    res = train_batched(job, check_violations=True, fused=fused)
     assert res.fused == fused
     for gi in range(len(GROUPS)):
         for ci, (_, w) in enumerate(cols):
-            net, hist = _reference(hp, kw, GROUPS, cols, conds, seeds, gi, ci)
+            net, hist = _reference(hp, job, GROUPS, cols, conds, seeds, gi, ci)
             got = {"fc1.weight": res.params["fc1.weight"][gi, ci, :w],
                    "fc1.bias": res.params["fc1.bias"][gi, ci, :w],
                    "fc2.weight": res.params["fc2.weight"][gi, ci, :w].unsqueeze(0),
@@ -68,9 +69,9 @@ def test_float32_close_to_reference_and_fluid_changes_signs():
     hp = XorHparams(epochs=4)
     cols = [("fluid-rand", 16), ("frozen-rand", 16)]
     groups = [(0, 40)]
-    kw, seeds, conds = prepare_job(hp, groups, cols)
-    res = train_batched(**kw)
-    net, hist = _reference(hp, kw, groups, cols, conds, seeds, 0, 0)
+    job, seeds, conds = prepare_job(hp, groups, cols)
+    res = train_batched(job)
+    net, hist = _reference(hp, job, groups, cols, conds, seeds, 0, 0)
     torch.testing.assert_close(res.params["fc1.weight"][0, 0], net.fc1.weight.detach(), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(res.val_acc[:, 0, 0].numpy(), hist[:, 3], atol=2e-3)
 
@@ -78,16 +79,16 @@ def test_float32_close_to_reference_and_fluid_changes_signs():
 def test_posrand_frozen_has_no_violations_after_every_step():
     hp = XorHparams(epochs=5, lr=0.1)  # a large rate makes many sign violations
     cols = [("frozen-sufficient", 16), ("frozen-rand", 9), ("fluid-rand", 16)]
-    kw, seeds, conds = prepare_job(hp, GROUPS, cols)
-    res = train_batched(**kw, check_violations=True, generator=torch.Generator().manual_seed(3))
+    job, seeds, conds = prepare_job(hp, GROUPS, cols)
+    res = train_batched(job, check_violations=True)
     assert res.violations.numel() == 5 * 4  # epochs x max batches per epoch
     assert int(res.violations.sum()) == 0
-    T1 = kw["templates"]["fc1.weight"].double()
-    T2 = kw["templates"]["fc2.weight"].double()
+    T1 = job.templates["fc1.weight"].double()
+    T2 = job.templates["fc2.weight"].double()
     assert bool(((res.params["fc1.weight"].double() * T1) >= 0).all())
     assert bool(((res.params["fc2.weight"].double() * T2) >= 0).all())
     # the fluid column, at this rate, does change signs against its initial pattern
-    init_signs = torch.sign(kw["init"]["fc1.weight"][:, 2])
+    init_signs = torch.sign(job.init["fc1.weight"][:, 2])
     assert bool((torch.sign(res.params["fc1.weight"][:, 2]) != init_signs).any())
 
 
@@ -111,8 +112,8 @@ def test_conditions_share_initial_magnitudes(width):
 def test_batched_start_shares_magnitudes_across_conditions():
     hp = XorHparams(epochs=1)
     cols = [(c, 10) for c in ("frozen-sufficient", "frozen-rand", "fluid-rand", "fluid-sufficient")]
-    kw, _, _ = prepare_job(hp, [(0, 8), (3, 8)], cols)
-    for k, v in kw["init"].items():
+    job, _, _ = prepare_job(hp, [(0, 8), (3, 8)], cols)
+    for k, v in job.init.items():
         a = v.abs()
         for ci in range(1, len(cols)):
             assert torch.equal(a[:, ci], a[:, 0]), k
@@ -123,13 +124,12 @@ def test_keras_eps_mode_only_moves_eps():
     # Keras' "epsilon hat" = torch's eps / sqrt(1 - beta2^t): with a negligible eps both agree,
     # with eps = 1e-7 they differ (early steps, small gradients)
     hp = XorHparams(epochs=2, dtype="float64", adam_eps=1e-14)
-    kw, _, _ = prepare_job(hp, [(0, 40)], [("fluid-rand", 8)])
-    a = train_batched(**kw)
-    kw["eps_mode"] = "keras"
-    b = train_batched(**kw)
+    job, _, _ = prepare_job(hp, [(0, 40)], [("fluid-rand", 8)])
+    a = train_batched(job)
+    job = dataclasses.replace(job, eps_mode="keras")
+    b = train_batched(job)
     torch.testing.assert_close(a.params["fc1.weight"], b.params["fc1.weight"], rtol=1e-6, atol=1e-8)
-    kw["eps"] = 1e-1
-    c = train_batched(**kw)
+    c = train_batched(dataclasses.replace(job, eps=1e-1))
     assert not torch.allclose(b.params["fc1.weight"], c.params["fc1.weight"])
 
 
@@ -148,15 +148,69 @@ def test_threaded_kernels_give_the_serial_numbers():
     threads); every network computes exactly as on one thread."""
     hp = XorHparams(epochs=3)
     cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12)]
-    kw, _, _ = prepare_job(hp, GROUPS, cols)
-    serial = train_batched(**kw, generator=torch.Generator().manual_seed(1))
+    job, _, _ = prepare_job(hp, GROUPS, cols)
+    serial = train_batched(job)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        threaded = train_batched(**kw, generator=torch.Generator().manual_seed(1))
+        threaded = train_batched(job)
     finally:
         torch.set_num_threads(old)
     for name in serial.params:
         assert torch.equal(serial.params[name], threaded.params[name]), name
     for field in ("train_loss", "train_acc", "val_loss", "val_acc"):
         assert torch.equal(getattr(serial, field), getattr(threaded, field)), field
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("freezer_numba", [True, False])
+def test_a_freezer_draws_what_the_batched_trainer_draws(kernels, freezer_numba, monkeypatch):
+    """One seed rule (seeds.parameter_step_seed): a Freezer seeded with a network's
+    ``reset_seeds[g, c]`` resets that network's violating entries, after the same step, to the
+    very values the batched trainer's reset gives it (numba kernel or torch path), bit for bit."""
+    from polarity import _numba
+    from polarity.experiments.xor5d.trainer import _Buffers, _Resetter
+    from polarity.freeze import Freezer
+    from polarity.template import Template
+
+    if (kernels or freezer_numba) and not _numba.NUMBA:
+        pytest.skip("numba not installed")
+    hp = XorHparams(epochs=1, reset="posRand")
+    cols = [("frozen-sufficient", 7), ("frozen-rand", 12), ("fluid-rand", 12)]
+    job, _, _ = prepare_job(hp, GROUPS, cols)
+    buf = _Buffers(job.init)
+    W1T, _, w2, _ = buf.net
+    T1 = job.templates["fc1.weight"].transpose(2, 3).float()
+    T2 = job.templates["fc2.weight"].float()
+    W1T.copy_(-W1T)  # every constrained entry violates its template
+    w2.copy_(-w2)
+    before1, before2 = W1T.transpose(2, 3).clone(), w2.clone()
+    step = 37
+    _Resetter(buf, job, kernels=kernels)(np.full(len(GROUPS), step, dtype=np.int64))
+    assert bool(((W1T * T1) >= 0).all() and ((w2 * T2) >= 0).all())
+    monkeypatch.setattr(_numba, "AVAILABLE", freezer_numba)
+    for gi in range(len(GROUPS)):
+        for ci, (cond, w) in enumerate(cols):
+            if cond.startswith("fluid"):
+                continue
+            net = XORNet(w, hp.dim)
+            with torch.no_grad():
+                net.fc1.weight.copy_(before1[gi, ci, :w])
+                net.fc2.weight.copy_(before2[gi, ci, :w].unsqueeze(0))
+            tmpl = Template({"fc1.weight": job.templates["fc1.weight"][gi, ci, :w],
+                             "fc2.weight": job.templates["fc2.weight"][gi, ci, :w].unsqueeze(0)})
+            f = Freezer(net, tmpl, reset="posRand", eps=hp.reset_eps, seed=int(job.reset_seeds[gi, ci]))
+            f.load_state_dict({**f.state_dict(), "steps": step - 1})
+            assert f.project(sync=True) == 6 * w  # every entry of both kernels was reset
+            assert torch.equal(net.fc1.weight.detach(), W1T[gi, ci, :, :w].t()), (gi, ci)
+            assert torch.equal(net.fc2.weight.detach()[0], w2[gi, ci, :w]), (gi, ci)
+
+
+def test_a_job_checks_its_shapes():
+    hp = XorHparams(epochs=1)
+    job, _, _ = prepare_job(hp, [(0, 8), (1, 8)], [("frozen-rand", 4), ("fluid-rand", 4)])
+    for bad, msg in [(dict(widths=(4,)), "one entry per column"), (dict(group_n=(8,)), "one entry per group"),
+                     (dict(reset_seeds=job.reset_seeds[:1]), "reset_seeds"), (dict(eps=0.0), "eps"),
+                     (dict(eps_mode="tf"), "eps_mode"), (dict(column_reset=("nope", None)), "nope")]:
+        with pytest.raises(Exception, match=msg):
+            dataclasses.replace(job, **bad)

@@ -1,4 +1,4 @@
-"""numba, when installed: the import, a bit-cast intrinsic, and a cache keyed on every kernel file.
+"""numba, when installed: the import, bit-cast intrinsics, and a cache keyed on every kernel file.
 
 numba's on-disk cache keys a function on its own source file only, but our kernels inline
 functions from other files (the reset rule, the posRand stream).  The locator below keys every
@@ -78,22 +78,32 @@ if NUMBA:
         if _cls not in caching.CacheImpl._locator_classes:
             caching.CacheImpl._locator_classes.insert(0, _cls)
 
+    def _bitcast_codegen(width, float_type):
+        def codegen(context, builder, signature, args):
+            v, iw = args[0], ir.IntType(width)
+            if v.type.width > width:
+                v = builder.trunc(v, iw)
+            elif v.type.width < width:
+                v = builder.sext(v, iw)
+            return builder.bitcast(v, float_type)
+
+        return codegen
+
     @intrinsic
     def f32_from_bits(typingctx, bits):
         """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (numba has no
         scalar bit cast); e.g. ``f32_from_bits((k + 127) << 23)`` is 2**k, branch-free."""
         if not isinstance(bits, types.Integer):
             return None
+        return types.float32(bits), _bitcast_codegen(32, ir.FloatType())
 
-        def codegen(context, builder, signature, args):
-            v, i32 = args[0], ir.IntType(32)
-            if v.type.width > 32:
-                v = builder.trunc(v, i32)
-            elif v.type.width < 32:
-                v = builder.sext(v, i32)
-            return builder.bitcast(v, ir.FloatType())
-
-        return types.float32(bits), codegen
+    @intrinsic
+    def f64_from_bits(typingctx, bits):
+        """The float64 whose IEEE bits are the integer ``bits``: ``f64_from_bits((k + 1023) << 52)``
+        is 2**k."""
+        if not isinstance(bits, types.Integer):
+            return None
+        return types.float64(bits), _bitcast_codegen(64, ir.DoubleType())
 
 # POLARITY_NO_NUMBA=1 sends the freezer down the torch path (the kernels stay importable)
 AVAILABLE = NUMBA and os.environ.get("POLARITY_NO_NUMBA", "") == ""

@@ -7,24 +7,22 @@ A draw is a pure function of a 32-bit seed and the entry's index::
     u = ((x >> 8) + 1) / 2**24                          # top 24 bits, uniform on (0, 1]
 
 so draws do not depend on how the work is split over threads, on the device, or on the order in
-which parameters are visited.  The seed of one parameter at one step is
-``seeds.parameter_step_seed`` for a ``Freezer`` and ``mix32(network_seed, step, layer)`` inside
-the XOR-5D kernels.  ``uniform`` (numba, written in LLVM IR on 32-bit lanes so that it
-vectorises; docs/kernels.md) and ``uniform_torch`` (torch integer ops, any device) give the same
-floats bit for bit, as do ``mix32`` and ``mix32_np`` (tests/test_freeze.py).
+which parameters are visited.  The seed of one parameter at one step has one rule,
+``seeds.parameter_step_seed`` (``mix32`` inside kernels), for a ``Freezer`` and for the XOR-5D
+trainer alike.  ``uniform`` (numba, written in LLVM IR on 32-bit lanes so that it vectorises;
+docs/kernels.md) and ``uniform_torch`` (torch integer ops, any device) give the same floats bit for
+bit (tests/test_freeze.py).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .._numba import NUMBA
+# the per-step seed of a stream: its rule and both backends live in seeds.py (named here too)
+from ..seeds import mix32_np  # noqa: F401
 
 GOLDEN, FMIX1, FMIX2 = 0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35
 _M32 = 0xFFFFFFFF
-# splitmix64's constants, for mix32
-_SM_A, _SM_B = 0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93
-_SM_C, _SM_D = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
 def uniform_torch(seed, index: torch.Tensor) -> torch.Tensor:
@@ -39,22 +37,12 @@ def uniform_torch(seed, index: torch.Tensor) -> torch.Tensor:
     return ((x >> 8) + 1).to(torch.float32) * (1.0 / 16777216.0)
 
 
-def mix32_np(seed, a, b) -> np.ndarray:
-    """A 32-bit hash of three integers (splitmix64's finaliser), vectorised in numpy."""
-    u = np.uint64
-    with np.errstate(over="ignore"):
-        x = (np.asarray(seed).astype(u) ^ (np.asarray(a).astype(u) * u(_SM_A))
-             ^ (np.asarray(b).astype(u) * u(_SM_B)))
-        x = (x ^ (x >> u(31))) * u(_SM_C)
-        x = (x ^ (x >> u(27))) * u(_SM_D)
-        x = x ^ (x >> u(31))
-    return (x & u(_M32)).astype(np.int64)
-
-
 if NUMBA:
     from llvmlite import ir
-    from numba import njit, types
+    from numba import types
     from numba.extending import intrinsic
+
+    from ..seeds import mix32  # noqa: F401
 
     @intrinsic
     def uniform(typingctx, seed, index):
@@ -87,14 +75,5 @@ if NUMBA:
 
         return types.float32(seed, index), codegen
 
-    @njit(cache=True)
-    def mix32(seed, a, b):
-        """``mix32_np`` for scalars inside kernels: the seed of (network seed, step, layer)."""
-        x = (np.uint64(seed) ^ (np.uint64(a) * np.uint64(_SM_A)) ^ (np.uint64(b) * np.uint64(_SM_B)))
-        x = (x ^ (x >> np.uint64(31))) * np.uint64(_SM_C)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(_SM_D)
-        x = x ^ (x >> np.uint64(31))
-        return np.int64(x & np.uint64(_M32))
 
-
-__all__ = ["uniform_torch", "mix32_np", "uniform", "mix32"]
+__all__ = ["uniform_torch", "uniform"]

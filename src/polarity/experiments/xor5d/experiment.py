@@ -77,8 +77,8 @@ class Xor5D(Experiment):
         torch.set_num_threads(max(1, int(hp.threads)))
         try:
             groups, cols = job_layout(hp, job)
-            kw, seeds, conds = prepare_job(hp, groups, cols, device)
-            res = train_batched(**kw)
+            job_arrays, seeds, conds = prepare_job(hp, groups, cols, device)
+            res = train_batched(job_arrays)
         finally:
             torch.set_num_threads(old_threads)
         wall = time.perf_counter() - t0

@@ -30,11 +30,14 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from ..._numba import f32_from_bits
+from ..._numba import f32_from_bits, f64_from_bits
 from ...freeze.numba_reset import reset_value
-from ...freeze.stream import mix32
+from ...seeds import mix32
 
 
 class Scratch(NamedTuple):
@@ -45,8 +48,9 @@ class Scratch(NamedTuple):
     A: np.ndarray   # pre-activations [Hp, B]
     zb: np.ndarray  # logits [B]
     db: np.ndarray  # d(mean BCE)/d(logit) [B]
-    tb: np.ndarray  # float32 exp(-|z|) [B]
-    H: np.ndarray   # d(mean BCE)/d(pre-activation) of one unit [B] (generic d)
+    tb: np.ndarray  # exp(-|z|) [B]
+    H: np.ndarray   # d(mean BCE)/d(pre-activation) of one unit [B]
+    R: np.ndarray   # d(mean BCE)/d(logit) x relu(pre-activation) of one unit [B]
 
 
 # The Adam scalars of one (epoch, step, group), computed in float64 on the host as
@@ -60,13 +64,22 @@ ADAM_SCALARS = ("inv_count",        # 1 / (samples in the batch)
                 "one_minus_beta2")
 
 
+# Every kernel is compiled with the same flags and only the fast-math flags that cannot change a
+# finite result (no NaN, no infinity, no signed zeros): no reassociation, no contraction into
+# fused multiply-adds, no reciprocal or approximate functions, so every float operation rounds as
+# written whatever the instruction set and wherever an entry falls in a vector (docs/xor5d.md,
+# "Bit-identical numbers").  Sums go through ``_sum8``/``_unit_grads5``: one fixed order.
+_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "ninf", "nsz"})
+_INLINE = dict(_JIT, inline="always")
+
+
 def adam_scalars_dtype(dtype) -> np.dtype:
     """The record dtype of :data:`ADAM_SCALARS` in the parameter ``dtype``."""
     return np.dtype([(name, dtype) for name in ADAM_SCALARS])
 
 
 # ----------------------------------------------------------------------------- validation
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+@njit(**_JIT)
 def _logits_one(xt, w1t, b1, w2, b2, width, z):
     # xt [d, nv] (samples contiguous, so the sample loop vectorises); w1t [d, Hp];
     # only the first ``width`` (real) hidden units are visited
@@ -116,7 +129,7 @@ _LN2_HI = np.float32(0.693145751953125)
 _LN2_LO = np.float32(1.428606765330187e-06)
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+@njit(**_INLINE)
 def _exp_neg_abs1(v):
     # exp(-|v|) in float32: range reduction, degree-7 polynomial (relative error < 1e-7) and
     # the power of two built from its bits; no libm call, so loops using it vectorise
@@ -128,7 +141,149 @@ def _exp_neg_abs1(v):
     return p * f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+_LOG2E64 = 1.4426950408889634
+_LN2_HI64 = 6.93147180369123816490e-01  # fdlibm's split of ln 2: k * _LN2_HI64 is exact
+_LN2_LO64 = 1.90821492927058770002e-10
+
+
+@njit(**_INLINE)
+def _exp_neg_abs64(v):
+    # exp(-|v|) in float64 the same way (degree-13 Taylor polynomial on |r| <= ln2/2, truncation
+    # error < 1e-17): no libm call, so the vector and scalar code of a loop (and SVML, where numba
+    # finds it) cannot disagree
+    x = -min(abs(np.float64(v)), 700.0)
+    k = np.floor(x * _LOG2E64 + 0.5)
+    r = x - k * _LN2_HI64 - k * _LN2_LO64
+    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+        1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r * (
+            1 / 479001600 + r * (1 / 6227020800)))))))))))))
+    return p * f64_from_bits((np.int64(k) + np.int64(1023)) << np.int64(52))
+
+
+# ----------------------------------------------------------------------------- fixed-order sums
+# A sum over samples runs on eight lanes: lane l adds the entries i = l mod 8 in increasing i (the
+# last block's missing entries count as +0), and the lanes are added as
+# ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).  The order is part of the numbers, not of the
+# machine.  It is written as LLVM vector IR on <8 x T> with plain fmul/fadd/select (no fast-math
+# flags), which every x86-64 target runs the same way (SSE as two halves, AVX in one register);
+# numba's own loops do not vectorise a sum without reassociation.  The arrays read must be
+# C-contiguous and readable up to the next multiple of 8 (the scratch arrays are padded).
+
+
+def _block_loop(context, builder, count, body, vtypes):
+    """Run ``body(builder, i, valid)`` over the blocks i = 0, 8, ... < count (``valid``: the
+    lanes i + l < count), accumulating the vectors it returns into zeroed accumulators of
+    ``vtypes``; returns each accumulator folded by the tree (a scalar)."""
+    i64 = ir.IntType(64)
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(t, None)) for t in vtypes]
+    lanes = ir.Constant(ir.VectorType(i64, 8), list(range(8)))
+    blocks = builder.sdiv(builder.add(count, ir.Constant(i64, 7)), ir.Constant(i64, 8))
+    with cgutils.for_range(builder, blocks, intp=i64) as loop:
+        i = builder.mul(loop.index, ir.Constant(i64, 8))
+        idx = builder.add(lanes, _splat(builder, i, 8))
+        valid = builder.icmp_signed("<", idx, _splat(builder, count, 8))
+        for acc, v in zip(accs, body(builder, i, valid)):
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+    out = []
+    for acc in accs:
+        v = builder.load(acc)
+        for half in (1, 2, 4):  # pairs, quads, halves: the tree, lane 0 holds the sum
+            perm = [k ^ half for k in range(8)]
+            v = builder.fadd(v, builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), perm)))
+        out.append(builder.extract_element(v, ir.Constant(ir.IntType(32), 0)))
+    return out
+
+
+def _splat(builder, x, n):
+    vt = ir.VectorType(x.type, n)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+def _load8(context, builder, arrty, arr, offset):
+    """The eight entries ``arr.flat[offset:offset + 8]`` as a vector."""
+    elem = context.get_value_type(arrty.dtype)
+    data = context.make_array(arrty)(context, builder, arr).data
+    ptr = builder.bitcast(builder.gep(data, [offset]), ir.VectorType(elem, 8).as_pointer())
+    return builder.load(ptr, align=context.get_abi_sizeof(elem))
+
+
+def _row_length(context, builder, arrty, arr):
+    """The length of a row of a 2-D array (its shape[1]) as an i64."""
+    return cgutils.unpack_tuple(builder, context.make_array(arrty)(context, builder, arr).shape, 2)[1]
+
+
+def _c_float_array(t):
+    return isinstance(t, types.Array) and t.layout == "C" and isinstance(t.dtype, types.Float)
+
+
+@intrinsic
+def _sum8(typingctx, a, off, b, n, zero):
+    """``sum_i a.flat[off + i] * b[i]`` (``b`` None: of ``a.flat[off + i]``) over i < n in the
+    fixed order above, accumulated in the type of ``zero`` (e.g. float32 terms, float64 sum)."""
+    with_b = not isinstance(b, types.NoneType)
+    if not (_c_float_array(a) and isinstance(off, types.Integer) and isinstance(n, types.Integer)
+            and isinstance(zero, types.Float) and (not with_b or (_c_float_array(b) and b.dtype == a.dtype))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        start = context.cast(builder, args[1], sig.args[1], types.int64)
+        count = context.cast(builder, args[3], sig.args[3], types.int64)
+        vacc = ir.VectorType(context.get_value_type(zero), 8)
+
+        def body(builder, i, valid):
+            x = _load8(context, builder, sig.args[0], args[0], builder.add(start, i))
+            if with_b:
+                x = builder.fmul(x, _load8(context, builder, sig.args[2], args[2], i))
+            if x.type != vacc:
+                x = builder.fpext(x, vacc)
+            return [builder.select(valid, x, ir.Constant(vacc, None))]
+
+        return _block_loop(context, builder, count, body, [vacc])[0]
+
+    return zero(a, off, b, n, zero), codegen
+
+
+@intrinsic
+def _unit_grads5(typingctx, A, j, db, xT, vj, n):
+    """The backward sums of hidden unit j over the batch's n samples, for d = 5, in one pass:
+    ``(sum dz * relu(a), sum h, sum x_k * h for k < 5)`` with ``a = A[j, i]``, ``dz = db[i]``,
+    ``h = dz * vj if a > 0 else 0``, ``x_k = xT[k, i]``, each in the fixed order above."""
+    if not (_c_float_array(A) and _c_float_array(db) and _c_float_array(xT) and A.dtype == db.dtype == xT.dtype
+            and isinstance(j, types.Integer) and isinstance(n, types.Integer) and vj == A.dtype):
+        return None
+    T = A.dtype
+
+    def codegen(context, builder, sig, args):
+        Aa, ja, dba, xa, va, na = args
+        i64 = ir.IntType(64)
+        elem = context.get_value_type(T)
+        vt = ir.VectorType(elem, 8)
+        zero = ir.Constant(vt, None)
+        rowA = builder.mul(context.cast(builder, ja, sig.args[1], types.int64), _row_length(context, builder, sig.args[0], Aa))
+        rowX = _row_length(context, builder, sig.args[3], xa)
+        count = context.cast(builder, na, sig.args[5], types.int64)
+        vjv = _splat(builder, va, 8)
+
+        def body(builder, i, valid):
+            a = _load8(context, builder, sig.args[0], Aa, builder.add(rowA, i))
+            dz = _load8(context, builder, sig.args[2], dba, i)
+            pos = builder.fcmp_ordered(">", a, zero)
+            h = builder.select(pos, builder.fmul(dz, vjv), zero)
+            r = builder.fmul(dz, builder.select(pos, a, zero))
+            out = [r, h]
+            for k in range(5):
+                x = _load8(context, builder, sig.args[3], xa, builder.add(builder.mul(ir.Constant(i64, k), rowX), i))
+                out.append(builder.fmul(x, h))
+            return [builder.select(valid, v, zero) for v in out]
+
+        return context.make_tuple(builder, sig.return_type, _block_loop(context, builder, count, body, [vt] * 7))
+
+    return types.UniTuple(T, 7)(A, j, db, xT, vj, n), codegen
+
+
+@njit(**_INLINE)
 def _bce1(z, y):
     # BCE(logit z, label y) = softplus(-u), u = (2y - 1) z: relu(-u) + log1p(t), t = exp(-|u|)
     # in (0, 1], log1p(t) = 2 atanh(t / (2 + t)) by its series
@@ -141,23 +296,21 @@ def _bce1(z, y):
     return max(-u, _F32(0.0)) + lg
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+@njit(**_JIT)
 def _bce_hits(z, y, n, tb):
     """(sum over i < n of BCE(logit z_i, label y_i), number of i with sign(z_i) matching
-    y_i): float32 terms (through the scratch ``tb``), float64 sum.  Vectorises: numba's
-    error_model="numpy" drops the division-by-zero branch, the count is an int32."""
+    y_i): float32 terms (through the scratch ``tb``), a float64 sum in ``_sum8``'s order.
+    Vectorises: numba's error_model="numpy" drops the division-by-zero branch, the count is an
+    int32."""
     h = np.int32(0)
     for i in range(n):
         zi, yi = z[i], y[i]
         tb[i] = _bce1(zi, yi)
         h = np.int32(h + ((zi > 0) == (yi > 0.5)))
-    s = 0.0
-    for i in range(n):
-        s += tb[i]
-    return s, h
+    return _sum8(tb, 0, None, n, 0.0), h
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+@njit(**_JIT)
 def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, out):
     _logits_one(xt, w1t, b1, w2, b2, width, z)
     nv = z.shape[0]
@@ -166,7 +319,7 @@ def _val_one(xt, y, w1t, b1, w2, b2, width, z, tb, out):
     out[1] = hits / nv
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+@njit(**_JIT)
 def val_serial(xt, y, net, widths, out):
     """Validation loss and accuracy of every network, ``out [2, G, C]``: ``xt [G, d, nv]``,
     ``y [G, nv]`` each group's validation set."""
@@ -174,7 +327,7 @@ def val_serial(xt, y, net, widths, out):
     G, C = b2.shape
     nv = xt.shape[2]
     z = np.empty(nv, dtype=b1.dtype)
-    tb = np.empty(nv, dtype=np.float32)
+    tb = np.zeros(_padded(nv), dtype=np.float32)
     o = np.empty(2, dtype=np.float64)
     for g in range(G):
         for c in range(C):
@@ -183,7 +336,7 @@ def val_serial(xt, y, net, widths, out):
             out[1, g, c] = o[1]
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
+@njit(**_JIT, parallel=True)
 def val_parallel(xt, y, net, widths, out):
     """``val_serial`` with the networks split over numba's threads (the same numbers)."""
     w1t, b1, w2, b2 = net
@@ -192,33 +345,33 @@ def val_parallel(xt, y, net, widths, out):
     for gc in prange(G * C):
         g, c = gc // C, gc % C
         z = np.empty(nv, dtype=b1.dtype)
-        tb = np.empty(nv, dtype=np.float32)
+        tb = np.zeros(_padded(nv), dtype=np.float32)
         o = np.empty(2, dtype=np.float64)
         _val_one(xt[g], y[g], w1t[g, c], b1[g, c], w2[g, c], b2[g, c], widths[c], z, tb, o)
         out[0, g, c] = o[0]
         out[1, g, c] = o[1]
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def train_loss(zt, ys, gn, out):
     """Epoch train loss per network from the logits recorded during the epoch:
     zt [G, C, S*B], ys [G, S*B] (labels in the same order), gn [G] valid samples."""
     G, C, L = zt.shape
-    tb = np.empty(L, dtype=np.float32)
+    tb = np.zeros(_padded(L), dtype=np.float32)
     for g in range(G):
         for c in range(C):
             out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
 
 
 # ----------------------------------------------------------------------------- Freeze-SGD
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def reset_nets(W1T, W2, T1, T2, codes, eps, seeds, steps):
     """The Freeze-SGD reset of every frozen column (``codes[c]`` >= 0, a code of
     ``polarity.freeze.methods``) of every group, each network with its own posRand stream
     ``seeds[g, c]``: after its step ``steps[g]``, fc1.weight entry (j, k) draws from
-    (mix32(seed, step, 0), j*d + k) and fc2.weight entry j from (mix32(seed, step, 1), j),
-    exactly as ``reset_range`` on the network's own nn.Linear weights does
-    (``train_single(reset_seed=)``).  ``T1``, ``T2``: int8 templates in the layout of ``W1T``,
+    (mix32(seed, step, 0), j*d + k) and fc2.weight entry j from (mix32(seed, step, 1), j)
+    (``seeds.parameter_step_seed``), exactly as a ``Freezer`` with that seed does on the
+    network's own nn.Linear weights (``train_single(reset_seed=)``).  ``T1``, ``T2``: int8 templates in the layout of ``W1T``,
     ``W2``; fluid columns and padding have template 0."""
     G, C, d, Hp = W1T.shape
     zero = W1T.dtype.type(0)
@@ -243,7 +396,7 @@ def reset_nets(W1T, W2, T1, T2, codes, eps, seeds, steps):
 
 
 # ----------------------------------------------------------------------------- training step
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+@njit(**_INLINE)
 def _adam_group(flat, G, g, s):
     """torch.optim.Adam (single tensor) on group g's slice of every parameter block of the
     flat buffers, with the group's :data:`ADAM_SCALARS` record ``s``: m.lerp_(g, 1-b1);
@@ -265,8 +418,8 @@ def _adam_group(flat, G, g, s):
             p[i] = p[i] - ss * (mi / (math.sqrt(vi) / bc2s + eps))
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
-def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
+@njit(**_INLINE)
+def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, f64):
     """Forward and backward of network (g, c) on its batch of ``cnt`` samples (gathered into
     ``scratch.xT`` and ``scratch.yb``; ``inv`` = 1/cnt): the gradients of the batch-mean BCE go
     to ``grad`` (only the first ``width`` units), the logits to ZO[g, c]; returns #correct.
@@ -274,7 +427,7 @@ def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
     view costs as much as the arithmetic of a narrow network)."""
     W1T, B1, W2, B2 = net
     GW1, GB1, GW2, GB2 = grad
-    xT, yb, A, zb, db, tb, H = scratch
+    xT, yb, A, zb, db, tb, H, R = scratch
     d = xT.shape[0]
     zero = B1.dtype.type(0)
     b2v = B2[g, c]
@@ -300,13 +453,16 @@ def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
             for i in range(cnt):
                 zb[i] += vj * max(A[j, i], zero)
     hits = 0
-    if exact_exp:  # libm exp (float64 runs, checked against torch to 1e-9)
+    if f64:  # float64 runs: the float64 exp (the exactness tests, 1e-9 against torch)
+        for i in range(cnt):
+            tb[i] = _exp_neg_abs64(zb[i])
         for i in range(cnt):
             z = zb[i]
             y = yb[i]
             ZO[g, c, i] = z
             hits += (z > 0) == (y > 0.5)
-            db[i] = (1.0 / (1.0 + math.exp(-z)) - y) * inv
+            t = tb[i]
+            db[i] = ((1.0 if z >= 0 else t) / (1.0 + t) - y) * inv
     else:  # vectorised float32 exp: sigmoid(z) = 1/(1+t) or t/(1+t), t = exp(-|z|)
         for i in range(cnt):
             tb[i] = _exp_neg_abs1(zb[i])
@@ -318,27 +474,11 @@ def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
             t = tb[i]
             s = (_F32(1.0) if z >= 0 else t) / (_F32(1.0) + t)
             db[i] = (s - y) * inv
-    s2 = zero
-    for i in range(cnt):
-        s2 += db[i]
-    GB2[g, c] = s2
-    for j in range(width):  # backward
+    GB2[g, c] = _sum8(db, 0, None, cnt, zero)
+    for j in range(width):  # backward: fixed-order sums over the samples
         vj = W2[g, c, j]
-        sw = zero
-        sb = zero
-        if d == 5:
-            s0 = s1 = s2 = s3 = s4 = zero
-            for i in range(cnt):
-                a = A[j, i]
-                dz = db[i]
-                h = dz * vj if a > zero else zero
-                sw += dz * max(a, zero)
-                sb += h
-                s0 += xT[0, i] * h
-                s1 += xT[1, i] * h
-                s2 += xT[2, i] * h
-                s3 += xT[3, i] * h
-                s4 += xT[4, i] * h
+        if d == 5:  # the seven sums of the XOR-5D case in one pass
+            sw, sb, s0, s1, s2, s3, s4 = _unit_grads5(A, j, db, xT, vj, cnt)
             GW1[g, c, 0, j] = s0
             GW1[g, c, 1, j] = s1
             GW1[g, c, 2, j] = s2
@@ -348,21 +488,18 @@ def _net_grads(g, c, net, grad, scratch, cnt, inv, width, ZO, exact_exp):
             for i in range(cnt):
                 a = A[j, i]
                 dz = db[i]
-                h = dz * vj if a > zero else zero
-                H[i] = h
-                sw += dz * max(a, zero)
-                sb += h
+                H[i] = dz * vj if a > zero else zero
+                R[i] = dz * max(a, zero)
+            sw = _sum8(R, 0, None, cnt, zero)
+            sb = _sum8(H, 0, None, cnt, zero)
             for k in range(d):
-                sk = zero
-                for i in range(cnt):
-                    sk += xT[k, i] * H[i]
-                GW1[g, c, k, j] = sk
+                GW1[g, c, k, j] = _sum8(xT, k * xT.shape[1], H, cnt, zero)
         GW2[g, c, j] = sw
         GB1[g, c, j] = sb
     return hits
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
+@njit(**_INLINE)
 def _gather(xs, ys, rows, cnt, xT, yb):
     for i in range(cnt):
         r = rows[i]
@@ -371,29 +508,36 @@ def _gather(xs, ys, rows, cnt, xT, yb):
         yb[i] = ys[r]
 
 
-@njit(cache=True, nogil=True)
+@njit(**_INLINE)
+def _padded(n):
+    return (n + 7) // 8 * 8
+
+
+@njit(**_JIT)
 def _scratch(d, Hp, B, dtype_like):
+    # rows padded to a multiple of 8: the fixed-order sums read whole blocks (and mask the rest)
     dt = dtype_like.dtype
-    return Scratch(np.empty((d, B), dtype=dt), np.empty(B, dtype=dt), np.empty((Hp, B), dtype=dt),
-                   np.empty(B, dtype=dt), np.empty(B, dtype=dt), np.empty(B, dtype=np.float32),
-                   np.empty(B, dtype=dt))
+    Bp = _padded(B)
+    return Scratch(np.zeros((d, Bp), dtype=dt), np.zeros(Bp, dtype=dt), np.zeros((Hp, Bp), dtype=dt),
+                   np.zeros(Bp, dtype=dt), np.zeros(Bp, dtype=dt), np.zeros(Bp, dtype=dt),
+                   np.zeros(Bp, dtype=dt), np.zeros(Bp, dtype=dt))
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", inline="always")
-def _group_step(batch, net, grad, inv, widths, ZO, hits, exact_exp, g, scratch):
+@njit(**_INLINE)
+def _group_step(batch, net, grad, inv, widths, ZO, hits, f64, g, scratch):
     # the batch of group g is gathered once for all its columns
     xs, ys, rows, count = batch
     cnt = count[g]
     _gather(xs, ys, rows[g], cnt, scratch.xT, scratch.yb)
     for c in range(net[0].shape[1]):
-        hits[g, c] += _net_grads(g, c, net, grad, scratch, cnt, inv, widths[c], ZO, exact_exp)
+        hits[g, c] += _net_grads(g, c, net, grad, scratch, cnt, inv, widths[c], ZO, f64)
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
-def step_serial(batch, net, grad, flat, scalars, widths, logits, hits, exact_exp):
+@njit(**_JIT)
+def step_serial(batch, net, grad, flat, scalars, widths, logits, hits, f64):
     """One Adam step of every network (the tuples: module docstring); ``widths [C]``: each
     column's true width.  Records the logits in ``logits [G, C, B]`` and adds the correct
-    predictions to ``hits [G, C]``.  ``exact_exp``: libm's exp for the sigmoid (float64 runs)
+    predictions to ``hits [G, C]``.  ``f64``: the float64 exp for the sigmoid (float64 runs)
     instead of the float32 one."""
     w1t, b1 = net[0], net[1]
     rows, count = batch[2], batch[3]
@@ -402,12 +546,12 @@ def step_serial(batch, net, grad, flat, scalars, widths, logits, hits, exact_exp
     for g in range(G):
         if count[g] > 0:
             s = scalars[g]
-            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, exact_exp, g, scratch)
+            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, f64, g, scratch)
             _adam_group(flat, G, g, s)
 
 
-@njit(cache=True, fastmath=True, nogil=True, error_model="numpy", parallel=True)
-def step_parallel(batch, net, grad, flat, scalars, widths, logits, hits, exact_exp):
+@njit(**_JIT, parallel=True)
+def step_parallel(batch, net, grad, flat, scalars, widths, logits, hits, f64):
     """``step_serial`` with the groups split over numba's threads (the same numbers)."""
     w1t, b1 = net[0], net[1]
     rows, count = batch[2], batch[3]
@@ -416,7 +560,7 @@ def step_parallel(batch, net, grad, flat, scalars, widths, logits, hits, exact_e
         if count[g] > 0:
             scratch = _scratch(d, Hp, rows.shape[1], b1)
             s = scalars[g]
-            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, exact_exp, g, scratch)
+            _group_step(batch, net, grad, s.inv_count, widths, logits, hits, f64, g, scratch)
             _adam_group(flat, G, g, s)
 
 

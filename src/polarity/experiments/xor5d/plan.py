@@ -15,7 +15,8 @@ from ...data.xor import trial_data
 from ...models.mlp import init_params
 from ...seeds import network_reset_seed, trial_seed
 from ..base import Job, TrialKey
-from .conditions import XorHparams, epoch_permutations, initial_state, parse_condition
+from .conditions import Condition, XorHparams, epoch_permutations, initial_state, parse_condition
+from .trainer import XorJob
 
 
 def width_buckets(widths: Sequence[int], ratio: float = 1.25) -> list[tuple[int, ...]]:
@@ -71,11 +72,11 @@ def job_layout(hp: XorHparams, job: Job) -> tuple[list[tuple[int, int]], list[tu
 
 
 def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequence[tuple[str, int]],
-                device: str = "cpu") -> tuple[dict, dict, list]:
-    """The inputs of ``train_batched`` for groups ``(trial, n)`` x columns ``(condition, width)``:
-    per-trial data, shared initialisations (made compliant per condition), templates, batch
-    orders, each network's posRand seed.  Returns (keyword arguments, {trial: seed},
-    [Condition per column])."""
+                device: str = "cpu") -> tuple[XorJob, dict[int, int], list[Condition]]:
+    """The job of groups ``(trial, n)`` x columns ``(condition, width)``, as ``train_batched``
+    reads it: per-trial data, shared initialisations (made compliant per condition), templates,
+    batch orders, each network's posRand seed.  Returns (the job, {trial: seed}, [Condition per
+    column])."""
     dt = getattr(torch, hp.dtype)
     trials_ = sorted({t for t, _ in groups})
     tpos = {t: i for i, t in enumerate(trials_)}
@@ -85,19 +86,19 @@ def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequenc
     as_t = lambda arrs: torch.from_numpy(np.stack(arrs)).to(device=device, dtype=dt)  # noqa: E731
     conds = [parse_condition(c, hp.reset) for c, _ in cols]
     init, tmpl = _initial_states(hp, groups, cols, conds, seeds)
-    kw = dict(
+    job = XorJob(
         x_train=as_t([dd.x_train for dd in data]), y_train=as_t([dd.y_train for dd in data]),
         x_val=as_t([dd.x_val for dd in data]), y_val=as_t([dd.y_val for dd in data]),
-        group_trial=[tpos[t] for t, _ in groups], group_n=[n for _, n in groups],
-        perms=[epoch_permutations(seeds[t], n, hp.epochs) for t, n in groups],
+        group_trial=tuple(tpos[t] for t, _ in groups), group_n=tuple(n for _, n in groups),
+        perms=tuple(epoch_permutations(seeds[t], n, hp.epochs) for t, n in groups),
         init={k: torch.from_numpy(v).to(device=device, dtype=dt) for k, v in init.items()},
         templates={k: torch.from_numpy(v).to(device) for k, v in tmpl.items()},
-        column_reset=[c.reset if c.frozen else None for c in conds], widths=[w for _, w in cols],
+        column_reset=tuple(c.reset if c.frozen else None for c in conds), widths=tuple(w for _, w in cols),
         reset_seeds=np.array([[network_reset_seed(hp.seed, t, n, c, w) for c, w in cols] for t, n in groups],
                              dtype=np.int64).reshape(len(groups), len(cols)),
         epochs=hp.epochs, lr=hp.lr, batch_size=hp.batch_size, betas=(hp.beta1, hp.beta2),
         eps=hp.adam_eps, eps_mode=hp.eps_mode, reset_eps=hp.reset_eps, sign_switch=hp.sign_switch)
-    return kw, seeds, conds
+    return job, seeds, conds
 
 
 def _initial_states(hp, groups, cols, conds, seeds) -> tuple[dict, dict]:

@@ -8,7 +8,7 @@ network follows exactly its own ``torch.optim.Adam`` trajectory (docs/xor5d.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -16,11 +16,65 @@ import torch
 
 from ... import _numba
 from ...freeze.methods import CODES, check_method
-from ...freeze.stream import mix32_np
 from ...freeze.torch_reset import reset_torch_
+from ...seeds import parameter_step_seed
 
 if _numba.NUMBA:
     from . import kernels
+
+
+@dataclass(frozen=True)
+class XorJob:
+    """One job's arrays and settings (``plan.prepare_job`` builds it; both paths read it).
+
+    ``x_train [T, n_max, d]``, ``y_train [T, n_max]``, ``x_val [T, n_val, d]``, ``y_val [T, n_val]``:
+    per-trial data; group g uses trial ``group_trial[g]``, the first ``group_n[g]`` points and the
+    batch order ``perms[g]`` (``[epochs, n]``).  ``init``: ``fc1.weight [G,C,Hp,d]``,
+    ``fc1.bias [G,C,Hp]``, ``fc2.weight [G,C,Hp]``, ``fc2.bias [G,C]`` (zero beyond each column's
+    width).  ``templates``: ``fc1.weight``/``fc2.weight`` int8 sign tensors of the same shapes (0 =
+    free: fluid columns and padding).  ``column_reset[c]``: the reset method of column c (None for
+    fluid); ``widths[c]``: its true width.  ``reset_seeds [G, C]``: each network's posRand seed
+    (``network_reset_seed``; a ``Freezer`` with that seed draws the same values).  The rest:
+    Adam and the Freeze-SGD reset (docs/xor5d.md)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    group_trial: Sequence[int]
+    group_n: Sequence[int]
+    perms: Sequence[np.ndarray]
+    init: dict[str, torch.Tensor]
+    templates: dict[str, torch.Tensor]
+    column_reset: Sequence[str | None]
+    widths: Sequence[int]
+    reset_seeds: np.ndarray
+    epochs: int
+    lr: float = 0.03
+    batch_size: int = 32
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-7
+    eps_mode: str = "torch"   # "torch" | "keras": where Adam's eps enters
+    reset_eps: float = 1e-3
+    sign_switch: bool = False  # record per-epoch sign-switch fractions
+    shape: tuple[int, int] = field(init=False)  # (G, C)
+
+    def __post_init__(self):
+        G, C = self.init["fc1.weight"].shape[:2]
+        object.__setattr__(self, "shape", (G, C))
+        if self.eps_mode not in ("torch", "keras"):
+            raise ValueError(f"eps_mode must be 'torch' or 'keras', got {self.eps_mode!r}")
+        if not self.eps > 0:  # padding entries take 0 / (0 + eps) steps
+            raise ValueError(f"eps must be positive, got {self.eps!r}")
+        if len(self.group_n) != G or len(self.group_trial) != G or len(self.perms) != G:
+            raise ValueError("group_trial, group_n and perms need one entry per group")
+        if len(self.widths) != C or len(self.column_reset) != C:
+            raise ValueError("widths and column_reset need one entry per column")
+        if np.shape(self.reset_seeds) != (G, C):
+            raise ValueError(f"reset_seeds has shape {np.shape(self.reset_seeds)}, expected {(G, C)}")
+        for r in self.column_reset:
+            if r is not None:
+                check_method(r)
 
 
 @dataclass
@@ -37,48 +91,26 @@ class BatchedResult:
     fused: bool = False  # which path ran (numba kernels or torch ops)
 
 
-def train_batched(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-    group_trial: Sequence[int], group_n: Sequence[int], perms: Sequence[np.ndarray],
-    init: dict[str, torch.Tensor], templates: dict[str, torch.Tensor], column_reset: Sequence[str | None],
-    widths: Sequence[int], *, epochs: int, lr: float = 0.03, batch_size: int = 32,
-    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, eps_mode: str = "torch",
-    reset_eps: float = 1e-3, generator: torch.Generator | None = None, sign_switch: bool = False,
-    check_violations: bool = False, fused: bool | None = None, reset_seeds: np.ndarray | None = None,
-) -> BatchedResult:
-    """Train ``G x C`` networks at once.
-
-    ``x_train [T, n_max, d]``, ``y_train [T, n_max]``, ``x_val [T, n_val, d]``, ``y_val [T, n_val]``:
-    per-trial data; group g uses trial ``group_trial[g]``, the first ``group_n[g]`` points and the
-    batch order ``perms[g]`` (``[epochs, n]``).  ``init``: ``fc1.weight [G,C,Hp,d]``,
-    ``fc1.bias [G,C,Hp]``, ``fc2.weight [G,C,Hp]``, ``fc2.bias [G,C]`` (zero beyond each column's
-    width).  ``templates``: ``fc1.weight``/``fc2.weight`` int8 sign tensors of the same shapes (0 =
-    free: fluid columns and padding).  ``column_reset[c]``: the reset method of column c (None for
-    fluid).  ``widths[c]``: the true width of column c.  ``fused``: use the numba kernels (CPU,
-    float32/float64; default when available) or the torch ops (any device).  ``reset_seeds``
-    ``[G, C]``: each network's posRand seed on either path (``network_reset_seed``, as
-    ``train_single(reset_seed=)``); drawn from ``generator`` when None.
-    """
-    dev, dt = x_train.device, x_train.dtype
-    G, C = init["fc1.weight"].shape[:2]
-    _check_arguments(G, C, group_trial, group_n, perms, widths, column_reset, eps, eps_mode)
+def train_batched(job: XorJob, *, fused: bool | None = None, check_violations: bool = False) -> BatchedResult:
+    """Train the ``G x C`` networks of ``job`` at once.  ``fused``: use the numba kernels (CPU,
+    float32/float64; default when available) or the torch ops (any device).
+    ``check_violations``: count the template violations left after every step."""
+    dev, dt = job.x_train.device, job.x_train.dtype
+    G, C = job.shape
     can_fuse = _numba.NUMBA and dev.type == "cpu" and dt in (torch.float32, torch.float64)
     if fused is None:
         fused = can_fuse
     elif fused and not can_fuse:
         raise ValueError("fused=True needs numba, a CPU device and float32/float64 data")
 
-    buf = _Buffers(init)
-    if reset_seeds is None:
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        reset_seeds = torch.randint(0, 2**32, (G, C), generator=gen).numpy()
-    reset = _Resetter(buf, templates, column_reset, reset_eps, reset_seeds, kernels=fused and _numba.AVAILABLE)
-    sched = _Schedule(x_train, group_trial, group_n, perms, epochs, batch_size, lr, betas, eps, eps_mode)
-    path = (_FusedPath if fused else _TorchPath)(buf, sched, x_train, y_train, x_val, y_val, group_trial,
-                                                widths, betas)
+    buf = _Buffers(job.init)
+    reset = _Resetter(buf, job, kernels=fused and _numba.AVAILABLE)
+    sched = _Schedule(job)
+    path = (_FusedPath if fused else _TorchPath)(buf, sched, job)
 
+    epochs = job.epochs
     rec = torch.zeros(epochs, 4, G, C, dtype=torch.float32, device=dev)  # train/val loss/acc
-    switch = _SignSwitch(buf, widths, epochs) if sign_switch else None
+    switch = _SignSwitch(buf, job.widths, epochs) if job.sign_switch else None
     viol_log = torch.zeros(epochs * sched.S, dtype=torch.int64, device=dev) if check_violations else None
     reset(np.zeros(G, dtype=np.int64))  # a no-op: the start complies by construction
     step_no = 0
@@ -102,20 +134,6 @@ def train_batched(
         params={"fc1.weight": W1T.transpose(2, 3).cpu().contiguous(), "fc1.bias": b1.cpu().clone(),
                 "fc2.weight": w2.cpu().clone(), "fc2.bias": b2.cpu().clone()},
         violations=viol_log.cpu() if viol_log is not None else None, fused=fused)
-
-
-def _check_arguments(G, C, group_trial, group_n, perms, widths, column_reset, eps, eps_mode):
-    if eps_mode not in ("torch", "keras"):
-        raise ValueError(f"eps_mode must be 'torch' or 'keras', got {eps_mode!r}")
-    if not eps > 0:  # padding entries take 0 / (0 + eps) steps
-        raise ValueError(f"eps must be positive, got {eps!r}")
-    if len(group_n) != G or len(group_trial) != G or len(perms) != G:
-        raise ValueError("group_trial, group_n and perms need one entry per group")
-    if len(widths) != C or len(column_reset) != C:
-        raise ValueError("widths and column_reset need one entry per column")
-    for r in column_reset:
-        if r is not None:
-            check_method(r)
 
 
 # ----------------------------------------------------------------------------- state
@@ -155,8 +173,10 @@ class _Schedule:
     have, its parameters, moments and Adam step count untouched.  All tables are built on the
     host once, so the training loop has no host syncs."""
 
-    def __init__(self, x_train, group_trial, group_n, perms, epochs, B, lr, betas, eps, eps_mode):
-        T, n_max = x_train.shape[0], x_train.shape[1]
+    def __init__(self, job: XorJob):
+        x_train, group_trial, group_n, perms = job.x_train, job.group_trial, job.group_n, job.perms
+        epochs, B, lr, betas, eps = job.epochs, job.batch_size, job.lr, job.betas, job.eps
+        n_max = x_train.shape[1]
         G = len(group_n)
         beta1, beta2 = betas
         self.B = B
@@ -186,22 +206,24 @@ class _Schedule:
         self.active = np.broadcast_to(active, (epochs, S, G))
         self.step_size = np.where(self.active, lr / (1.0 - beta1 ** tc), 0.0)
         self.bc2_sqrt = np.sqrt(1.0 - beta2 ** tc)
-        self.eps = np.full_like(self.bc2_sqrt, eps) if eps_mode == "torch" else eps / self.bc2_sqrt
+        self.eps = np.full_like(self.bc2_sqrt, eps) if job.eps_mode == "torch" else eps / self.bc2_sqrt
 
 
 class _Resetter:
     """The Freeze-SGD reset of every frozen network after a step, each network on its own
-    posRand stream (``reset_seeds[g, c]``, the group's step count and the entry's index in its
-    nn.Linear weight), so a network's numbers do not depend on its job nor on the path: the
-    numba kernel ``reset_nets`` or ``reset_torch_`` (the same values, on any device)."""
+    posRand stream (``parameter_step_seed(reset_seeds[g, c], the group's step count, layer)`` and
+    the entry's index in its nn.Linear weight), so a network's numbers do not depend on its job nor
+    on the path: the numba kernel ``reset_nets`` or ``reset_torch_`` (the same values, on any
+    device)."""
 
-    def __init__(self, buf: _Buffers, templates, column_reset, reset_eps, reset_seeds, kernels: bool):
+    def __init__(self, buf: _Buffers, job: XorJob, kernels: bool):
         G, C, Hp, d = buf.G, buf.C, buf.Hp, buf.d
+        templates, column_reset, reset_eps = job.templates, job.column_reset, job.reset_eps
         dev = buf.flat.device
         self.W1T, self.w2 = buf.net[0], buf.net[2]
         self.T1 = templates["fc1.weight"].to(device=dev, dtype=torch.int8).transpose(2, 3).contiguous()
         self.T2 = templates["fc2.weight"].to(device=dev, dtype=torch.int8).contiguous()
-        self.seeds = np.ascontiguousarray(reset_seeds, dtype=np.int64).reshape(G, C)
+        self.seeds = np.ascontiguousarray(job.reset_seeds, dtype=np.int64).reshape(G, C)
         self.eps = reset_eps
         self.G, self.C = G, C
         self.kernels = kernels
@@ -226,7 +248,7 @@ class _Resetter:
             return
         G, C = self.G, self.C
         # step seeds hashed on the host, draws on the device
-        st = np.stack([mix32_np(self.seeds, steps[:, None], b) for b in (0, 1)])
+        st = np.stack([parameter_step_seed(self.seeds, steps[:, None], layer) for layer in (0, 1)])
         st = torch.from_numpy(st).to(self.W1T.device, non_blocking=True)
         for meth, t1, t2 in self.per_method:
             reset_torch_(self.W1T, t1, meth, self.eps, st[0].view(G, C, 1, 1), self.index1, count=False)
@@ -265,23 +287,23 @@ class _FusedPath:
     update) and one per epoch for the validation pass.  Loss/accuracy records: float32 terms,
     float64 sums."""
 
-    def __init__(self, buf: _Buffers, sched: _Schedule, x_train, y_train, x_val, y_val, group_trial,
-                 widths, betas):
+    def __init__(self, buf: _Buffers, sched: _Schedule, job: XorJob):
+        x_train, y_train, x_val, y_val = job.x_train, job.y_train, job.x_val, job.y_val
         G, C, Hp, d = buf.G, buf.C, buf.Hp, buf.d
         S, B = sched.S, sched.B
         T, n_max = x_train.shape[0], x_train.shape[1]
         dt = x_train.dtype
-        beta1, beta2 = betas
+        beta1, beta2 = job.betas
         self.sched = sched
         self.y_flat = y_train.reshape(T * n_max).contiguous()
         self.x_np, self.y_np = x_train.reshape(T * n_max, d).contiguous().numpy(), self.y_flat.numpy()
-        self.widths = np.asarray(widths, dtype=np.int64)
+        self.widths = np.asarray(job.widths, dtype=np.int64)
         par = torch.get_num_threads() > 1
         self.step_kernel = kernels.step_parallel if par else kernels.step_serial
         self.val_kernel = kernels.val_parallel if par else kernels.val_serial
-        # the sigmoid of the training step: libm exp in float64 runs (exact checks), a vectorised
-        # float32 exp (relative error < 1e-7, below float32 resolution of the result) otherwise
-        self.exact_exp = dt == torch.float64
+        # the sigmoid of the training step: a float64 exp in float64 runs (exact checks), a
+        # float32 one (relative error < 1e-7, below float32 resolution of the result) otherwise
+        self.f64 = dt == torch.float64
         # the kernels' argument tuples (kernels.py): net, grad = (w1t, b1, w2, b2),
         # flat = (params, m, v, grad, offs), batch = (x, y, rows, count)
         self.net = tuple(t.numpy() for t in buf.net)
@@ -301,7 +323,7 @@ class _FusedPath:
         self.labels = self.labels_t.numpy()
         self.hits_t = torch.zeros(G, C, dtype=torch.int64)
         self.hits = self.hits_t.numpy()
-        gt = torch.as_tensor(np.asarray(group_trial), device=x_val.device)
+        gt = torch.as_tensor(np.asarray(job.group_trial), device=x_val.device)
         self.xv = x_val.index_select(0, gt).transpose(1, 2).contiguous().numpy()  # [G, d, nv]
         self.yv = y_val.index_select(0, gt).contiguous().numpy()  # [G, nv]
         self.val_t = torch.zeros(2, G, C, dtype=torch.float64)
@@ -317,7 +339,7 @@ class _FusedPath:
     def step(self, e: int, s: int) -> None:
         batch = (self.x_np, self.y_np, self.idx[e, s], self.count[s])
         self.step_kernel(batch, self.net, self.grads, self.flat, self.scalars[e, s], self.widths,
-                         self.logits[:, :, s], self.hits, self.exact_exp)
+                         self.logits[:, :, s], self.hits, self.f64)
 
     def record_train(self, e: int, rec: torch.Tensor) -> None:
         """Keras-style train loss/accuracy of epoch e (each batch measured before its update)."""
@@ -337,11 +359,12 @@ class _TorchPath:
     on any device; Adam in ``torch.optim.Adam``'s single-tensor arithmetic, masked per group when
     some groups sit out a step."""
 
-    def __init__(self, buf: _Buffers, sched: _Schedule, x_train, y_train, x_val, y_val, group_trial,
-                 widths, betas):
+    def __init__(self, buf: _Buffers, sched: _Schedule, job: XorJob):
+        x_train, y_train, x_val, y_val = job.x_train, job.y_train, job.x_val, job.y_val
         G, C, Hp, d = buf.G, buf.C, buf.Hp, buf.d
         T, n_max = x_train.shape[0], x_train.shape[1]
         dev, dt = x_train.device, x_train.dtype
+        betas = job.betas
         self.buf, self.sched, self.betas = buf, sched, betas
         self.x_flat = x_train.reshape(T * n_max, d).contiguous()
         self.y_flat = y_train.reshape(T * n_max).contiguous()
@@ -359,7 +382,7 @@ class _TorchPath:
         self.tr_loss = torch.zeros(G, C, dtype=dt, device=dev)
         self.tr_acc = torch.zeros(G, C, dtype=dt, device=dev)
         self.gn_t = torch.as_tensor(sched.gn, device=dev, dtype=dt).view(G, 1)
-        gt = torch.as_tensor(np.asarray(group_trial), device=dev)
+        gt = torch.as_tensor(np.asarray(job.group_trial), device=dev)
         self.xv = x_val.index_select(0, gt)  # [G, nv, d]
         yv = y_val.index_select(0, gt)  # [G, nv]
         nv = self.xv.shape[1]
@@ -439,4 +462,4 @@ def _softplus_neg(u: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.exp(-u.abs()).add_(1)).add_((-u).clamp_min_(0))
 
 
-__all__ = ["BatchedResult", "train_batched"]
+__all__ = ["XorJob", "BatchedResult", "train_batched"]
