@@ -88,7 +88,8 @@ def _label(s) -> str:
 def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
     """Rows: benefit over fluid RAND / over the shuffled template; columns: against the learned
     fraction / the source's accuracy; one colour per n, the oracle drawn as a star; 95% intervals;
-    each source's tag (S1, S2, ... as in the table) beside its point of the smallest n."""
+    each source's tag (S1, S2, ... as in the table) beside its point of the smallest n; the points
+    of different n are drawn slightly apart along x so their intervals do not hide each other."""
     import matplotlib.pyplot as plt
 
     ns = sorted(b["n"].unique())
@@ -98,19 +99,22 @@ def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
         for j, (xcol, xlabel) in enumerate(XAXES):
             ax = axs[i, j]
             ax.axhline(0, color="0.5", lw=1)
-            for color, n in zip(colors, ns):
+            xs = pd.to_numeric(b[xcol], errors="coerce").dropna()
+            span = float(xs.max() - xs.min()) if len(xs) > 1 and xs.max() > xs.min() else 0.1
+            for k, (color, n) in enumerate(zip(colors, ns)):
                 f = b[(b["versus"] == ref) & (b["n"] == n)].dropna(subset=[xcol])
+                dodge = (k - (len(ns) - 1) / 2) * 0.015 * span  # each n a little apart
                 for oracle, marker in ((False, "o"), (True, "*")):
                     g = f[f["oracle"].astype(bool) == oracle].sort_values(xcol)
                     if not len(g):
                         continue
                     yerr = np.vstack([g["benefit"] - g["ci_low"], g["ci_high"] - g["benefit"]])
-                    ax.errorbar(g[xcol], g["benefit"], yerr=np.clip(yerr, 0, None), fmt=marker,
+                    ax.errorbar(g[xcol] + dodge, g["benefit"], yerr=np.clip(yerr, 0, None), fmt=marker,
                                 color=color, ms=9 if oracle else 5, capsize=3,
                                 label=f"n = {n}" + (f", {ORACLE_LABEL}" if oracle else ""))
                     if n == ns[0]:  # name each source once
                         for _, r in g.iterrows():
-                            ax.annotate(r["tag"], (r[xcol], r["benefit"]), fontsize=7,
+                            ax.annotate(r["tag"], (r[xcol] + dodge, r["benefit"]), fontsize=7,
                                         xytext=(4, 4), textcoords="offset points", color="0.3")
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel(f"error of {nice} - error of\ntransferred polarity (median, 95% CI)", fontsize=8)
