@@ -127,6 +127,9 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open results database {self.path}: {e}",
                              readonly=not readonly and _is_readonly(e)) from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:  # a damaged schema
+            raise StoreError(f"cannot open results database {self.path}: it is damaged ({type(e).__name__}: "
+                             f"{str(e)[:200]}); nothing was changed") from None
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -103,7 +103,7 @@ def _reference_schema(ddl: str) -> dict[str, list[str]]:
 
 def _tables(conn: sqlite3.Connection) -> dict[str, list[str]]:
     """Table name -> column names (SQLite's own tables left out)."""
-    names = [r[0] for r in conn.execute(
+    names = [str(r[0]) for r in conn.execute(  # str: a damaged file may hold any type there
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in names}
 
