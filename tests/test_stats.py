@@ -181,7 +181,7 @@ def test_paired_difference_agrees_with_scipy_and_numpy(d, seed):
     r = paired_difference(a, b, seed=seed, n_boot=500)
     dd = a - b
     assert r.median == pytest.approx(float(np.median(dd)))
-    if len(np.unique(np.abs(dd))) == len(dd):   # no ties: the ordinary exact test
+    if len(np.unique(np.round(np.abs(dd), 12))) == len(dd):   # no ties: the ordinary exact test
         assert r.p == pytest.approx(float(wilcoxon(dd).pvalue))
     assert (r.reached_a, r.reached_b) == (len(d), len(d))
     assert dd.min() - 1e-9 <= r.ci_low <= r.ci_high <= dd.max() + 1e-9
@@ -262,6 +262,12 @@ def test_signed_rank_where_the_old_p_was_wrong():
     old = float(wilcoxon(d[d != 0], zero_method="wilcox", alternative="two-sided").pvalue)
     assert new == pytest.approx(_enumerated_p(d), abs=1e-12) == pytest.approx(2 * 2517 / 2 ** 16)
     assert old < 0.05 < new
+    # the same tie between two arms' errors, as the report sees it: floats in steps of 1/1000,
+    # whose differences (0.301 - 0.299, 0.205 - 0.203) differ in the last bits
+    base = np.array([0.299, 0.203] * 8)
+    arm = np.array([0.301, 0.205] * 6 + [0.297, 0.201] * 2)       # 12 pairs +2 images, 4 pairs -2
+    assert len(np.unique(np.abs(arm - base))) > 1                  # float rounding splits the tie
+    assert paired_difference(arm, base).p == pytest.approx(2 * 2517 / 2 ** 16, abs=1e-12)
     # zeros take part in the ranking (Pratt), where the old code dropped them
     z = np.array([1] * 6 + [2] * 2 + [-1] + [0] * 6 + [-3]) / 1000
     assert signed_rank(z).p == pytest.approx(_enumerated_p(z), abs=1e-12)

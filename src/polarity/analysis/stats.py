@@ -235,7 +235,7 @@ class SignedRank(NamedTuple):
     n_nonzero: int
 
 
-def signed_rank(d: Sequence[float], exact_max: int = EXACT_MAX) -> SignedRank:
+def signed_rank(d: Sequence[float], exact_max: int = EXACT_MAX, decimals: int = 12) -> SignedRank:
     """Two-sided Wilcoxon signed-rank test of the differences ``d`` (finite), valid with ties
     and zeros.
 
@@ -245,12 +245,16 @@ def signed_rank(d: Sequence[float], exact_max: int = EXACT_MAX) -> SignedRank:
     differences that distribution of T is counted exactly (doubled midranks are integers:
     a convolution over them), and p = P(|T - E T| >= |t - E T|).  Beyond, the normal
     approximation with Var T = sum r_i^2 / 4 over the non-zero ranks (the tie-corrected variance),
-    no continuity correction.  No non-zero difference: p = 1."""
+    no continuity correction.  No non-zero difference: p = 1.
+
+    ``d`` is rounded to ``decimals`` places first: differences of errors in steps of 1/val_size
+    (0.301 - 0.299 and 0.205 - 0.203) are equal only up to float rounding, and must tie."""
     from scipy.stats import norm, rankdata
 
     d = np.asarray(d, dtype=float).reshape(-1)
     if not np.isfinite(d).all():
         raise ValueError("signed_rank needs finite differences (rank infinities beforehand)")
+    d = np.round(d, decimals)
     ranks = rankdata(np.abs(d))
     nz = d != 0
     r, pos = ranks[nz], d[nz] > 0
