@@ -37,6 +37,8 @@ def _err(capsys, *argv) -> str:
     (["run"], "give an experiment (EXP) or --config FILE"),
     (["theory", "xor", "--variant", "xor5"], "unknown variant 'xor5'; did you mean 'xor5d'"),
     (["theory"], "the following arguments are required"),
+    (["source"], "source: the following arguments are required"),
+    (["source", "infoo"], "did you mean 'info'?"),
     (["export", "/nonexistent/dir"], "give at least one of --csv"),
     (["show", "fmnist", "--source", "cifar10-compact-w05"], "did you mean 'cifar10-compact-w0.5'"),
     (["source", "info", "fmnist-compact"], "did you mean 'fmnist-compact-w0.5'"),

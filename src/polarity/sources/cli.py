@@ -185,15 +185,15 @@ def _recheck_init_agreement(path: Path, net) -> float | None:
 
 
 def _error(msg: str) -> int:
-    print(f"polarity: error: {msg}", file=sys.stderr)
-    return EXIT_USAGE
+    from ..cli_errors import error  # the one convention of every sub-command
+
+    return error(msg)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     s = subparsers.add_parser("source", help="train, list and inspect transfer source networks",
                               description=__doc__)
-    ssub = s.add_subparsers(dest="source_cmd", metavar="{train,list,info}")
-    s.set_defaults(func=lambda args: (s.print_help(), EXIT_USAGE)[1])
+    ssub = s.add_subparsers(dest="source_cmd", metavar="{train,list,info}", required=True)
     d = SourceRecipe(dataset="")
     t = ssub.add_parser("train", help="train a source network and write its directory",
                         description="Train a source network with the documented recipe "
