@@ -16,6 +16,9 @@ CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
 # (polarity.template.controls), and the polarity of a source trained on the target's own
 # training images (``oracle_source``), an upper bound
 CONTROLS = ("frozen-shuffled", "frozen-balanced")
+# the shipped source of each dataset that the ``transfer`` presets take their polarity from: the
+# init-erasing recipe's networks (docs/sources.md; init agreement <= 0.55)
+TRANSFER_SOURCES = {"cifar10": "cifar10-compact-w0.5-s4", "fmnist": "fmnist-compact-w0.5-s2"}
 ORACLE_CONDITIONS = ("frozen-oracle", "fluid-oracle")
 ALL_CONDITIONS = CONDITIONS + CONTROLS + ORACLE_CONDITIONS
 NEEDS_SOURCE = ("fluid-polarity", "frozen-polarity", "fluid-weight", "frozen-weight") + CONTROLS
@@ -148,7 +151,7 @@ def make_presets(dataset: str, other: str, cutoff: float, cut_lo: float, cut_hi:
                          source=f"pretrained:{other}", sample_sizes=tuple(quick_n), trials=6,
                          epochs=10, batch_size=50, lr=1e-3, val_size=600, cutoff=cutoff,
                          cutoffs=cuts, pretrain_n=10000, pretrain_epochs=4, min_steps=100, threads=1)
-    transfer = transfer_preset(dataset, f"{other}-compact-w0.5", cutoff, cuts)
+    transfer = transfer_preset(dataset, TRANSFER_SOURCES[other], cutoff, cuts)
     tiny = dataclasses.replace(quick, sample_sizes=(40,), trials=1, epochs=2, batch_size=20,
                                val_size=60, model_width=0.25, pretrain_n=100, pretrain_epochs=1,
                                min_steps=0)
