@@ -127,6 +127,8 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open results database {self.path}: {e}",
                              readonly=not readonly and _is_readonly(e)) from None
+        except StoreError:  # a ValueError too (ExperimentError): already says what is wrong
+            raise
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:  # a damaged schema
             raise StoreError(f"cannot open results database {self.path}: it is damaged ({type(e).__name__}: "
                              f"{str(e)[:200]}); nothing was changed") from None
