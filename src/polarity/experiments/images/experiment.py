@@ -219,5 +219,5 @@ class ImageFolderExperiment(ImageExperiment):
                   for k, v in make_presets("folder:", "cifar10", 0.5, 0.3, 0.9, CIFAR_PAPER_N,
                                            (100, 400, 1600)).items() if k != "transfer"},
                # the positive control: CIFAR-10's animals transferred to its vehicles (4 classes)
-               "transfer-control": transfer_preset("cifar10:vehicles", "cifar10-animals-compact-w0.5",
+               "transfer-control": transfer_preset("cifar10:vehicles", "cifar10-animals-compact-w0.5-s3",
                                                    0.7, (0.5, 0.6, 0.7, 0.75, 0.8, 0.85))}
