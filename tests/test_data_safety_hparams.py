@@ -28,6 +28,8 @@ MEANINGFUL = {
     ("fmnist", "eval_points"): {0},  # every epoch
     ("fmnist", "switch_epochs"): {0},  # no sign-switch record
 }
+# the dose study's hyper-parameters extend the image ones: the same values mean the same there
+MEANINGFUL.update({("dose", f): v for (e, f), v in list(MEANINGFUL.items()) if e == "fmnist"})
 
 # fields checked together, by a message that names them together
 NAMED_AS = {"beta1": "betas", "beta2": "betas", "cutoff": "cut-offs", "cutoffs": "cut-offs"}
@@ -60,9 +62,12 @@ def _preset(exp):
     raise AssertionError(f"no preset of {exp.name} validates here")
 
 
+WALKED = ("toy", "xor5d", "fmnist", "dose")  # one experiment per Hparams class
+
+
 def _cases():
     out = []
-    for name in ("toy", "xor5d", "fmnist"):  # one experiment per Hparams class
+    for name in WALKED:
         exp = experiments.get(name)
         for field, tp in field_types(exp.Hparams).items():
             if _bad_values(tp):
@@ -74,8 +79,8 @@ def _cases():
 
 
 def test_the_walk_covers_every_experiment():
-    seen = {type(experiments.get(n).Hparams) for n in ("toy", "xor5d", "fmnist")}
-    assert {type(experiments.get(n).Hparams) for n in experiments.names()} == seen
+    seen = {experiments.get(n).Hparams for n in WALKED}
+    assert {experiments.get(n).Hparams for n in experiments.names()} == seen
 
 
 class _Accepted(experiments.ExperimentError):
