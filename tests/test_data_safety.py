@@ -20,6 +20,7 @@ import pytest
 from polarity import cli, engine, experiments, store
 from polarity.engine import runner
 
+from _cli import _cli, _one_line_error
 from _readonly import read_only
 from _stores import drop_trials
 
@@ -33,19 +34,6 @@ def _spec(*sets):
 def _digest(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-def _cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.startswith("polarity: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def _trial_keys(d: Path) -> list[tuple]:

@@ -13,22 +13,10 @@ from pathlib import Path
 import pytest
 
 from polarity import cli, engine, experiments
+from _cli import _cli, _one_line_error
 
 TOY = experiments.get("toy")
 SECRET = b"precious: 20 bytes!\n"
-
-
-def _cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.startswith("polarity: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def _tree(d: Path) -> dict[str, str]:

@@ -16,24 +16,12 @@ from hypothesis import given, settings, strategies as st
 
 from polarity import cli, engine, experiments, store
 from polarity.store import integrity
+from _cli import _cli, _one_line_error
 
 from _stores import drop_trials
 
 TOY = experiments.get("toy")
 SPEC = ["ns=8,16"]
-
-
-def _cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.startswith("polarity: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def _sha(p: Path) -> str:
