@@ -26,10 +26,10 @@ from typing import Any
 from ...template import Template
 from ...template.controls import balance_signs, shuffle_signs
 from ...template.diagnostics import diagnose
-from ...transfer import TransferError, check_source_dir, load_source, parse_source, same_dataset
+from ...transfer import TransferError, load_source, parse_source, same_dataset
 from .. import register
 from ..base import ExperimentError, Job, TrialKey, TrialResult
-from .experiment import FashionMNISTExperiment, ImageExperiment
+from .experiment import FashionMNISTExperiment, ImageExperiment, trained_dataset
 from .presets import ORACLE_LABEL, ImageHparams, condition_label, dose_key, model_kwargs, split_key
 from .protocol import run_condition, setup_trial
 
@@ -150,12 +150,7 @@ class DoseExperiment(ImageExperiment):
             if spec.kind in ("none", "imagenet"):
                 raise ExperimentError(f"dose: source {text!r}: the study takes source directories, "
                                       "shipped names and pretrained:<dataset>[,field=value...]")
-            trained_on = spec.dataset
-            if spec.kind == "directory":
-                try:
-                    trained_on = check_source_dir(spec, hp.arch, model_kwargs(hp))["dataset"]
-                except TransferError as e:
-                    raise ExperimentError(f"dose: {e}") from None
+            trained_on = trained_dataset(spec, hp, "dose")
             if same_dataset(trained_on, hp.dataset):
                 raise ExperimentError(f"dose: source {text!r} was trained on {trained_on!r}, the "
                                       f"target's own data; that is the oracle ({ORACLE_LABEL}): "

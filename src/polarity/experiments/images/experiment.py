@@ -17,6 +17,19 @@ from .presets import (ALL_CONDITIONS, CIFAR_PAPER_N, FMNIST_PAPER_N, NEEDS_SOURC
 from .protocol import get_oracle, get_source, run_trial
 
 
+def trained_dataset(spec, hp: ImageHparams, what: str) -> str | None:
+    """The dataset a parsed source was trained on: a ``pretrained:`` source's own, a source
+    directory's (checked against ``hp``'s network), None for other kinds; a bad directory is an
+    ExperimentError prefixed with ``what``."""
+    if spec.kind == "pretrained":
+        return spec.dataset
+    if spec.kind == "directory":
+        try:
+            return check_source_dir(spec, hp.arch, model_kwargs(hp))["dataset"]
+        except TransferError as e:
+            raise ExperimentError(f"{what}: {e}") from None
+    return None
+
 class ImageExperiment(Experiment):
     """The shared implementation; subclasses set the dataset."""
 
@@ -122,14 +135,7 @@ class ImageExperiment(Experiment):
             spec = parse_source(hp.oracle_source)
         except TransferError as e:
             raise ExperimentError(f"oracle_source: {e}") from None
-        trained_on = None
-        if spec.kind == "pretrained":
-            trained_on = spec.dataset
-        elif spec.kind == "directory":
-            try:
-                trained_on = check_source_dir(spec, hp.arch, model_kwargs(hp))["dataset"]
-            except TransferError as e:
-                raise ExperimentError(f"oracle_source: {e}") from None
+        trained_on = trained_dataset(spec, hp, "oracle_source")
         if trained_on != hp.dataset:
             what = f"was trained on {trained_on!r}" if trained_on else f"is a {spec.kind!r} source"
             raise ExperimentError(f"oracle_source {hp.oracle_source!r} {what}; the oracle is a "
