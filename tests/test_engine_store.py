@@ -27,6 +27,28 @@ def test_schema_wal_and_version(tmp_path):
         assert {"run", "trials", "epochs"} <= tables
 
 
+def _open_close(path):
+    try:
+        Store(path).close()
+        return "ok"
+    except StoreError as e:
+        return str(e)
+
+
+def test_processes_opening_a_new_store_together_all_succeed(tmp_path):
+    """Two runs started together: one creates the schema while the other looks at the file.  Each
+    must see either nothing or the whole schema, and neither may fail on the WAL switch (SQLite
+    answers "locked" there without waiting).  Before the fix about 1 open in 5 failed here."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    with ctx.Pool(4) as pool:
+        for i in range(12):
+            p = tmp_path / f"r{i}.sqlite"
+            assert pool.map(_open_close, [p] * 4) == ["ok"] * 4
+            with Store(p, readonly=True) as s:
+                assert s.version == SCHEMA_VERSION
+
+
 def test_commit_and_frames(tmp_path):
     with Store(tmp_path / "r.sqlite") as s:
         n = s.commit_job("toy", "j1", [_result("a", 8, 0), _result("b", 8, 0, extra={"switch": float("nan"),

@@ -40,6 +40,7 @@ import shutil
 import sqlite3
 import struct
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -97,6 +98,21 @@ def _v1_trials(conn: sqlite3.Connection) -> Iterable[tuple[int, list[EpochRecord
         yield tid, [EpochRecord(e, nan if a is None else a, nan if b is None else b,
                                 nan if c is None else c, nan if d is None else d,
                                 json.loads(x) if x else {}) for _, e, a, b, c, d, x in group]
+
+
+def _wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """Switch to WAL.  SQLite answers "database is locked" at once, without waiting, when another
+    process holds the file during the switch (two runs started together), so wait here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class Store:
@@ -168,7 +184,14 @@ class Store:
         return sqlite3.connect(copy, timeout=30.0, isolation_level=None)
 
     def _check_version(self) -> None:
-        (v,) = self.conn.execute("PRAGMA user_version").fetchone()
+        # the version and the tables are read in one snapshot: a process creating the schema
+        # concurrently commits both at once, and a reader must not see one without the other
+        self.conn.execute("BEGIN")
+        try:
+            (v,) = self.conn.execute("PRAGMA user_version").fetchone()
+            self._tables = _tables(self.conn)
+        finally:
+            self.conn.execute("COMMIT")
         if v > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {v}, newer than this polarity's "
@@ -178,7 +201,7 @@ class Store:
     def _check_schema(self) -> None:
         """Refuse (untouched) a database that is not polarity's, whatever its user_version; a new,
         empty database is fine (a reader sees an empty run)."""
-        tables = _tables(self.conn)
+        tables = self._tables
         if not tables and self.version == 0:
             if self.readonly:  # e.g. a run killed before its schema was committed
                 self.close()
@@ -213,12 +236,16 @@ class Store:
         c = self.conn
         if self.version == 0:  # before the file's first page: a trial's row (a few kB) per page,
             c.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # not one per 4 kB page and a third lost
-        c.execute("PRAGMA journal_mode=WAL")
+        _wal(c)
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=ON")
         if self.version == 0:
             c.execute("BEGIN IMMEDIATE")
             try:
+                if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                    c.execute("COMMIT")  # another process created the schema since we looked
+                    self.version = SCHEMA_VERSION
+                    return
                 for stmt in _DDL.strip().split(";"):
                     if stmt.strip():
                         c.execute(stmt)
