@@ -172,3 +172,46 @@ def test_report_benefits_are_the_paired_differences(tmp_path):
     assert row["benefit"] > 0.05 and row["learned"] == pytest.approx(0.4)
     assert (tmp_path / "dose_benefit.png").stat().st_size > 0
     assert "| S3 | s2 [oracle (upper bound)] |" in md and "| S1 | s0 | 0.200 |" in md
+
+
+def test_dose_figure_uses_each_compared_arms_colour_and_the_shared_caption(tmp_path, monkeypatch):
+    """The dose figure draws the comparison with fluid RAND in fluid RAND's colour and the one
+    with the shuffled template in frozen-shuffled's, as every other figure does; the table names
+    its Holm family with the shared caption."""
+    import matplotlib.pyplot as plt
+
+    from polarity.analysis.figures import condition_style
+    from polarity.analysis.tables import family_caption
+    from polarity.experiments.images import dose_report
+
+    seen = []
+    real = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        for ax in fig.axes:
+            seen.append((ax.get_title(), {tuple(np.round(c.get_color() if isinstance(c.get_color(), tuple)
+                                                         else matplotlib.colors.to_rgba(c.get_color()), 3))
+                                          for c in ax.lines if c.get_marker() not in (None, "None", "")}))
+        return real(fig, *a, **k)
+
+    import matplotlib
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    rng = np.random.default_rng(1)
+    rand = list(rng.uniform(0.3, 0.4, 6))
+    errors = {"fluid-rand": rand}
+    facts = {}
+    for i, src in enumerate((A, B)):
+        errors[dose_key("frozen-polarity", src)] = [e + rng.normal(0, 0.01) for e in rand]
+        errors[dose_key("frozen-shuffled", src)] = [e + rng.normal(0, 0.01) for e in rand]
+        facts[src] = {"source_name": f"s{i}", "source_label": "x", "oracle": False,
+                      "source_init_agreement": 0.8 - 0.1 * i, "source_test_accuracy": 0.5 + 0.1 * i,
+                      "source_negative_fraction": 0.55, "source_dead_unit_fraction": 0.0}
+    epochs, trials = _frames(errors, facts)
+    md = dose_report.report(_hp(), epochs, trials, tmp_path)
+    want = {ref: tuple(np.round(matplotlib.colors.to_rgba(condition_style(ref)["color"]), 3))
+            for ref, _ in dose_report.COMPARISONS}
+    for title, colors in seen:
+        ref = "fluid-rand" if "fluid RAND" in title else "frozen-shuffled"
+        assert colors == {want[ref]}, (title, colors)
+    assert len(seen) == 4
+    assert family_caption("table", "Wilcoxon signed-rank", by="n, source and comparison") in md

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...analysis import figures  # noqa: F401  (the Agg backend, before pyplot)
+from ...analysis import figures  # the Agg backend, before pyplot; one look per condition
 from ...analysis.metrics import per_trial
 from ...analysis.stats import holm, paired_difference
+from ...analysis.tables import family_caption, paired_cell
 from .presets import ORACLE_LABEL, ImageHparams, dose_key, epochs_for
 
 COMPARISONS = (("fluid-rand", "fluid RAND"), ("frozen-shuffled", "its shuffled template"))
@@ -87,13 +88,14 @@ def _label(s) -> str:
 
 def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
     """Rows: benefit over fluid RAND / over the shuffled template; columns: against the learned
-    fraction / the source's accuracy; one colour per n, the oracle drawn as a star; 95% intervals;
+    fraction / the source's accuracy; each row in the colour of the arm it compares with
+    (``figures.condition_style``, as in every other figure), n told apart by the marker (filled
+    for the smallest n, open for the others), the oracle drawn as a star; 95% intervals;
     each source's tag (S1, S2, ... as in the table) beside its point of the smallest n; the points
     of different n are drawn slightly apart along x so their intervals do not hide each other."""
     import matplotlib.pyplot as plt
 
     ns = sorted(b["n"].unique())
-    colors = plt.get_cmap("viridis")(np.linspace(0.1, 0.8, max(len(ns), 1)))
     fig, axs = plt.subplots(len(COMPARISONS), len(XAXES), figsize=(11, 8), squeeze=False)
     for i, (ref, nice) in enumerate(COMPARISONS):
         for j, (xcol, xlabel) in enumerate(XAXES):
@@ -101,16 +103,19 @@ def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
             ax.axhline(0, color="0.5", lw=1)
             xs = pd.to_numeric(b[xcol], errors="coerce").dropna()
             span = float(xs.max() - xs.min()) if len(xs) > 1 and xs.max() > xs.min() else 0.1
-            for k, (color, n) in enumerate(zip(colors, ns)):
+            color = figures.condition_style(ref)["color"]
+            for k, n in enumerate(ns):
                 f = b[(b["versus"] == ref) & (b["n"] == n)].dropna(subset=[xcol])
                 dodge = (k - (len(ns) - 1) / 2) * 0.015 * span  # each n a little apart
-                for oracle, marker in ((False, "o"), (True, "*")):
+                shapes = ("o", "s", "^", "D", "v")
+                for oracle, marker in ((False, shapes[k % len(shapes)]), (True, "*")):
                     g = f[f["oracle"].astype(bool) == oracle].sort_values(xcol)
                     if not len(g):
                         continue
                     yerr = np.vstack([g["benefit"] - g["ci_low"], g["ci_high"] - g["benefit"]])
                     ax.errorbar(g[xcol] + dodge, g["benefit"], yerr=np.clip(yerr, 0, None), fmt=marker,
                                 color=color, ms=9 if oracle else 5, capsize=3,
+                                markerfacecolor=color if k == 0 else "white",
                                 label=f"n = {n}" + (f", {ORACLE_LABEL}" if oracle else ""))
                     if n == ns[0]:  # name each source once
                         for _, r in g.iterrows():
@@ -119,9 +124,9 @@ def plot_benefits(b: pd.DataFrame, out: Path, title: str) -> None:
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel(f"error of {nice} - error of\ntransferred polarity (median, 95% CI)", fontsize=8)
             ax.set_title(f"benefit over {nice}", fontsize=9)
-    handles, labels = axs[0, 0].get_legend_handles_labels()
-    if handles:
-        axs[0, 0].legend(fontsize=7)
+    for i in range(len(COMPARISONS)):
+        if axs[i, 0].get_legend_handles_labels()[0]:
+            axs[i, 0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +166,8 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
           "validation loss. Benefit = the "
           "other arm's validation error minus the transferred polarity's (positive: transferred "
           "polarity is better), median over trials with a bootstrap 95% interval; 'better' counts "
-          "the trials it was lower; Wilcoxon signed-rank p, Holm across the table. Learned = 1 - "
+          "the trials it was lower; Wilcoxon signed-rank p (exact under ties). "
+          + family_caption("table", "Wilcoxon signed-rank", by="n, source and comparison") + " Learned = 1 - "
           "the source's sign agreement with its own initialisation (from its manifest; n/a when "
           "the manifest has none).", "",
           "| tag | source | learned | test acc | negative fraction | n | error | vs fluid RAND [95% CI] | better | p (Holm) | vs own shuffled [95% CI] | better | p (Holm) |",
@@ -175,7 +181,8 @@ def report(hp: ImageHparams, epochs, trials, outdir: Path) -> str:
             for ref, _ in COMPARISONS:
                 if ref in rows.index:
                     r = rows.loc[ref]
-                    cells += [f"{_fmt(r['benefit'], '+.3f')} [{_fmt(r['ci_low'], '+.3f')}, {_fmt(r['ci_high'], '+.3f')}]",
+                    cells += [paired_cell({"median_diff": r["benefit"], "ci_low": r["ci_low"],
+                                           "ci_high": r["ci_high"], "n_pairs": r["pairs"]}),
                               f"{int(r['better'])}/{int(r['pairs'])}", f"{_fmt(r['p_holm'], '.3g')}"]
                 else:
                     cells += ["", "", ""]
