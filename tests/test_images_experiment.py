@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from polarity.engine import progress
 import polarity.experiments.images.protocol as protocol
 from polarity import Template
 from polarity.experiments import TrialKey, get
@@ -260,10 +261,23 @@ def folder_trial(tmp_path_factory):
         exp.validate(hp)
         rec = Recorder(mp)
         (job,) = exp.jobs(hp)
-        results = exp.run_job(hp, job)
+        reports = []
+        progress.set_channel(lambda n, err: reports.append((n, err)))
+        try:
+            results = exp.run_job(hp, job)
+        finally:
+            progress.set_channel(None)
+        rec.progress = reports
         source = protocol.get_source(hp, None)  # the memoised source the trial used
         clear_memo()
     return hp, rec, results, source
+
+
+def test_progress_moves_a_trial_at_a_time_with_its_best_error(folder_trial):
+    """An image job reports each condition's trial as it ends (the bar does not wait for the
+    whole job), with that trial's best validation error."""
+    _, rec, results, _ = folder_trial
+    assert rec.progress == [(1, progress.best_val_error(r)) for r in results]
 
 
 def test_every_condition_shares_data_order_dropout_and_validation(folder_trial):

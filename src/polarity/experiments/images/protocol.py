@@ -24,7 +24,10 @@ import torch
 from ...freeze import Freezer, impose, switch_fraction
 from ...data.images import ImageData, first_n, fits_on_device, to_device
 from ...data.subsets import load as load_dataset
-from ...models import build_model, head_names, init_glorot_
+from ...engine import progress
+from ...data.subsets import sizes as dataset_sizes
+from ...cli_errors import unknown
+from ...models import MODELS, ModelError, head_names, initialised, is_factory, load_factory
 from ...template import Template
 from ...template.controls import balance_signs, shuffle_signs
 from ...template.diagnostics import diagnose
@@ -67,6 +70,25 @@ def get_oracle(hp: ImageHparams, device: str = "cpu", log=None) -> Source:
     if hp.oracle_source is None:
         raise ExperimentError("the oracle conditions need oracle_source (--oracle-source)")
     return get_source(hp, None, device=device, log=log, source=hp.oracle_source, oracle=True)
+
+
+def check_network(hp: ImageHparams) -> None:
+    """The network ``hp.arch`` checked before any run directory exists: a built-in name, or a
+    factory (``package.module:factory``) imported, built for the dataset's class count and run
+    on one batch; a :class:`ModelError` says what is wrong.  (Every job builds it again for the
+    classes of the data it loads, and checks it the same way.)"""
+    if not is_factory(hp.arch):
+        if hp.arch not in MODELS:
+            raise ModelError(unknown("arch", hp.arch, [*MODELS, "package.module:factory"]))
+        return
+    try:
+        known = dataset_sizes(hp.dataset)
+    except (ValueError, OSError):  # a dataset that cannot be listed: the dataset check names it
+        known = None
+    if known is None:
+        load_factory(hp.arch)
+    else:
+        initialised(hp.arch, known.num_classes, hp.seed, **model_kwargs(hp))
 
 
 # ---------------------------------------------------------------------- what the conditions share
@@ -133,7 +155,8 @@ class SharedStart:
 
 def shared_start(hp: ImageHparams, model: torch.nn.Module, n: int, seed: int,
                  conditions: Sequence[str], device: str) -> SharedStart:
-    init_glorot_(model, seed)
+    """What every condition of the trial shares, from ``model`` initialised for ``seed``
+    (:func:`polarity.models.initialised`)."""
     model.to(device)
     heads = set(head_names(model))
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -250,7 +273,7 @@ def setup_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
     if n > len(data.train_y):
         raise ExperimentError(f"n={n} exceeds the {len(data.train_y)} training images of {data.label}")
     sets = trial_data(hp, data, n, device)
-    model = build_model(hp.arch, data.num_classes, **model_kwargs(hp))
+    model = initialised(hp.arch, data.num_classes, seed, **model_kwargs(hp))
     start = shared_start(hp, model, n, seed, conditions, device)
     return Trial(n, trial, seed, data.label, sets, model, start, device)
 
@@ -287,8 +310,10 @@ def run_condition(hp: ImageHparams, t: Trial, cond: str, key: str | None = None,
     if cond in ORACLE_CONDITIONS:
         extra["oracle_sign_agreement_final"] = source_agreement(start.oracle.template, model,
                                                                 start.oracle_names)
-    return TrialResult(TrialKey(key or cond, t.n, 0, t.trial), t.seed, time.perf_counter() - t0,
-                       records, extra)
+    result = TrialResult(TrialKey(key or cond, t.n, 0, t.trial), t.seed, time.perf_counter() - t0,
+                         records, extra)
+    progress.trial_finished(progress.best_val_error(result))  # the bar moves a trial at a time
+    return result
 
 
 def _start_measures(model: torch.nn.Module, template: Template, start: SharedStart) -> dict[str, Any]:
@@ -355,6 +380,6 @@ def _train(hp: ImageHparams, model: torch.nn.Module, template: Template, frozen:
 
 
 __all__ = ["HIST_LO", "HIST_HI", "HIST_BINS", "PRETRANSFORM_BYTES", "load_data", "get_source",
-           "get_oracle",
+           "get_oracle", "check_network",
            "TrialData", "trial_data", "SharedStart", "shared_start", "start_condition",
            "source_agreement", "Trial", "setup_trial", "run_condition", "run_trial"]
