@@ -16,6 +16,10 @@ EXIT_USAGE = 2
 
 
 def default_name(recipe: SourceRecipe) -> str:
+    from ..models import is_factory
+
+    if is_factory(recipe.arch):  # package.module:factory -> <dataset>-<factory>
+        return f"{recipe.dataset.replace(':', '-')}-{recipe.arch.rpartition(':')[2]}"
     return f"{recipe.dataset.replace(':', '-')}-{recipe.arch}-w{recipe.width:g}"
 
 
@@ -199,7 +203,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         description="Train a source network with the documented recipe "
                                     "(docs/sources.md) and write weights, template and manifest.")
     t.add_argument("dataset", help="fmnist | cifar10 | <dataset>:<subset> (e.g. cifar10:animals)")
-    t.add_argument("--arch", default=d.arch, choices=("compact", "alexnet"))
+    t.add_argument("--arch", default=d.arch, metavar="ARCH",
+                   help="compact | alexnet | package.module:factory, your own network (a callable "
+                        f"num_classes -> nn.Module; docs/models.md); default {d.arch}")
     t.add_argument("--width", type=float, default=d.width, help=f"compact channel multiplier (default {d.width})")
     t.add_argument("--in-size", type=int, default=d.in_size)
     t.add_argument("--epochs", type=int, default=d.epochs)
@@ -220,7 +226,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=5, help="test-split evaluation every N epochs")
     t.add_argument("--data-root", default=None)
     t.add_argument("--data-source", default=d.data_source, choices=("auto", "torchvision", "offline"))
-    t.add_argument("--name", help="source name (default <dataset>-<arch>-w<width>)")
+    t.add_argument("--name", help="source name (default <dataset>-<arch>-w<width>, or "
+                                  "<dataset>-<factory> for a factory)")
     t.add_argument("--out", help="directory to write (default sources/<name>)")
     t.add_argument("--force", action="store_true", help="replace a non-empty --out")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.subsets import load
-from ..models import build_model, head_names, init_glorot_
+from ..models import MODELS, head_names, initialised, is_factory, load_factory
 from ..template import Template, diagnose
 from ..training import evaluate, fit
 
@@ -31,7 +31,7 @@ OPTIMIZERS = ("sgd", "adamw")
 @dataclass(frozen=True)
 class SourceRecipe:
     dataset: str                 # fmnist | cifar10 | cifar10:animals | ... (polarity.data.subsets)
-    arch: str = "compact"
+    arch: str = "compact"        # compact | alexnet | package.module:factory (your own network)
     width: float = 0.5           # compact network channel multiplier
     in_size: int = 32            # input side after resizing (grey images become 3 channels)
     epochs: int = 30
@@ -50,11 +50,17 @@ class SourceRecipe:
     data_source: str = "auto"
 
     def model_kwargs(self) -> dict:
-        return {"in_size": int(self.in_size), "width": float(self.width)} if self.arch == "compact" else {}
+        if self.arch == "compact":
+            return {"in_size": int(self.in_size), "width": float(self.width)}
+        return {"in_size": int(self.in_size)} if is_factory(self.arch) else {}
 
     def validate(self) -> None:
-        if self.arch not in ("compact", "alexnet"):
-            raise ValueError(f"unknown arch {self.arch!r}; known: compact, alexnet")
+        if is_factory(self.arch):
+            load_factory(self.arch)  # a ModelError (a ValueError) names what is wrong
+        elif self.arch not in MODELS:
+            from ..cli_errors import unknown
+
+            raise ValueError(unknown("arch", self.arch, [*MODELS, "package.module:factory"]))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         if self.data_source not in ("auto", "torchvision", "offline"):
@@ -109,9 +115,9 @@ def make_optimizer(recipe: SourceRecipe, model: torch.nn.Module) -> torch.optim.
 
 
 def initial_model(recipe: SourceRecipe, num_classes: int) -> torch.nn.Module:
-    """The untrained network of ``recipe``: its architecture with the Glorot init its seed draws."""
-    model = build_model(recipe.arch, num_classes, **recipe.model_kwargs())
-    return init_glorot_(model, recipe.seed)
+    """The untrained network of ``recipe``: its architecture with the initialisation its seed
+    draws (:func:`polarity.models.initialised`)."""
+    return initialised(recipe.arch, num_classes, recipe.seed, **recipe.model_kwargs())
 
 
 def init_template(model: torch.nn.Module) -> Template:
@@ -168,7 +174,8 @@ def train_source(recipe: SourceRecipe, log: Callable[[str], None] | None = print
     augment = Augment(recipe.pad, recipe.flip, g)
     history, t0 = [], time.perf_counter()
     if log:
-        log(f"source {recipe.dataset} ({data.label}): {recipe.arch} width {recipe.width}, "
+        net = recipe.arch if is_factory(recipe.arch) else f"{recipe.arch} width {recipe.width}"
+        log(f"source {recipe.dataset} ({data.label}): {net}, "
             f"{len(y)} images, {recipe.epochs} epochs, {torch.get_num_threads()} threads")
     for epoch in range(1, recipe.epochs + 1):
         for group in opt.param_groups:   # the early phase's weight decay, then the recipe's
