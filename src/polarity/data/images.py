@@ -6,8 +6,10 @@ Datasets (``load_dataset(name, root=None, source="auto")``):
 * ``"cifar10"``: CIFAR-10, 50k/10k RGB 32x32, label "CIFAR-10" (torchvision's pickled batches) or
   "CIFAR-10 (JPEG copy)" (the offline JPEG copy; JPEG compression makes its pixels differ from the
   official ones, so every output made from it says so).
-* ``"folder:<path>"``: any ImageFolder-style directory ``<path>/{train,test}/<class>/<image>``
-  (``val/`` is accepted in place of ``test/``); decoded once with PIL to uint8 at one fixed size
+* ``"folder:<path>"``: any ImageFolder-style directory: ``<path>/train/<class>/<image>`` and the
+  validation images in ``<path>/test/<class>/<image>`` or, without ``test/``, in ``<path>/val/``
+  (:func:`folder_layout` checks the layout and that both splits hold the same classes, and
+  :func:`split_sizes` counts the images without decoding them); decoded once with PIL to uint8 at one fixed size
   (all images are resized to the most common training-image size unless ``image_size`` is given)
   and cached like the CIFAR JPEG copy; always 3 channels (grey images are converted to RGB). Mean
   and standard deviation are computed on its train split; the label is the folder's name.
@@ -45,7 +47,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,13 +56,14 @@ import torch
 import torch.nn.functional as F
 
 from ..files import cache_root, sha256_file
-from .decode import (DatasetCorruptError, DatasetNotFoundError, decode_cached, listing_hash,
-                     read_dir_members, read_tar_members)
+from .decode import (IMAGE_EXTENSIONS, DatasetCorruptError, DatasetNotFoundError, decode_cached,
+                     listing_hash, read_dir_members, read_tar_members)
 
 __all__ = [
     "ImageData", "load_dataset", "first_n", "BatchTransform", "to_device", "fits_on_device",
     "DEVICE_DATA_FRACTION", "DatasetNotFoundError",
     "DatasetCorruptError", "read_idx", "DATASETS", "FMNIST_CLASSES", "CIFAR10_CLASSES",
+    "FolderLayout", "SplitSizes", "folder_layout", "split_sizes", "VAL_SPLITS",
 ]
 
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -79,6 +82,9 @@ FMNIST_FILES = {
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
 }
 CIFAR_JPEG_NAME = "cifar10-jpeg.tar.gz"
+# the named datasets' split sizes (train, test; both class balanced), known without loading them
+KNOWN_SIZES = {"fmnist": (60000, 10000, FMNIST_CLASSES), "cifar10": (50000, 10000, CIFAR10_CLASSES)}
+VAL_SPLITS = ("test", "val")  # a folder dataset's validation folder, in order of preference
 # a trial's uint8 data stays on an accelerator when it takes at most this share of its free memory
 DEVICE_DATA_FRACTION = 0.5
 
@@ -483,15 +489,102 @@ def _load_cifar10_jpeg(root, workers) -> ImageData:
 # Folder datasets
 
 
-def _load_folder(path: Path, image_size=None, workers=None) -> ImageData:
+@dataclass(frozen=True)
+class SplitSizes:
+    """How many images a dataset's training and validation splits hold, and its classes."""
+
+    train: int
+    val: int
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """A folder dataset's image files, listed and checked (:func:`folder_layout`): per split
+    (``"train"`` and ``val_split``, the folder its validation images come from), per class, the
+    files in sorted order."""
+
+    path: Path
+    val_split: str
+    classes: tuple[str, ...]
+    files: dict[str, dict[str, list[Path]]] = field(repr=False)
+
+    @property
+    def sizes(self) -> SplitSizes:
+        count = {s: sum(len(v) for v in byc.values()) for s, byc in self.files.items()}
+        return SplitSizes(count["train"], count[self.val_split], self.classes)
+
+
+def _class_files(d: Path) -> dict[str, list[Path]]:
+    """Class folder name -> its image files (hidden names skipped), both sorted."""
+    out = {}
+    for c in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")):
+        out[c.name] = sorted(f for f in c.iterdir() if f.is_file() and not f.name.startswith(".")
+                             and f.name.lower().endswith(IMAGE_EXTENSIONS))
+    return out
+
+
+def folder_layout(path: str | os.PathLike) -> FolderLayout:
+    """List a folder dataset without decoding it: ``train/<class>/<image>`` and the validation
+    images in ``test/<class>/`` (or ``val/`` when there is no ``test/``).  Raises
+    DatasetNotFoundError naming what was looked for, or DatasetCorruptError when the two splits
+    hold different classes, fewer than two, or a class folder holds no images."""
+    path = Path(path).expanduser()
+    want = f"{path}/train/<class>/<image> and {path}/test/<class>/<image> (or val/ for test/)"
     if not path.is_dir():
-        raise DatasetNotFoundError(f"folder dataset {path} does not exist (expected {path}/{{train,test}}/<class>/<image>)")
-    entries = read_dir_members(path)
+        raise DatasetNotFoundError(f"folder dataset {path} does not exist (expected {want})")
+    if not (path / "train").is_dir():
+        raise DatasetNotFoundError(f"folder dataset {path} has no train/ folder (expected {want})")
+    val = next((s for s in VAL_SPLITS if (path / s).is_dir()), None)
+    if val is None:
+        raise DatasetNotFoundError(f"folder dataset {path} has neither test/ nor val/ beside train/ "
+                                   f"(expected {want})")
+    files = {"train": _class_files(path / "train"), val: _class_files(path / val)}
+    train, held = set(files["train"]), set(files[val])
+    if train != held:
+        only = [f"only in {s}/: {', '.join(sorted(a - b))}" for s, a, b in
+                (("train", train, held), (val, held, train)) if a - b]
+        raise DatasetCorruptError(f"folder dataset {path}: train/ and {val}/ hold different class "
+                                  f"folders ({'; '.join(only)}); give both the same classes")
+    if len(train) < 2:
+        raise DatasetCorruptError(f"folder dataset {path}: train/ holds {len(train)} class folder(s) "
+                                  f"{sorted(train)}; a classification task needs at least two "
+                                  f"(train/<class>/<image>, one folder per class)")
+    empty = [f"{s}/{c}/" for s, byc in files.items() for c, fs in byc.items() if not fs]
+    if empty:
+        raise DatasetCorruptError(f"folder dataset {path}: no images in {', '.join(empty[:5])}"
+                                  f"{' ...' if len(empty) > 5 else ''} (image files end in "
+                                  f"{', '.join(IMAGE_EXTENSIONS)})")
+    return FolderLayout(path, val, tuple(sorted(train)), files)
+
+
+def split_sizes(name: str) -> SplitSizes | None:
+    """The split sizes of ``fmnist``, ``cifar10`` or ``folder:<path>`` (listed, not decoded);
+    None for a name the loaders do not know.  Class subsets: ``polarity.data.subsets``."""
+    if name.startswith("folder:"):
+        return folder_layout(name[len("folder:"):]).sizes
+    if name in KNOWN_SIZES:
+        train, val, classes = KNOWN_SIZES[name]
+        return SplitSizes(train, val, classes)
+    return None
+
+
+def _load_folder(path: Path, image_size=None, workers=None) -> ImageData:
+    layout = folder_layout(path)
+
+    def entries():  # the validation split is "test" to the decoder, whichever folder it is
+        return [("train" if s == "train" else "test", c, f.name, f)
+                for s, byc in layout.files.items() for c, fs in byc.items() for f in fs]
+
     size = None
     if image_size is not None:
         size = (int(image_size), int(image_size)) if isinstance(image_size, (int, np.integer)) else tuple(int(s) for s in image_size)
     key = "folder-" + hashlib.sha256(f"{path.resolve()}|{size}|{listing_hash(path)}".encode()).hexdigest()[:16]
-    data = decode_cached(key, entries, workers, size=size, classes=None, source=str(path))
+    data = decode_cached(key, entries, workers, size=size, classes=layout.classes, source=str(path))
     classes = data.pop("classes")
     x = data["train_x"]
     xf = x.to(torch.float64)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .images import CIFAR10_CLASSES, FMNIST_CLASSES, ImageData
+from .images import CIFAR10_CLASSES, FMNIST_CLASSES, ImageData, SplitSizes, split_sizes
 
 NAMED = {
     "cifar10": {"vehicles": ("airplane", "automobile", "ship", "truck"),
@@ -83,6 +83,18 @@ def class_subset(data: ImageData, classes: Sequence[str], name: str | None = Non
 
 
 
+def sizes(text: str) -> SplitSizes | None:
+    """``split_sizes`` that also understands ``<dataset>:<subset>`` names (the named datasets are
+    class balanced, so a subset of k classes holds k / classes of each split)."""
+    base, sub = split_name(text)
+    whole = split_sizes(base)
+    if sub is None or whole is None:
+        return whole
+    kept = subset_classes(base, sub, whole.classes)
+    k, c = len(kept), whole.num_classes
+    return SplitSizes(whole.train // c * k, whole.val // c * k, kept)
+
+
 def load(text: str, root=None, source: str = "auto") -> ImageData:
     """``load_dataset`` that also understands ``<dataset>:<subset>`` names."""
     from .images import load_dataset
@@ -94,4 +106,4 @@ def load(text: str, root=None, source: str = "auto") -> ImageData:
     return class_subset(data, subset_classes(base, sub, data.classes), name=sub)
 
 
-__all__ = ["NAMED", "SubsetError", "class_subset", "load", "split_name", "subset_classes"]
+__all__ = ["NAMED", "SubsetError", "class_subset", "load", "sizes", "split_name", "subset_classes"]

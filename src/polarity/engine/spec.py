@@ -252,6 +252,8 @@ def resolve(exp: Experiment, preset: str | None = None, sets: Sequence[str] = ()
         changes["conditions"] = conds
     if changes:
         hp = dataclasses.replace(hp, **changes)
+    given = set(config or ()) | set(changes) | {n for n in set_names if n}
+    hp = exp.fit_to_data(hp, frozenset(given))  # what the user left to the data (Experiment.fit_to_data)
     bad = [c for c in getattr(hp, "conditions", ()) if isinstance(c, str) and not exp.is_condition(c)]
     if bad:
         raise SpecError(_unknown("condition", bad[0], list(exp.conditions), f"for experiment {exp.name!r}"))

@@ -256,6 +256,12 @@ class Experiment(abc.ABC):
                 size *= len(getattr(hp, name))
         return size
 
+    def fit_to_data(self, hp: Any, given: frozenset[str]) -> Any:
+        """``hp`` with the fields the user did not give (``given``: those a config file, ``--set``
+        or a flag named) fitted to what only the data can say, e.g. sample sizes within a user's
+        image folder; ``engine.resolve`` calls it before ``validate``.  Default: ``hp``."""
+        return hp
+
     def is_condition(self, condition: str) -> bool:
         """Override when conditions are parametrised (e.g. 'frozen-rand@flip')."""
         return condition in self.conditions

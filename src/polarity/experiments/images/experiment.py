@@ -8,12 +8,12 @@ from pathlib import Path
 from ...freeze import ResetError, check_method
 from ...data.subsets import SubsetError, split_name, subset_classes
 from ...training import PRECISIONS
-from ...transfer import TransferError, check_source_dir, parse_source, same_dataset
+from ...transfer import TransferError, parse_source, same_dataset
 from .. import register
 from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
 from .presets import (ALL_CONDITIONS, CIFAR_PAPER_N, FMNIST_PAPER_N, NEEDS_SOURCE,
-                      ORACLE_CONDITIONS, ORACLE_LABEL, ImageHparams, make_presets, model_kwargs,
-                      transfer_preset)
+                      ORACLE_CONDITIONS, ORACLE_LABEL, ImageHparams, check_data_sizes,
+                      check_source, fit_to_data, make_presets, model_kwargs, transfer_preset)
 from .protocol import get_oracle, get_source, run_trial
 
 
@@ -25,7 +25,7 @@ def trained_dataset(spec, hp: ImageHparams, what: str) -> str | None:
         return spec.dataset
     if spec.kind == "directory":
         try:
-            return check_source_dir(spec, hp.arch, model_kwargs(hp))["dataset"]
+            return check_source(spec, hp)["dataset"]
         except TransferError as e:
             raise ExperimentError(f"{what}: {e}") from None
     return None
@@ -45,6 +45,7 @@ class ImageExperiment(Experiment):
     def validate(self, hp: ImageHparams) -> None:
         super().validate(hp)
         self._validate_dataset(hp)   # numbers: their ranges (ImageHparams.limits), checked by super()
+        check_data_sizes(hp)         # sample and validation sizes within the data, before any run
         if not hp.sample_sizes:
             raise ExperimentError("sample_sizes needs at least one value")
         if hp.arch not in ("compact", "alexnet"):
@@ -80,17 +81,16 @@ class ImageExperiment(Experiment):
             raise ExperimentError(
                 f"experiment {self.name!r} needs a dataset: --dataset fmnist | cifar10 | "
                 f"<fmnist|cifar10>:<subset> (e.g. cifar10:vehicles) | "
-                f"folder:/path/to/images (train/ and test/ with one sub-folder per class); "
+                f"folder:/path/to/images (train/ and test/ or val/, one sub-folder per class); "
                 f"got {hp.dataset!r}")
         if subset is not None:
             try:
                 subset_classes(base, subset)
             except SubsetError as e:
                 raise ExperimentError(str(e)) from None
-        folder = Path(hp.dataset[len("folder:"):]).expanduser() if hp.dataset.startswith("folder:") else None
-        if folder is not None and not (folder / "train").is_dir():
-            raise ExperimentError(f"folder dataset {folder} has no train/ sub-folder (expected "
-                                  f"{folder}/{{train,test}}/<class>/<image>)")
+
+    def fit_to_data(self, hp: ImageHparams, given: frozenset[str]) -> ImageHparams:
+        return fit_to_data(hp, given)   # sizes within the data, cut-offs from chance (presets)
 
     def _validate_source(self, hp: ImageHparams) -> None:
         try:
@@ -109,7 +109,7 @@ class ImageExperiment(Experiment):
                                   "its training images); transfer from another dataset")
         if spec.kind == "directory":
             try:
-                m = check_source_dir(spec, hp.arch, model_kwargs(hp))
+                m = check_source(spec, hp)
             except TransferError as e:
                 raise ExperimentError(str(e)) from None
             if same_dataset(m["dataset"], hp.dataset):
@@ -218,7 +218,7 @@ class ImageFolderExperiment(ImageExperiment):
                    "| cifar10 | cifar10:vehicles ...), six conditions; presets as the fmnist/cifar10 "
                    "experiments, and transfer-control (CIFAR-10 animals -> vehicles)")
     cli_fields = {**ImageExperiment.cli_fields,
-                  "dataset": "folder:/path/to/images (train/, test/, one sub-folder per class) | "
+                  "dataset": "folder:/path/to/images (train/ and test/ or val/, one sub-folder per class) | "
                              "fmnist | cifar10 | <fmnist|cifar10>:<subset> (vehicles, animals, "
                              "tops, others, classes=i,j,...)"}
     presets = {**{k: dataclasses.replace(v, dataset="folder:")

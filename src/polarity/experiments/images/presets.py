@@ -7,7 +7,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..base import Range, positive
+from ...data.images import DatasetCorruptError, DatasetNotFoundError, SplitSizes
+from ...data.subsets import SubsetError, sizes as dataset_sizes
+from ...sources.directory import SourceError, read_manifest
+from ...transfer import SourceSpec, TransferError, check_source_dir
+from ..base import ExperimentError, Range, positive
 
 CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
               "fluid-weight", "frozen-weight")
@@ -99,7 +103,112 @@ def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
     """The options of ``polarity.models.build_model`` for ``hp.arch``."""
     if hp.arch == "compact":
         return {"in_size": int(hp.in_size), "width": float(hp.model_width)}
-    return {"head": hp.head}
+    if hp.arch == "alexnet":
+        return {"head": hp.head}
+    return {"in_size": int(hp.in_size)}  # a factory's: the input side its output is checked at
+
+
+# ---------------------------------------------------------------------- fitting a preset to the data
+# (docs/images.md, "Your own images")
+
+# a folder dataset's cut-off when none is given: chance accuracy 1/classes plus this fraction of
+# the way to 1, rounded to 2 places (2 classes: 0.75, 3: 0.67, 10: 0.55)
+CHANCE_FRACTION = 0.5
+CHANCE_FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the supplement's cut-offs (C.3/C.4), likewise
+_SOURCE_FIELDS = {"in_size": "in_size", "width": "model_width", "head": "head"}  # manifest -> hparam
+
+
+def data_sizes(hp: ImageHparams) -> SplitSizes | None:
+    """The split sizes of ``hp.dataset`` (a folder is listed, not decoded); None when unknown."""
+    try:
+        return dataset_sizes(hp.dataset)
+    except (DatasetNotFoundError, DatasetCorruptError, SubsetError) as e:
+        raise ExperimentError(str(e)) from None
+
+
+def chance_cutoff(classes: int, fraction: float = CHANCE_FRACTION) -> float:
+    """An accuracy cut-off ``fraction`` of the way from chance (1/classes) to 1."""
+    chance = 1.0 / int(classes)
+    return round(chance + float(fraction) * (1.0 - chance), 2)
+
+
+def fit_sample_sizes(ns: Sequence[int], pool: int) -> tuple[int, ...]:
+    """``ns`` within a training pool of ``pool`` images: unchanged when every size fits, else
+    the sizes below the pool and the whole pool; below every size, the ladder pool/4, pool/2,
+    pool."""
+    ns, pool = tuple(int(n) for n in ns), int(pool)
+    if all(n <= pool for n in ns):
+        return ns
+    fit = sorted({n for n in ns if n < pool} | {pool})
+    if len(fit) == 1:
+        fit = sorted({max(1, pool // 4), max(1, pool // 2), pool})
+    return tuple(fit)
+
+
+def fit_to_data(hp: ImageHparams, given: frozenset[str] | set[str]) -> ImageHparams:
+    """``hp`` with the fields not in ``given`` (those the user did not set) fitted to the data:
+    sample sizes within the training pool (:func:`fit_sample_sizes`), the validation size capped
+    by the validation images there are and, on a folder dataset, whose classes no preset knows,
+    the cut-offs relative to chance (:func:`chance_cutoff`).  ``hp`` itself when the dataset
+    cannot be counted (validation says why) or everything fits."""
+    try:
+        sizes = data_sizes(hp)
+    except ExperimentError:
+        return hp
+    if sizes is None:
+        return hp
+    changes: dict[str, Any] = {}
+    if "sample_sizes" not in given and hp.sample_sizes:
+        ns = fit_sample_sizes(hp.sample_sizes, sizes.train)
+        if ns != tuple(hp.sample_sizes):
+            changes["sample_sizes"] = ns
+    if "val_size" not in given and hp.val_size is not None and hp.val_size > sizes.val:
+        changes["val_size"] = sizes.val
+    if hp.dataset.startswith("folder:"):
+        if "cutoff" not in given:
+            changes["cutoff"] = chance_cutoff(sizes.num_classes)
+        if "cutoffs" not in given:
+            changes["cutoffs"] = tuple(chance_cutoff(sizes.num_classes, f) for f in CHANCE_FRACTIONS)
+    return dataclasses.replace(hp, **changes) if changes else hp
+
+
+def check_data_sizes(hp: ImageHparams) -> None:
+    """Every sample size within the training images and the validation size within the
+    validation images of ``hp.dataset``; else an ExperimentError naming the sizes, the pool and
+    the ``--set`` that fits."""
+    sizes = data_sizes(hp)
+    if sizes is None:
+        return
+    of = f"{hp.dataset} ({sizes.num_classes} classes)"
+    big = [int(n) for n in hp.sample_sizes if n > sizes.train]
+    if big:
+        fit = ",".join(str(n) for n in fit_sample_sizes(hp.sample_sizes, sizes.train))
+        raise ExperimentError(f"sample_sizes {', '.join(map(str, big))} exceed the {sizes.train} "
+                              f"training images of {of}: --set sample_sizes={fit} (or leave "
+                              "sample_sizes unset to have them fitted to the data)")
+    if hp.val_size is not None and hp.val_size > sizes.val:
+        raise ExperimentError(f"val_size={hp.val_size} exceeds the {sizes.val} validation images "
+                              f"of {of}: --set val_size={sizes.val} (or val_size=none: all of them)")
+
+
+def check_source(spec: SourceSpec, hp: ImageHparams) -> dict[str, Any]:
+    """``check_source_dir`` for ``hp``'s network; a mismatch names the ``--set`` options that
+    would make ``hp``'s network the source's."""
+    try:
+        return check_source_dir(spec, hp.arch, model_kwargs(hp))
+    except TransferError as e:
+        try:
+            m = read_manifest(spec.path)
+        except SourceError:
+            raise e from None
+        fix = [f"arch={m['arch']}"] if m["arch"] != hp.arch else []
+        fix += [f"{_SOURCE_FIELDS[k]}={v:g}" if isinstance(v, float) else f"{_SOURCE_FIELDS[k]}={v}"
+                for k, v in m["model"].items()
+                if k in _SOURCE_FIELDS and getattr(hp, _SOURCE_FIELDS[k]) != v]
+        if not fix:
+            raise
+        raise TransferError(f"{e} ({' '.join('--set ' + f for f in fix)} makes the target's network "
+                            "this source's)") from None
 
 
 def condition_label(condition: str, source_label: str, oracle_label: str | None = None) -> str:
@@ -175,4 +284,6 @@ def transfer_preset(dataset: str, source: str, cutoff: float, cutoffs: Sequence[
 __all__ = ["CONDITIONS", "CONTROLS", "ORACLE_CONDITIONS", "ALL_CONDITIONS", "ORACLE_LABEL",
            "NEEDS_SOURCE", "REFERENCE", "FMNIST_PAPER_N", "CIFAR_PAPER_N",
            "ImageHparams", "epochs_for", "eval_epochs", "model_kwargs", "condition_label",
-           "make_presets", "transfer_preset", "dose_key", "split_key"]
+           "make_presets", "transfer_preset", "dose_key", "split_key", "CHANCE_FRACTION",
+           "CHANCE_FRACTIONS", "chance_cutoff", "check_data_sizes", "check_source", "data_sizes",
+           "fit_sample_sizes", "fit_to_data"]

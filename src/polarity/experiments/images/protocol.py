@@ -263,6 +263,9 @@ class Trial:
     model: torch.nn.Module
     start: SharedStart
     device: str
+    # recorded with every condition (the report states them): the dataset's classes, and the
+    # validation images used and available
+    data_info: dict[str, int] = field(default_factory=dict)
 
 
 def setup_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
@@ -275,7 +278,9 @@ def setup_trial(hp: ImageHparams, n: int, trial: int, conditions: Sequence[str],
     sets = trial_data(hp, data, n, device)
     model = initialised(hp.arch, data.num_classes, seed, **model_kwargs(hp))
     start = shared_start(hp, model, n, seed, conditions, device)
-    return Trial(n, trial, seed, data.label, sets, model, start, device)
+    return Trial(n, trial, seed, data.label, sets, model, start, device,
+                 {"num_classes": data.num_classes, "val_images": int(len(sets.val_y)),
+                  "val_pool": int(len(data.test_y))})
 
 
 def run_condition(hp: ImageHparams, t: Trial, cond: str, key: str | None = None,
@@ -288,7 +293,7 @@ def run_condition(hp: ImageHparams, t: Trial, cond: str, key: str | None = None,
     t0 = time.perf_counter()
     template = start_condition(cond, model, start)
     extra: dict[str, Any] = {
-        "dataset_label": t.dataset_label,
+        "dataset_label": t.dataset_label, **t.data_info,
         "source": start.source.spec.text if start.source is not None else hp.source,
         "source_label": source_label,
         "condition_label": label or condition_label(cond, source_label, oracle_label),

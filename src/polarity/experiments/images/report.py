@@ -24,7 +24,8 @@ from ...analysis.metrics import (KEYS, common_cutoff, cutoff_column, epochs_to_c
 from ...analysis.stats import (compare_to_reference, family_caption, paired_to_reference,
                                paper_comparison)
 from ...analysis.tables import fmt, paired_cell
-from .presets import CONDITIONS, REFERENCE, ImageHparams, condition_label, epochs_for
+from .presets import (CHANCE_FRACTION, CONDITIONS, REFERENCE, ImageHparams, chance_cutoff,
+                      condition_label, epochs_for)
 from .protocol import HIST_BINS, HIST_HI, HIST_LO
 
 COMMON_FRACTION = 0.9   # the common cut-off: 90% of the worst arm's median best accuracy, per n
@@ -132,13 +133,37 @@ def _header(r: _Report, pt, ex, slabel: str) -> list[str]:
           f"(at least {hp.min_steps} optimizer steps per started 1000 images), "
           f"batch {hp.batch_size}, Adam lr {hp.lr}, reset `{hp.reset}`, "
           f"{'validated every epoch' if hp.eval_points <= 0 else f'validated at {hp.eval_points} evenly spaced epochs'}, "
-          f"validation = {'the whole test split' if hp.val_size is None else f'the first {hp.val_size} test images'}; "
+          f"validation = {_validation(hp, ex)}; "
           f"{pt.groupby(['condition', 'n']).size().max()} trials per condition and n, n = "
-          f"{', '.join(str(v) for v in sorted(pt['n'].unique()))}. Cut-off {hp.cutoff:g}.", ""]
+          f"{', '.join(str(v) for v in sorted(pt['n'].unique()))}. {_cutoff_text(hp, ex)}", ""]
     if "source_val_acc" in ex and ex["source_val_acc"].notna().any():
         md += [f"Source network ({slabel}) accuracy on its own test split: "
                f"{float(ex['source_val_acc'].dropna().iloc[0]):.3f}.", ""]
     return md
+
+
+def _recorded(ex: pd.DataFrame, column: str) -> int | None:
+    """An integer every trial records alike (None in runs made before it was recorded)."""
+    return int(ex[column].dropna().iloc[0]) if column in ex and ex[column].notna().any() else None
+
+
+def _validation(hp: ImageHparams, ex: pd.DataFrame) -> str:
+    """The validation images the trials used: as recorded, else as ``hp`` asked for them."""
+    used, pool = _recorded(ex, "val_images"), _recorded(ex, "val_pool")
+    if used is None or pool is None:
+        return "the whole test split" if hp.val_size is None else f"the first {hp.val_size} test images"
+    return f"all {pool} held-out images" if used == pool else f"the first {used} of {pool} held-out images"
+
+
+def _cutoff_text(hp: ImageHparams, ex: pd.DataFrame) -> str:
+    """The cut-off, with the class count and chance level when the trials recorded them."""
+    k = _recorded(ex, "num_classes")
+    if k is None:
+        return f"Cut-off {hp.cutoff:g}."
+    how = (f" ({CHANCE_FRACTION:g} of the way from chance to 1, from the class count)"
+           if hp.dataset.startswith("folder:") and hp.cutoff == chance_cutoff(k) else "")
+    return (f"{k} classes: chance accuracy {1 / k:.3f} (chance error {1 - 1 / k:.3f}); "
+            f"cut-off: validation accuracy {hp.cutoff:g}{how}.")
 
 
 def _figure2(r: _Report, pt) -> list[str]:
