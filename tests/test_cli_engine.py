@@ -128,9 +128,10 @@ def test_user_errors_one_line_exit_2(argv, needle, capsys, tmp_path):
 
 def test_out_of_another_spec_and_newer_schema_via_cli(toy_run, capsys, tmp_path):
     before = _digest(toy_run)
-    code, _, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--out", str(toy_run), "--quiet")
+    code, _, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--set", "lr=0.25", "--out", str(toy_run),
+                        "--quiet")
     assert code == 2 and "holds a run of a different spec" in err
-    assert "widths: [0, 3] vs [0]" in err and "Traceback" not in err
+    assert "lr: 0.5 vs 0.25" in err and "widths: [0, 3] vs [0]" in err and "Traceback" not in err
     assert _digest(toy_run) == before
 
     d = tmp_path / "future"

@@ -166,9 +166,10 @@ def test_out_with_another_spec_is_refused_untouched(tmp_path):
     engine.run_spec(_spec("ns=8"), tmp_path, quiet=True)
     before = _tree_digest(tmp_path)
     with pytest.raises(runner.RunDirError) as ei:
-        engine.run_spec(_spec("ns=8", "trials=3"), tmp_path, quiet=True)
+        engine.run_spec(_spec("ns=8", "trials=3", "lr=0.25"), tmp_path, quiet=True)
     msg = str(ei.value)
-    assert "different spec" in msg and "trials: 2 vs 3" in msg and str(tmp_path) in msg
+    assert "different spec" in msg and "lr: 0.5 vs 0.25" in msg and str(tmp_path) in msg
+    assert "grows only along conditions, trials, ns, widths" in msg  # more trials alone would grow it
     assert _tree_digest(tmp_path) == before
 
 

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run an experiment preset with overrides. Rerunning the same command "
                                    "resumes: finished trials are skipped.")
     _spec_arguments(r, exps)
-    r.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>-<preset>-<hash[:10]>)")
+    r.add_argument("--out", type=Path, help="run directory (default: runs/<experiment>-<preset>-<identity[:10]>, "
+                                            "the same as the run grows)")
     r.add_argument("--workers", type=int, default=1, help="parallel worker processes (local: a spawn "
                    "process pool when > 1; ray: CPUs of a local instance) (default 1)")
     r.add_argument("--executor", choices=("local", "ray"), default="local", help="where jobs run (default local)")

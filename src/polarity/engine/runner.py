@@ -38,7 +38,7 @@ from ..files import atomic_write
 from ..store import FILENAME, Grid, Store, StoreError, repair, upgrade
 from .executors import Outcome, check_device, make_executor, probe_ray, set_threads
 from .progress import DEFAULT_EVERY_S, Progress
-from .spec import Spec, hparams_from_dict, spec_diff
+from .spec import GridChange, Spec, grid_change, hparams_from_dict, spec_diff
 
 SPEC_FILE = "spec.json"
 LOCK_FILE = "run.lock"
@@ -127,13 +127,22 @@ def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
     return exp, Spec(exp.name, data.get("preset", "?"), hp), data
 
 
-def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+def _meta_spec(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The database's record of its spec, shaped like ``spec.json``."""
+    return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": meta.get("hparams")}
+
+
+def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any], spec: Spec | None = None) -> None:
     """Refuse to read results under a spec.json that is not the spec they were computed for
-    (``meta``: the database's own record, written with its first row)."""
+    (``meta``: the database's own record, written with its first row and updated when the run
+    grows).  A spec.json whose grid holds the database's (``spec``: it, parsed) is a run whose
+    growth was interrupted between writing spec.json and the database: every row fits it."""
     if not meta:
         return
     if (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) != (
             data.get("hash"), data.get("experiment"), data.get("hparams")):
+        if spec is not None and grid_change(_meta_spec(meta), spec).kind == "grow":
+            return
         diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
         raise RunDirError(
             f"{out / SPEC_FILE} (spec {str(data.get('hash'))[:10]}) does not describe the results in "
@@ -164,7 +173,7 @@ def open_run(out: str | Path) -> tuple[Experiment, Spec, Store]:
     except StoreError as e:
         raise RunDirError(str(e)) from None
     try:
-        check_agrees(out, data, store.meta())
+        check_agrees(out, data, store.meta(), spec)
         store.expect(grid_of(exp, spec))
     except BaseException:
         store.close()
@@ -248,12 +257,15 @@ def refuse_links(out: Path, where: Path) -> None:
                           "and rerun")
 
 
-def check_run_dir(out: Path, spec: Spec) -> bool:
-    """Refuse a directory that holds another spec or something that is not a run.  Returns
-    whether the directory already holds this spec.  Touches nothing."""
+def check_run_dir(out: Path, spec: Spec) -> GridChange | None:
+    """Refuse a directory that holds another spec or something that is not a run.  Returns None
+    for a new or empty directory, else how its spec relates to ``spec``: the same, or ``grow``
+    (its grid is part of ``spec``'s: the run is extended).  A smaller grid, a grid that neither
+    holds nor is held by the stored one, and any other changed hyper-parameter are refused, with
+    what to do.  Touches nothing."""
     check_path(out, "--out")
     if not out.exists():
-        return False
+        return None
     if not out.is_dir():
         raise RunDirError(f"--out {out} exists and is not a directory")
     stored = read_spec_file(out)
@@ -266,14 +278,29 @@ def check_run_dir(out: Path, spec: Spec) -> bool:
             raise RunDirError(
                 f"--out {out} is not empty and is not a polarity run directory (no {SPEC_FILE}); "
                 "choose a new or empty directory")
-        return False
-    if stored.get("hash") != spec.hash or stored.get("experiment") != spec.experiment:
+        return None
+    change = grid_change(stored, spec)
+    if change.kind in ("same", "grow"):
+        return change
+    if change.kind == "other":
         diff = spec_diff(stored, spec.to_json()) or [f"hash {stored.get('hash')} vs {spec.hash}"]
+        grows = ", ".join(experiments.get(spec.experiment).grid_names()) if change.grid else ""
         raise RunDirError(
             f"--out {out} holds a run of a different spec ({stored.get('experiment')}, hash "
             f"{str(stored.get('hash'))[:10]}); differences (stored vs requested): {'; '.join(diff[:8])}"
-            f"{' ...' if len(diff) > 8 else ''}. Nothing was changed; use another --out")
-    return True
+            f"{' ...' if len(diff) > 8 else ''}. Nothing was changed; use another --out"
+            + (f" (a run grows only along {grows}, every other field as stored)" if grows else ""))
+    diff = "; ".join(change.grid)
+    if change.kind == "shrink":
+        raise RunDirError(
+            f"--out {out} holds a larger grid than requested ({diff}, stored vs requested), which includes "
+            f"every requested trial: `polarity report {out}` reports them all; to resume or grow that run, "
+            f"request its grid or a larger one (its command is in {out / SPEC_FILE}); for a separate run of "
+            "the smaller grid, use another --out. Nothing was changed")
+    raise RunDirError(
+        f"--out {out} holds a grid that neither holds nor is part of the requested one ({diff}, stored vs "
+        f"requested); a run grows into a grid that holds its own: request "
+        f"{' '.join('--set ' + u for u in change.union)} to grow it, or use another --out. Nothing was changed")
 
 
 def _check_writable(out: Path) -> None:
@@ -360,12 +387,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None) -> None:
+def _write_spec(out: Path, spec: Spec, command: Sequence[str] | None,
+                grown_from: Mapping[str, Any] | None = None) -> None:
+    """Write ``spec.json``; ``grown_from``: the spec.json a grown run replaces (its hash, grid and
+    command are kept in ``grown``, oldest first)."""
     p = out / SPEC_FILE
     data = spec.to_json()
     data["polarity_version"] = _version()
     if command:
         data["command"] = list(command)
+    if grown_from is not None:
+        names = experiments.get(spec.experiment).grid_names()
+        old = grown_from.get("hparams") or {}
+        data["grown"] = [*grown_from.get("grown", []), {
+            "hash": grown_from.get("hash"), "grid": {k: old.get(k) for k in names if k in old},
+            "command": grown_from.get("command"), "until": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
     atomic_write(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -386,20 +422,36 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
     lock.acquire(command)
     store = None
     try:
-        if not check_run_dir(out, spec):  # again, as the lock holder: another writer may have come first
+        change = check_run_dir(out, spec)  # again, as the lock holder: another writer may have come first
+        if change is None or change.kind == "grow":
             try:
-                _write_spec(out, spec, command)
+                store = Store(db) if change is not None else None  # a grown run: its store must open first
+                if store is not None:
+                    store.check_writable()
+                _write_spec(out, spec, command, read_spec_file(out) if change is not None else None)
             except OSError as e:
                 raise RunDirError(f"cannot write run directory {out}: {e.strerror or e}") from None
+            except StoreError as e:
+                raise RunDirError(str(e)) from None
         try:
-            store = Store(db)
+            store = store or Store(db)
             store.check_writable()
         except StoreError as e:
             raise RunDirError(str(e)) from None
         meta = store.meta()
         if meta.get("spec_hash") not in (None, spec.hash):
-            raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
-                              "nothing was changed")
+            # spec.json (written first) grew the run: the database's record follows it here, also
+            # when an earlier growth stopped between the two
+            if grid_change(_meta_spec(meta), spec).kind != "grow":
+                raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
+                                  "nothing was changed")
+            try:
+                store.set_meta({"spec_hash": spec.hash, "hparams": spec.hparams, "preset": spec.preset,
+                                "grown": [*(meta.get("grown") or []), {
+                                    "hash": meta.get("spec_hash"),
+                                    "until": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]})
+            except StoreError as e:
+                raise RunDirError(str(e)) from None
         if not meta:
             try:
                 store.set_meta({"spec_hash": spec.hash, "experiment": spec.experiment, "preset": spec.preset,
@@ -476,7 +528,14 @@ def plan(exp: Experiment, hp: Any) -> tuple[list[TrialKey], list[Job]]:
 
 
 def pending_jobs(jobs: Sequence[Job], done: set[TrialKey]) -> list[Job]:
-    return [j for j in jobs if not all(t in done for t in j.trials)]
+    """The jobs with trials not yet done, each cut down to those trials (a job is committed
+    whole, so only a grown run has jobs partly done; a trial's numbers do not depend on its job)."""
+    out = []
+    for j in jobs:
+        todo = tuple(t for t in j.trials if t not in done)
+        if todo:
+            out.append(j if len(todo) == len(j.trials) else Job(j.key, todo))
+    return out
 
 
 def _check_results(job: Job, outcome: Outcome) -> str | None:

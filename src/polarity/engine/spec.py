@@ -5,7 +5,11 @@
 * ``spec_hash(experiment, hp)`` is the SHA-256 of the canonical JSON of ``{experiment, hparams}``
   (sorted keys, no whitespace), in the spirit of OpenLTH: two runs with the same hash compute the
   same trials;
-* ``default_run_dir`` names a run ``runs/<experiment>-<preset>-<hash[:10]>``.
+* ``identity_hash`` is the same hash over the hyper-parameters outside the grid
+  (``Experiment.grid_names``: conditions, trials, sample sizes, ...): runs of one identity differ
+  only in which trials they list, so a run grows into a larger grid (``grid_change``);
+* ``default_run_dir`` names a run ``runs/<experiment>-<preset>-<identity[:10]>``, the same
+  directory however far the run has grown.
 
 Value syntax for ``--set`` (and for the reproduction command written into reports):
 ``int``/``float``/``str`` as usual; ``bool``: true/false/1/0/yes/no/on/off; tuples: comma
@@ -58,9 +62,13 @@ class Spec:
     def hash(self) -> str:
         return spec_hash(self.experiment, self.hp)
 
+    @property
+    def identity(self) -> str:
+        return identity_hash(self.experiment, self.hparams)
+
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "preset": self.preset, "hash": self.hash,
-                "hparams": self.hparams}
+                "identity": self.identity, "hparams": self.hparams}
 
 
 def canonical_json(obj: Any) -> str:
@@ -72,8 +80,90 @@ def spec_hash(experiment: str, hp: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _grid_names(experiment: str) -> tuple[str, ...]:
+    from .. import experiments
+
+    return experiments.get(experiment).grid_names()
+
+
+def identity_hash(experiment: str, hparams: Mapping[str, Any]) -> str:
+    """The hash of ``{experiment, hparams}`` without the grid's fields: what a run is, whatever
+    trials it lists."""
+    grid = set(_grid_names(experiment))
+    payload = canonical_json({"experiment": experiment,
+                              "hparams": {k: v for k, v in hparams.items() if k not in grid}})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def default_run_dir(spec: Spec, root: str | Path = "runs") -> Path:
-    return Path(root) / f"{spec.experiment}-{spec.preset}-{spec.hash[:10]}"
+    """``root/<experiment>-<preset>-<identity[:10]>``; a run directory named by its full spec
+    hash (before runs could grow) is found too."""
+    legacy = Path(root) / f"{spec.experiment}-{spec.preset}-{spec.hash[:10]}"
+    if legacy.is_dir():
+        return legacy
+    return Path(root) / f"{spec.experiment}-{spec.preset}-{spec.identity[:10]}"
+
+
+@dataclass(frozen=True)
+class GridChange:
+    """How a requested spec relates to a stored one (``grid_change``).  ``kind``: ``same``;
+    ``grow`` (the stored grid's trials are all in the requested one: the run is extended);
+    ``shrink`` (the requested trials are all in the stored grid, which has more); ``apart``
+    (neither grid holds the other); ``other`` (another experiment or a changed hyper-parameter
+    outside the grid).  ``grid`` and ``fixed``: the differences (stored vs requested) in the
+    grid's fields and in the others; ``added``: the trials the requested grid adds; ``union``:
+    the ``field=value`` overrides of a grid holding both (for ``apart``)."""
+
+    kind: str
+    grid: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+    added: int = 0
+    union: tuple[str, ...] = ()
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any], keys) -> tuple[str, ...]:
+    return tuple(f"{k}: {a.get(k, '<absent>')!r} vs {b.get(k, '<absent>')!r}" for k in sorted(keys)
+                 if a.get(k) != b.get(k))
+
+
+def grid_change(stored: Mapping[str, Any], spec: Spec) -> GridChange:
+    """Compare a stored spec (``spec.json``'s experiment, hash and hparams) with ``spec``: the
+    same run, the same run with a larger or smaller grid, or another spec (see ``GridChange``).
+    Grids are compared as sets of trial keys, so a reordered list is the same grid."""
+    from .. import experiments
+
+    if stored.get("experiment") != spec.experiment:
+        return GridChange("other", fixed=tuple(spec_diff(stored, spec.to_json())[:1]))
+    exp = experiments.get(spec.experiment)
+    old, new = dict(stored.get("hparams") or {}), spec.hparams
+    names = set(exp.grid_names())
+    fixed = _diff(old, new, (set(old) | set(new)) - names)
+    grid = _diff(old, new, (set(old) | set(new)) & names)
+    if fixed:
+        return GridChange("other", grid, fixed)
+    if stored.get("hash") == spec.hash and not grid:
+        return GridChange("same")
+    try:
+        a = set(exp.trials(hparams_from_dict(exp.Hparams, old)))
+    except (ValueError, TypeError):  # a stored grid that cannot be built (a hand-edited spec.json)
+        return GridChange("other", grid, fixed or ("its grid cannot be built",))
+    b = set(exp.trials(spec.hp))
+    if a == b and not grid:
+        return GridChange("same")
+    if a <= b:
+        return GridChange("grow", grid, added=len(b - a))
+    if b <= a:
+        return GridChange("shrink", grid)
+    union = []
+    for k in sorted(names & (set(old) | set(new))):
+        x, y = old.get(k), new.get(k)
+        if x == y:
+            continue
+        if isinstance(x, list) and isinstance(y, list):
+            union.append(f"{k}={format_value(x + [v for v in y if v not in x])}")
+        elif isinstance(x, int) and isinstance(y, int):
+            union.append(f"{k}={max(x, y)}")
+    return GridChange("apart", grid, union=tuple(union))
 
 
 # ----------------------------------------------------------------------------- parsing values

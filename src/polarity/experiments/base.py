@@ -7,7 +7,10 @@ An experiment is a typed hyper-parameter dataclass plus four functions:
   deterministic function of ``hp`` (never of what is already done), so that a resumed run
   recomputes exactly the jobs that were lost and gets identical numbers;
 * ``run_job(hp, job, device)``: computes every trial of one job and returns their results.
-  It must be deterministic given (hp, job): seeds come from ``trial_seed(hp.seed, trial)``;
+  It must be deterministic given (hp, job): seeds come from ``trial_seed(hp.seed, trial)``.  A
+  trial's numbers depend on its key and on the fields outside ``grid_names`` only (not on the
+  other trials of its job, nor on the size of the grid), so that a grown run computes only its
+  new trials, in jobs cut down to them;
 * ``report(hp, epochs, trials, outdir)``: figures/tables for a finished (or partial) run,
   computed only from the store's tidy frames; returns a Markdown section.
 
@@ -172,6 +175,11 @@ def _tuple_item(tp: Any) -> Any | None:
     return None
 
 
+def _int_axes(cls: type) -> list[str]:
+    """The integer-tuple fields of a Hparams class: the grid axes (sample sizes, widths)."""
+    return [name for name, tp in field_types(cls).items() if _tuple_item(optional_inner(tp)[1]) is int]
+
+
 def _type_problem(tp: Any, v: Any) -> str | None:
     """What is wrong with ``v`` as a value of the scalar type ``tp`` (None if nothing)."""
     if tp is bool:
@@ -229,6 +237,18 @@ class Experiment(abc.ABC):
     conditions: ClassVar[Sequence[str]]  # every condition this experiment knows
     # hparams fields exposed as their own flags on `polarity run NAME` (e.g. {"source": "..."})
     cli_fields: ClassVar[Mapping[str, str]] = {}
+    # the fields that only list the grid's trials, along which a run grows (``grid_names``)
+    grid_fields: ClassVar[Sequence[str] | None] = None
+
+    def grid_names(self, hp_cls: type | None = None) -> tuple[str, ...]:
+        """The hparams fields that only list the grid's trials: a trial's numbers depend on its
+        key and on the other fields, never on these beyond its key, so a run with more trials,
+        sample sizes or conditions is the same run grown (docs/engine.md, "Growing a run").
+        ``grid_fields``, else ``conditions``, ``trials`` and the integer-tuple fields (the axes
+        ``grid_size`` multiplies)."""
+        if self.grid_fields is not None:
+            return tuple(self.grid_fields)
+        return ("conditions", "trials", *_int_axes(hp_cls or self.Hparams))
 
     def validate(self, hp: Any) -> None:
         """The shared checks (``check_hparams``), known conditions, and a grid of at most
@@ -251,8 +271,8 @@ class Experiment(abc.ABC):
         trials x the length of every integer-tuple field (the grid axes: sample sizes, widths).
         Override when a grid is not such a product."""
         size = len(hp.conditions) * int(hp.trials)
-        for name, tp in field_types(type(hp)).items():
-            if _tuple_item(optional_inner(tp)[1]) is int and getattr(hp, name) is not None:
+        for name in _int_axes(type(hp)):
+            if getattr(hp, name) is not None:
                 size *= len(getattr(hp, name))
         return size
 

@@ -1,8 +1,10 @@
 """``toy``: a tiny, real experiment for exercising the engine (seconds to run).
 
 Logistic regression on synthetic linearly-separable-ish data.  For each trial seed: a true weight
-vector, a nested training set (the first n of ``max(ns)`` points), 200 validation points, a
-shared initialisation and a shared mini-batch order.  With ``width > 0`` the inputs first pass a
+vector, a nested training set (the first n points of the trial's training stream), ``val_n``
+validation points, a shared initialisation and a shared mini-batch order; none of them depends on
+the grid beyond the trial's key, so a run grows along ``ns``, ``widths``, ``trials`` and
+``conditions`` (``Experiment.grid_names``).  With ``width > 0`` the inputs first pass a
 fixed random ReLU feature map of that width.  Conditions:
 
 * ``a``: free weights (plain SGD);
@@ -92,18 +94,26 @@ class Toy(Experiment):
 
     # ------------------------------------------------------------------------------------------
     def _trial(self, hp: ToyHparams, key: TrialKey, device) -> TrialResult:
+        import numpy as np
         import torch
         import torch.nn.functional as F
 
         seed = trial_seed(hp.seed, key.trial)
         g = torch.Generator().manual_seed(seed)
-        n_max = max(hp.ns)
-        w_true = torch.randn(hp.dim, generator=g, dtype=torch.float64)
-        x_all = torch.randn(n_max + hp.val_n, hp.dim, generator=g, dtype=torch.float64)
-        y_all = ((x_all @ w_true + hp.noise * torch.randn(n_max + hp.val_n, generator=g,
-                                                            dtype=torch.float64)) > 0).double()
-        x_tr, y_tr = x_all[: key.n], y_all[: key.n]
-        x_va, y_va = x_all[n_max:], y_all[n_max:]
+
+        def stream(i: int, rows: int, cols: int):  # numpy fills row by row: a prefix never changes
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, i])))
+            return torch.from_numpy(rng.standard_normal((rows, cols)))
+
+        w_true = stream(0, 1, hp.dim)[0]
+
+        def points(i: int, rows: int):  # inputs and their labels (the last column is the noise)
+            z = stream(i, rows, hp.dim + 1)
+            x = z[:, :hp.dim].contiguous()
+            return x, ((x @ w_true + hp.noise * z[:, hp.dim]) > 0).double()
+
+        x_tr, y_tr = points(1, key.n)
+        x_va, y_va = points(2, hp.val_n)
         if key.width > 0:
             gf = torch.Generator().manual_seed(seed * 131 + key.width)
             proj = torch.randn(hp.dim, key.width, generator=gf, dtype=torch.float64) / hp.dim ** 0.5
