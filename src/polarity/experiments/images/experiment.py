@@ -14,7 +14,7 @@ from ..base import Experiment, ExperimentError, Job, TrialKey, TrialResult
 from .presets import (ALL_CONDITIONS, CIFAR_PAPER_N, FMNIST_PAPER_N, NEEDS_SOURCE,
                       ORACLE_CONDITIONS, ORACLE_LABEL, ImageHparams, check_data_sizes,
                       check_source, fit_to_data, make_presets, model_kwargs, transfer_preset)
-from .protocol import get_oracle, get_source, run_trial
+from .protocol import check_network, get_oracle, get_source, run_trial
 
 
 def trained_dataset(spec, hp: ImageHparams, what: str) -> str | None:
@@ -36,7 +36,10 @@ class ImageExperiment(Experiment):
     dataset: str | None = "fmnist"
     Hparams = ImageHparams
     conditions = ALL_CONDITIONS
-    cli_fields = {"source": "transfer source: a shipped source name ('polarity source list') | a "
+    cli_fields = {"arch": "the network: compact (AlexNet-style, small inputs) | alexnet (torchvision, "
+                          "227px) | package.module:factory, your own (a callable num_classes -> "
+                          "nn.Module; docs/models.md)",
+                  "source": "transfer source: a shipped source name ('polarity source list') | a "
                             "source directory | imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>",
                   "oracle_source": "the oracle arms' source (frozen-oracle, fluid-oracle; an upper "
                                    "bound): a source trained on the target dataset's own training "
@@ -48,8 +51,10 @@ class ImageExperiment(Experiment):
         check_data_sizes(hp)         # sample and validation sizes within the data, before any run
         if not hp.sample_sizes:
             raise ExperimentError("sample_sizes needs at least one value")
-        if hp.arch not in ("compact", "alexnet"):
-            raise ExperimentError(f"unknown arch {hp.arch!r}; known: compact, alexnet")
+        try:
+            check_network(hp)  # the built-in names, or a factory imported, built and run once
+        except ValueError as e:
+            raise ExperimentError(str(e)) from None
         if hp.head not in ("append", "replace"):
             raise ExperimentError(f"unknown head {hp.head!r}; known: append, replace")
         if (hp.eval_points > 0 and hp.switch_epochs > 0
