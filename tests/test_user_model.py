@@ -253,3 +253,12 @@ def test_a_pretrained_source_is_trained_with_the_users_network(tmp_path, monkeyp
     assert m["arch"] == SEQ and m["model"] == {"in_size": 16, "num_classes": 10}
     assert m["dataset"] == "fmnist"
     clear_memo()
+
+
+def test_default_source_names_are_one_folder(tmp_path):
+    from polarity.sources.cli import default_name
+    from polarity.sources.recipe import SourceRecipe
+
+    assert default_name(SourceRecipe(dataset="cifar10:animals")) == "cifar10-animals-compact-w0.5"
+    assert default_name(SourceRecipe(dataset=f"folder:{tmp_path}/shapes/", arch=RESNET)) == "shapes-timm_resnet"
+    assert default_name(SourceRecipe(dataset="fmnist", arch="pkg.nets:Zoo.small")) == "fmnist-Zoo.small"

@@ -16,11 +16,15 @@ EXIT_USAGE = 2
 
 
 def default_name(recipe: SourceRecipe) -> str:
+    """``<dataset>-<arch>-w<width>``, or ``<dataset>-<factory>`` for ``package.module:factory``;
+    a ``folder:DIR`` dataset is named by its folder's name."""
     from ..models import is_factory
 
-    if is_factory(recipe.arch):  # package.module:factory -> <dataset>-<factory>
-        return f"{recipe.dataset.replace(':', '-')}-{recipe.arch.rpartition(':')[2]}"
-    return f"{recipe.dataset.replace(':', '-')}-{recipe.arch}-w{recipe.width:g}"
+    ds = recipe.dataset
+    ds = Path(ds[len("folder:"):]).expanduser().resolve().name if ds.startswith("folder:") else ds.replace(":", "-")
+    if is_factory(recipe.arch):
+        return f"{ds}-{recipe.arch.rpartition(':')[2]}"
+    return f"{ds}-{recipe.arch}-w{recipe.width:g}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
