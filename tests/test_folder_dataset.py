@@ -170,7 +170,7 @@ def test_sizes_set_beyond_the_data_are_refused_with_the_fix(tmp_path):
     with pytest.raises(ExperimentError, match=r"val_size=100 exceeds the 90 validation images.*"
                                               r"--set val_size=90"):
         _resolve(dataset=f"folder:{root}", source=SOURCE, sets=["val_size=100"])
-    with pytest.raises(ExperimentError, match="exceed the 50000 training images"):
+    with pytest.raises(ExperimentError, match="60000 exceeds the 50000 training images"):
         _resolve("cifar10", sets=["sample_sizes=60000"])
 
 
@@ -190,7 +190,8 @@ def test_refusals_leave_no_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = _cli(capsys, "run", "images", "--dataset", f"folder:{root}", "--source", SOURCE,
                         "--set", "sample_sizes=100", "--out", out, "--quiet")
-    _one_line_error(code, err, "exceed the 90 training images", "--set sample_sizes=22,45,90")
+    _one_line_error(code, err, "sample_sizes 100 exceeds the 90 training images",
+                    "--set sample_sizes=22,45,90")
     assert not out.exists()
     code, _, err = _cli(capsys, "run", "images", "--preset", "tiny", "--dataset", f"folder:{root}",
                         "--source", SOURCE, "--out", out, "--quiet")
@@ -198,6 +199,7 @@ def test_refusals_leave_no_run_directory(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_users_folder_end_to_end(tmp_path, capsys, cache):
     """`polarity run images --dataset folder:DIR` on 3 classes x 10 images (train/ and val/):
     sample sizes fitted (7, 15, 30), every trial computed, a report stating the validation

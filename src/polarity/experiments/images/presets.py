@@ -183,7 +183,8 @@ def check_data_sizes(hp: ImageHparams) -> None:
     big = [int(n) for n in hp.sample_sizes if n > sizes.train]
     if big:
         fit = ",".join(str(n) for n in fit_sample_sizes(hp.sample_sizes, sizes.train))
-        raise ExperimentError(f"sample_sizes {', '.join(map(str, big))} exceed the {sizes.train} "
+        raise ExperimentError(f"sample_sizes {', '.join(map(str, big))} "
+                              f"{'exceeds' if len(big) == 1 else 'exceed'} the {sizes.train} "
                               f"training images of {of}: --set sample_sizes={fit} (or leave "
                               "sample_sizes unset to have them fitted to the data)")
     if hp.val_size is not None and hp.val_size > sizes.val:
