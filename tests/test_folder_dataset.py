@@ -69,6 +69,21 @@ def test_test_split_wins_over_val(tmp_path, cache):
     assert len(load_dataset(f"folder:{root}").test_y) == 6
 
 
+def test_a_listing_follows_files_added_and_removed(tmp_path):
+    """folder_layout keeps a listing while its folders are unchanged, and lists again after."""
+    root = _folder(tmp_path / "mine", train=4, held=2)
+    assert folder_layout(root) is folder_layout(root)
+    (root / "train" / "a" / "000.png").rename(root / "train" / "a" / "100.png")
+    assert folder_layout(root).files["train"]["a"][-1].name == "100.png"
+    _folder(root, train=6, held=2)  # two more images per training class
+    assert folder_layout(root).sizes.train == 19
+    (root / "val" / "c" / "001.png").unlink()
+    assert folder_layout(root).sizes.val == 5
+    (root / "val" / "d").mkdir()
+    with pytest.raises(DatasetCorruptError, match="only in val/: d"):
+        folder_layout(root)
+
+
 def test_layout_errors_name_what_was_looked_for(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         folder_layout(tmp_path / "nothing")

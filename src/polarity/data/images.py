@@ -520,12 +520,29 @@ class FolderLayout:
 
 
 def _class_files(d: Path) -> dict[str, list[Path]]:
-    """Class folder name -> its image files (hidden names skipped), both sorted."""
+    """Class folder name -> its image files (hidden names skipped), both sorted; ``os.scandir``
+    so that a large folder is listed without a ``stat`` per file."""
     out = {}
-    for c in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")):
-        out[c.name] = sorted(f for f in c.iterdir() if f.is_file() and not f.name.startswith(".")
-                             and f.name.lower().endswith(IMAGE_EXTENSIONS))
+    with os.scandir(d) as classes:
+        dirs = sorted(c.name for c in classes if c.is_dir() and not c.name.startswith("."))
+    for c in dirs:
+        with os.scandir(d / c) as it:
+            out[c] = [d / c / n for n in sorted(f.name for f in it if f.is_file()
+                      and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_EXTENSIONS))]
     return out
+
+
+_LAYOUTS: dict[tuple, "FolderLayout"] = {}  # listings by their folders' mtimes (folder_layout)
+
+
+def _listing_key(path: Path, val: str) -> tuple:
+    """The folders whose entries a listing reads, with their mtimes: a file added, removed or
+    renamed anywhere in them changes the key."""
+    dirs = [path / "train", path / val]
+    for split in list(dirs):
+        with os.scandir(split) as it:
+            dirs += [Path(e.path) for e in it if e.is_dir()]
+    return (str(path), str(path.resolve()), val, tuple((str(d), d.stat().st_mtime_ns) for d in dirs))
 
 
 def folder_layout(path: str | os.PathLike) -> FolderLayout:
@@ -543,6 +560,9 @@ def folder_layout(path: str | os.PathLike) -> FolderLayout:
     if val is None:
         raise DatasetNotFoundError(f"folder dataset {path} has neither test/ nor val/ beside train/ "
                                    f"(expected {want})")
+    key = _listing_key(path, val)
+    if key in _LAYOUTS:
+        return _LAYOUTS[key]
     files = {"train": _class_files(path / "train"), val: _class_files(path / val)}
     train, held = set(files["train"]), set(files[val])
     if train != held:
@@ -559,7 +579,8 @@ def folder_layout(path: str | os.PathLike) -> FolderLayout:
         raise DatasetCorruptError(f"folder dataset {path}: no images in {', '.join(empty[:5])}"
                                   f"{' ...' if len(empty) > 5 else ''} (image files end in "
                                   f"{', '.join(IMAGE_EXTENSIONS)})")
-    return FolderLayout(path, val, tuple(sorted(train)), files)
+    _LAYOUTS[key] = FolderLayout(path, val, tuple(sorted(train)), files)
+    return _LAYOUTS[key]
 
 
 def split_sizes(name: str) -> SplitSizes | None:
