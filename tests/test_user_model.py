@@ -11,6 +11,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from _cli import _cli, _one_line_error
 from _user_models import sequential, timm_resnet
 
@@ -63,6 +65,40 @@ def test_a_bad_factory_is_one_line_naming_it(arch, needle):
     with pytest.raises(ModelError) as e:
         build_model(arch, 3, in_size=16)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def _one_line_about(text: str, err: Exception) -> None:
+    msg = str(err)
+    assert "\n" not in msg and repr(text) in msg, msg
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=30))
+def test_any_model_string_is_a_network_or_one_line_naming_it(text):
+    """Strings that cannot name an importable module are refused without importing anything:
+    'unknown model' (no ':') or 'not package.module:factory'."""
+    module, sep, _ = text.partition(":")
+    assume(not (module and all(p.isidentifier() for p in module.split("."))))
+    with pytest.raises(ValueError) as e:
+        build_model(text, 3, in_size=8)
+    _one_line_about(text, e.value)
+    assert ("unknown model" if not sep else "is not package.module:factory") in str(e.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["_user_models", "json", "_no_such_module_h3", "torch.nn"]),
+       st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}(\.[A-Za-z_][A-Za-z0-9_]{0,6})?", fullmatch=True))
+def test_any_attribute_of_a_module_is_a_network_or_one_line_naming_it(module, attr):
+    """Whatever the attribute turns out to be (missing, not callable, a callable that fails or
+    returns something else, or a network), the answer is an nn.Module with one logit per class
+    or a one-line ModelError naming the string."""
+    text = f"{module}:{attr}"
+    try:
+        model = build_model(text, 3, in_size=8)
+    except ModelError as e:
+        _one_line_about(text, e)
+    else:
+        assert model.eval()(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
 
 
 def test_a_factory_may_name_its_own_head():
