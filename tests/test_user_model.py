@@ -221,6 +221,18 @@ def test_every_condition_runs_on_the_users_network(user_run):
     assert by["fluid-weight"]["magnitude_equal_rand"] is False   # the source's own weights
 
 
+def test_template_export_maps_a_source_onto_the_users_network(user_run, tmp_path):
+    tmp, _, _ = user_run
+    out = tmp_path / "t.polarity"
+    assert main(["template", "export", "--source", str(tmp / "src-a"), "--dataset", "fmnist",
+                 "--arch", RESNET, "--in-size", "16", "--map", "--out", str(out)]) == 0
+    t, src = Template.load(out), read_source_dir(tmp / "src-a").template
+    model = timm_resnet(10)
+    head = set(head_names(model))
+    assert set(t.keys()) == set(Template.from_module(model).keys())
+    assert all(torch.equal(t[k], src[k]) for k in t.keys() if k not in head)
+
+
 def test_the_factory_string_is_part_of_the_spec(user_run, capsys):
     _, run, argv = user_run
     spec = json.loads((run / "spec.json").read_text())

@@ -41,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("--source", required=True,
                     help="imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>")
-    ex.add_argument("--arch", default="compact", choices=("compact", "alexnet"))
+    ex.add_argument("--arch", default="compact", metavar="ARCH",
+                    help="compact | alexnet | package.module:factory, your own network (docs/models.md)")
     ex.add_argument("--dataset", required=True, help="the target dataset (fmnist, cifar10)")
     ex.add_argument("--out", required=True, help="output file")
     ex.add_argument("--map", action="store_true",
@@ -163,10 +164,9 @@ def _export(args) -> int:
         src = get_source(hp, num_classes, log=lambda m: print(m, file=sys.stderr))
         t = src.template
         if args.map:
-            from .models import build_model, head_names, init_glorot_
+            from .models import head_names, initialised
 
-            model = build_model(hp.arch, num_classes, **model_kwargs(hp))
-            init_glorot_(model, args.seed)
+            model = initialised(hp.arch, num_classes, args.seed, **model_kwargs(hp))
             t = src.polarity_template(model, head=head_names(model))
         t.save(args.out)
         back = Template.load(args.out)
