@@ -171,27 +171,54 @@ def _exp_neg_abs64(v):
 
 
 def _block_loop(context, builder, count, body, vtypes):
-    """Run ``body(builder, i, valid)`` over the blocks i = 0, 8, ... < count (``valid``: the
-    lanes i + l < count), accumulating the vectors it returns into zeroed accumulators of
-    ``vtypes``; returns each accumulator folded by the tree (a scalar)."""
+    """Run ``body(builder, i)`` over the blocks i = 0, 8, ... < count, accumulating the vectors
+    it returns into zeroed accumulators of ``vtypes`` (in the last block, if partial, the lanes
+    i + l >= count add +0); returns each accumulator folded by the tree (a scalar).  Whole blocks
+    run without a mask: selecting every lane is the identity, so the sums are the same bits."""
     i64 = ir.IntType(64)
     accs = [cgutils.alloca_once_value(builder, ir.Constant(t, None)) for t in vtypes]
-    lanes = ir.Constant(ir.VectorType(i64, 8), list(range(8)))
-    blocks = builder.sdiv(builder.add(count, ir.Constant(i64, 7)), ir.Constant(i64, 8))
-    with cgutils.for_range(builder, blocks, intp=i64) as loop:
-        i = builder.mul(loop.index, ir.Constant(i64, 8))
-        idx = builder.add(lanes, _splat(builder, i, 8))
-        valid = builder.icmp_signed("<", idx, _splat(builder, count, 8))
-        for acc, v in zip(accs, body(builder, i, valid)):
+
+    def add(vectors):
+        for acc, v in zip(accs, vectors):
             builder.store(builder.fadd(builder.load(acc), v), acc)
-    out = []
-    for acc in accs:
-        v = builder.load(acc)
+
+    full = builder.sdiv(count, ir.Constant(i64, 8))
+    with cgutils.for_range(builder, full, intp=i64) as loop:
+        add(body(builder, builder.mul(loop.index, ir.Constant(i64, 8))))
+    i = builder.mul(full, ir.Constant(i64, 8))
+    with builder.if_then(builder.icmp_signed("<", i, count), likely=False):
+        idx = builder.add(ir.Constant(ir.VectorType(i64, 8), list(range(8))), _splat(builder, i, 8))
+        valid = builder.icmp_signed("<", idx, _splat(builder, count, 8))
+        add([builder.select(valid, v, ir.Constant(v.type, None)) for v in body(builder, i)])
+    return _fold8(builder, [builder.load(acc) for acc in accs])
+
+
+def _fold8(builder, vectors):
+    """Each <8 x T> vector's lanes added by the tree ((l0 + l1) + (l2 + l3)) + ((l4 + l5) +
+    (l6 + l7)).  Several vectors are folded together, as a transpose: level by level, the even
+    and odd lanes of two vectors are shuffled into two vectors and added, so one add serves
+    several sums (the same additions of the same operands as folding each vector alone)."""
+    if len(vectors) == 1:
+        v = vectors[0]
         for half in (1, 2, 4):  # pairs, quads, halves: the tree, lane 0 holds the sum
-            perm = [k ^ half for k in range(8)]
-            v = builder.fadd(v, builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), 8), perm)))
-        out.append(builder.extract_element(v, ir.Constant(ir.IntType(32), 0)))
-    return out
+            v = builder.fadd(v, builder.shuffle_vector(v, v, _mask([k ^ half for k in range(8)])))
+        return [builder.extract_element(v, ir.Constant(ir.IntType(32), 0))]
+    zero = ir.Constant(vectors[0].type, None)
+    level = list(vectors) + [zero] * (8 - len(vectors))  # at most 8 sums at once
+    assert len(level) == 8
+    # level 1: [a0+a1, b0+b1, a2+a3, b2+b3, a4+a5, b4+b5, a6+a7, b6+b7] from (a, b)
+    # level 2: [a01+a23, b01+b23, c01+c23, d01+d23, a45+a67, ...] from (ab, cd)
+    # level 3: [a0123+a4567, b.., c.., ..., h..] from (abcd, efgh): lane k is the k-th sum
+    for lo, hi in (([0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]),
+                   ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]),
+                   ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])):
+        level = [builder.fadd(builder.shuffle_vector(a, b, _mask(lo)), builder.shuffle_vector(a, b, _mask(hi)))
+                 for a, b in zip(level[0::2], level[1::2])]
+    return [builder.extract_element(level[0], ir.Constant(ir.IntType(32), k)) for k in range(len(vectors))]
+
+
+def _mask(lanes):
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
 
 
 def _splat(builder, x, n):
@@ -232,13 +259,11 @@ def _sum8(typingctx, a, off, b, n, zero):
         count = context.cast(builder, args[3], sig.args[3], types.int64)
         vacc = ir.VectorType(context.get_value_type(zero), 8)
 
-        def body(builder, i, valid):
+        def body(builder, i):
             x = _load8(context, builder, sig.args[0], args[0], builder.add(start, i))
             if with_b:
                 x = builder.fmul(x, _load8(context, builder, sig.args[2], args[2], i))
-            if x.type != vacc:
-                x = builder.fpext(x, vacc)
-            return [builder.select(valid, x, ir.Constant(vacc, None))]
+            return [builder.fpext(x, vacc) if x.type != vacc else x]
 
         return _block_loop(context, builder, count, body, [vacc])[0]
 
@@ -266,7 +291,7 @@ def _unit_grads5(typingctx, A, j, db, xT, vj, n):
         count = context.cast(builder, na, sig.args[5], types.int64)
         vjv = _splat(builder, va, 8)
 
-        def body(builder, i, valid):
+        def body(builder, i):
             a = _load8(context, builder, sig.args[0], Aa, builder.add(rowA, i))
             dz = _load8(context, builder, sig.args[2], dba, i)
             pos = builder.fcmp_ordered(">", a, zero)
@@ -276,7 +301,7 @@ def _unit_grads5(typingctx, A, j, db, xT, vj, n):
             for k in range(5):
                 x = _load8(context, builder, sig.args[3], xa, builder.add(builder.mul(ir.Constant(i64, k), rowX), i))
                 out.append(builder.fmul(x, h))
-            return [builder.select(valid, v, zero) for v in out]
+            return out
 
         return context.make_tuple(builder, sig.return_type, _block_loop(context, builder, count, body, [vt] * 7))
 
