@@ -160,6 +160,17 @@ def test_given_fields_are_kept(tmp_path):
     assert (hp.sample_sizes, hp.val_size, hp.cutoff, hp.cutoffs) == ((10, 20), 30, 0.9, (0.8,))
 
 
+def test_a_config_file_gives_fields_as_set_does(tmp_path):
+    """A config file's [hparams] are given fields too; the fitted spec is the --set command's."""
+    root = _folder(tmp_path / "mine", train=30, held=30)
+    exp, fields = get("images"), {"dataset": f"folder:{root}", "source": SOURCE}
+    kept = engine.resolve(exp, None, [], fields=fields, config={"sample_sizes": [10, 20]})
+    assert kept.hp.sample_sizes == (10, 20) and kept.hp.cutoff == 0.67
+    fitted = engine.resolve(exp, None, [], fields=fields, config={"trials": 2})
+    assert fitted.hash == engine.resolve(exp, None, ["trials=2"], fields=fields).hash
+    assert fitted.hp.sample_sizes == (22, 45, 90)
+
+
 def test_presets_of_the_named_datasets_are_unchanged():
     """Nothing is fitted where everything fits: the shipped presets keep their spec hashes."""
     for name in ("fmnist", "cifar10"):
