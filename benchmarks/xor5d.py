@@ -66,7 +66,7 @@ def naive_trial_s(hp, epochs: int) -> float:
     from polarity.seeds import trial_seed
 
     seed = trial_seed(hp.seed, 0)
-    data = trial_data(seed, max(hp.sample_sizes), hp.n_val)
+    data = trial_data(seed, max(hp.sample_sizes), hp.val_size)
     xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
     times = []
     for n in hp.sample_sizes:

@@ -30,19 +30,19 @@ def _digest(d: Path):
 def toy_run(tmp_path_factory):
     """One finished toy run (with its report), shared by the read-only tests below."""
     d = tmp_path_factory.mktemp("cli") / "run"
-    assert cli.main(["run", "toy", "--set", "ns=8,16", "--set", "widths=0,3", "--out", str(d), "--quiet"]) == 0
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8,16", "--set", "widths=0,3", "--out", str(d), "--quiet"]) == 0
     return d
 
 
 def test_run_prints_where_results_are_and_writes_report(toy_run, capsys, tmp_path):
     d = tmp_path / "r"
-    code, out, err = _run(capsys, "run", "toy", "--set", "ns=8", "--out", str(d), "--quiet")
+    code, out, err = _run(capsys, "run", "toy", "--set", "sample_sizes=8", "--out", str(d), "--quiet")
     assert code == 0
     assert f"results: {d / 'results.sqlite'}" in out and f"report:  {d / 'report' / 'report.md'}" in out
     assert "4/4 trials complete" in out
     assert err == ""  # --quiet and not a terminal: no progress bar
     assert (d / "report" / "report.md").exists() and (d / "report" / "epochs.csv").exists()
-    code, out, _ = _run(capsys, "run", "toy", "--set", "ns=8", "--out", str(d), "--quiet", "--no-report")
+    code, out, _ = _run(capsys, "run", "toy", "--set", "sample_sizes=8", "--out", str(d), "--quiet", "--no-report")
     assert code == 0 and "0 computed now, 4 already there" in out
 
 
@@ -72,7 +72,7 @@ def test_report_header_and_csv(toy_run, capsys):
 
     h = json.loads(spec)["hash"]
     for needle in ("# toy — quick", f"`{h}`", "trials complete | 16 of 16", "compute time", "hardware",
-                   f"polarity run toy --preset quick --set ns=8,16 --set widths=0,3 --out {toy_run}",
+                   f"polarity run toy --preset quick --set sample_sizes=8,16 --set widths=0,3 --out {toy_run}",
                    "## Toy experiment", "toy_val_acc.png"):
         assert needle in text, needle
     assert (toy_run / "report" / "toy_val_acc.png").stat().st_size > 1000
@@ -128,21 +128,21 @@ def test_user_errors_one_line_exit_2(argv, needle, capsys, tmp_path):
 
 def test_out_of_another_spec_and_newer_schema_via_cli(toy_run, capsys, tmp_path):
     before = _digest(toy_run)
-    code, _, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--set", "lr=0.25", "--out", str(toy_run),
+    code, _, err = _run(capsys, "run", "toy", "--set", "sample_sizes=8,16", "--set", "lr=0.25", "--out", str(toy_run),
                         "--quiet")
     assert code == 2 and "holds a run of a different spec" in err
     assert "lr: 0.5 vs 0.25" in err and "widths: [0, 3] vs [0]" in err and "Traceback" not in err
     assert _digest(toy_run) == before
 
     d = tmp_path / "future"
-    assert cli.main(["run", "toy", "--set", "ns=8", "--out", str(d), "--quiet", "--no-report"]) == 0
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8", "--out", str(d), "--quiet", "--no-report"]) == 0
     c = sqlite3.connect(d / "results.sqlite")
     c.execute("PRAGMA user_version = 7")
     c.commit()
     c.close()
     capsys.readouterr()
     before = _digest(d)
-    for argv in (["run", "toy", "--set", "ns=8", "--out", str(d), "--quiet"], ["export", str(d), "--csv", "-"],
+    for argv in (["run", "toy", "--set", "sample_sizes=8", "--out", str(d), "--quiet"], ["export", str(d), "--csv", "-"],
                  ["report", str(d)]):
         code, _, err = _run(capsys, *argv)
         assert code == 2 and "schema version 7" in err and str(d / "results.sqlite") in err, argv
@@ -151,7 +151,7 @@ def test_out_of_another_spec_and_newer_schema_via_cli(toy_run, capsys, tmp_path)
 
 def test_failed_job_exit_1_names_job_and_exception(capsys, tmp_path):
     d = tmp_path / "f"
-    code, out, err = _run(capsys, "run", "toy", "--set", "ns=8,16", "--set", "fail_job=n=8/width=0",
+    code, out, err = _run(capsys, "run", "toy", "--set", "sample_sizes=8,16", "--set", "fail_job=n=8/width=0",
                           "--out", str(d), "--quiet", "--no-report")
     assert code == 1
     assert "job n=8/width=0: RuntimeError: toy: job n=8/width=0 fails on purpose" in err
@@ -240,7 +240,7 @@ def test_experiment_cli_field_flag_sets_the_hparam(monkeypatch, tmp_path):
     class Sourced(Toy):
         name = "toy-sourced"
         Hparams = HP
-        presets = {"quick": HP(ns=(8,))}
+        presets = {"quick": HP(sample_sizes=(8,))}
         cli_fields = {"source": "where the template comes from"}
 
     monkeypatch.setitem(experiments.REGISTRY, "toy-sourced", Sourced())

@@ -13,7 +13,7 @@ from polarity import cli
 
 def test_hardware_and_extra_columns_are_json(tmp_path, capsys):
     d = tmp_path / "run"
-    assert cli.main(["run", "toy", "--set", "ns=8", "--set", "trials=1", "--out", str(d), "--quiet",
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8", "--set", "trials=1", "--out", str(d), "--quiet",
                      "--no-report"]) == 0
     t = tmp_path / "t.csv"
     assert cli.main(["export", str(d), "--csv", str(tmp_path / "e.csv"), "--trials-csv", str(t)]) == 0
@@ -26,7 +26,7 @@ def test_hardware_and_extra_columns_are_json(tmp_path, capsys):
 
 def test_csv_to_a_closed_pipe_ends_quietly(tmp_path):
     d = tmp_path / "run"
-    assert cli.main(["run", "toy", "--set", "ns=8,16,32", "--set", "trials=5", "--set", "epochs=50",
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8,16,32", "--set", "trials=5", "--set", "epochs=50",
                      "--out", str(d), "--quiet", "--no-report"]) == 0  # 1,500 rows: more than a pipe holds
     r = subprocess.run(f"'{sys.executable}' -m polarity export '{d}' --csv - | head -1; "
                        "echo \"${PIPESTATUS[0]}\"", shell=True, capture_output=True, text=True, timeout=300,

@@ -59,7 +59,7 @@ def _assert_exactly_once(d: Path, spec):
 def _killed_and_archived(tmp_path: Path, monkeypatch, *, schema_in_wal: bool) -> tuple[Path, object]:
     """A run whose last commits (or everything, schema included) are still in the WAL, as after a
     SIGKILL, copied without its -shm index (as when results are archived or shared)."""
-    spec = _spec("ns=8,16,24")
+    spec = _spec("sample_sizes=8,16,24")
     live = tmp_path / "live"
     if not schema_in_wal:  # 8 of 12 trials checkpointed into the main file
         engine.run_spec(spec, live, quiet=True)
@@ -149,8 +149,8 @@ def test_two_processes_racing_on_one_out(tmp_path, same_spec):
     """A writer paused between its spec check and its first write, while a second writer takes
     the directory: the first is refused naming the second; the directory ends consistent."""
     out = tmp_path / "run"
-    winner_sets = ["--set", "ns=8,16,24", "--set", "sleep_s=1.5"]
-    loser_sets = winner_sets if same_spec else ["--set", "ns=8", "--set", "sleep_s=1.5"]
+    winner_sets = ["--set", "sample_sizes=8,16,24", "--set", "sleep_s=1.5"]
+    loser_sets = winner_sets if same_spec else ["--set", "sample_sizes=8", "--set", "sleep_s=1.5"]
     checked, go = tmp_path / "checked", tmp_path / "go"
     loser = subprocess.Popen([sys.executable, "-c", _PAUSED_RUN, checked, go, "run", "toy", *loser_sets,
                               "--out", out, "--quiet", "--no-report"],
@@ -175,8 +175,8 @@ def test_two_processes_racing_on_one_out(tmp_path, same_spec):
     assert loser.returncode == 2, (l_out, l_err)
     assert "Traceback" not in l_err and l_err.startswith("polarity: error: ")
     assert f"in use by another polarity run (pid {winner.pid} " in l_err, l_err
-    assert "polarity run toy --set ns=8,16,24" in l_err
-    spec = _spec("ns=8,16,24", "sleep_s=1.5")
+    assert "polarity run toy --set sample_sizes=8,16,24" in l_err
+    spec = _spec("sample_sizes=8,16,24", "sleep_s=1.5")
     assert json.loads((out / "spec.json").read_text())["hash"] == spec.hash
     with store.Store(out / "results.sqlite", readonly=True) as s:
         assert s.meta()["spec_hash"] == spec.hash
@@ -188,7 +188,7 @@ def test_two_processes_racing_on_one_out(tmp_path, same_spec):
 @pytest.mark.slow
 def test_two_processes_started_together_compute_every_trial_once(tmp_path):
     out = tmp_path / "run"
-    argv = _polarity("run", "toy", "--set", "ns=8,16,24", "--set", "sleep_s=0.5", "--out", out, "--quiet",
+    argv = _polarity("run", "toy", "--set", "sample_sizes=8,16,24", "--set", "sleep_s=0.5", "--out", out, "--quiet",
                      "--no-report")
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     res = []
@@ -201,11 +201,11 @@ def test_two_processes_started_together_compute_every_trial_once(tmp_path):
         if code != 0:
             other = next(q for q, *_ in res if q != pid)
             assert code == 2 and f"pid {other} " in e, e
-    _assert_exactly_once(out, _spec("ns=8,16,24", "sleep_s=0.5"))
+    _assert_exactly_once(out, _spec("sample_sizes=8,16,24", "sleep_s=0.5"))
 
 
 def test_lock_names_its_holder_and_is_released_on_exit(tmp_path, capsys):
-    spec = _spec("ns=8")
+    spec = _spec("sample_sizes=8")
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time, fcntl, os, json;"
@@ -217,7 +217,7 @@ def test_lock_names_its_holder_and_is_released_on_exit(tmp_path, capsys):
         "print('locked', flush=True); time.sleep(600)"), str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8", "--out", out, "--quiet")
+        code, _, err = _cli(capsys, "run", "toy", "--set", "sample_sizes=8", "--out", out, "--quiet")
         _one_line_error(code, err, f"pid {holder.pid} ", "polarity run toy", "in use by another polarity run")
         assert sorted(p.name for p in out.iterdir()) == ["run.lock"]  # spec.json is the holder's to write
     finally:
@@ -230,8 +230,8 @@ def test_lock_names_its_holder_and_is_released_on_exit(tmp_path, capsys):
 
 def test_report_and_export_refuse_a_spec_json_that_does_not_describe_the_results(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    engine.run_spec(_spec("ns=8"), a, quiet=True)
-    engine.run_spec(_spec("ns=8", "lr=0.1"), b, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8"), a, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8", "lr=0.1"), b, quiet=True)
     shutil.copyfile(b / "spec.json", a / "spec.json")  # a's results, b's label
     before = _digest(a)
     for argv in (["report", a], ["export", a, "--csv", tmp_path / "x.csv"]):
@@ -245,7 +245,7 @@ def test_report_and_export_refuse_a_spec_json_that_does_not_describe_the_results
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     d = tmp_path_factory.mktemp("finished") / "run"
-    engine.run_spec(_spec("ns=8"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
     return d
 
 
@@ -293,11 +293,11 @@ def test_foreign_sqlite_file_is_refused_untouched(tmp_path, capsys, user_version
     assert sorted(x.name for x in tmp_path.iterdir()) == ["other.sqlite"]
 
     d = tmp_path / "run"  # a run directory whose database was replaced by another application's
-    engine.run_spec(_spec("ns=8"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
     (d / "results.sqlite").unlink()
     h = _foreign(d / "results.sqlite", user_version)
     before = _digest(d)
-    for argv in (["run", "toy", "--set", "ns=8", "--out", d, "--quiet"], ["export", d, "--csv", "-"], ["report", d]):
+    for argv in (["run", "toy", "--set", "sample_sizes=8", "--out", d, "--quiet"], ["export", d, "--csv", "-"], ["report", d]):
         code, _, err = _cli(capsys, *argv)
         _one_line_error(code, err, "not a polarity results database", str(d / "results.sqlite"))
     assert _digest(d) == before
@@ -324,7 +324,7 @@ def test_spec_json_that_is_not_a_spec_object(finished, tmp_path, capsys, content
     shutil.copytree(finished, d)
     (d / "spec.json").write_text(content)
     before = _digest(d)
-    for argv in (["run", "toy", "--set", "ns=8", "--out", d, "--quiet"], ["export", d, "--csv", "-"], ["report", d]):
+    for argv in (["run", "toy", "--set", "sample_sizes=8", "--out", d, "--quiet"], ["export", d, "--csv", "-"], ["report", d]):
         code, _, err = _cli(capsys, *argv)
         _one_line_error(code, err, str(d / "spec.json"), "not a polarity spec")
     assert _digest(d) == before
@@ -336,7 +336,7 @@ def _limited(gib: int):
     return f
 
 
-@pytest.mark.parametrize("sets", [["trials=1000000000"], ["ns=1..1000000000"], ["ns=1..1000", "widths=1..1000"]])
+@pytest.mark.parametrize("sets", [["trials=1000000000"], ["sample_sizes=1..1000000000"], ["sample_sizes=1..1000", "widths=1..1000"]])
 def test_absurd_grid_is_refused_before_it_is_built(tmp_path, sets):
     argv = _polarity("run", "toy", *[x for s in sets for x in ("--set", s)], "--out", tmp_path / "x", "--quiet")
     t0 = time.monotonic()
@@ -370,9 +370,9 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
 # ----------------------------------------------------------------------------- 8. read-only database
 
 def test_read_only_database_is_found_before_any_computation(tmp_path, monkeypatch):
-    spec = _spec("ns=8,16")
+    spec = _spec("sample_sizes=8,16")
     d = tmp_path / "run"
-    engine.run_spec(_spec("ns=8,16"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8,16"), d, quiet=True)
     drop_trials(d / "results.sqlite", "n=16")
     computed = []
     orig = type(TOY).run_job

@@ -27,7 +27,7 @@ def _tree(d: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     d = tmp_path_factory.mktemp("files") / "run"
-    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8"]), d, quiet=True)
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8"]), d, quiet=True)
     return d
 
 
@@ -47,7 +47,7 @@ def _outside(tmp_path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- 7. no symlinks followed
 
-@pytest.mark.parametrize("argv", [["run", "toy", "--set", "ns=8", "--quiet", "--no-report", "--out", "{run}"],
+@pytest.mark.parametrize("argv", [["run", "toy", "--set", "sample_sizes=8", "--quiet", "--no-report", "--out", "{run}"],
                                   ["store", "upgrade", "{run}"]])
 def test_a_symlinked_run_lock_is_refused_and_its_target_kept(run_copy, tmp_path, capsys, argv):
     target = _outside(tmp_path)
@@ -63,7 +63,7 @@ def test_a_new_run_into_a_directory_with_a_symlinked_lock_is_refused(tmp_path, c
     out = tmp_path / "new"
     out.mkdir()
     (out / "run.lock").symlink_to(target)
-    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8", "--quiet", "--out", out)
+    code, _, err = _cli(capsys, "run", "toy", "--set", "sample_sizes=8", "--quiet", "--out", out)
     _one_line_error(code, err, "run.lock", "symbolic link")
     assert target.read_bytes() == SECRET and sorted(p.name for p in out.iterdir()) == ["run.lock"]
 
@@ -117,7 +117,7 @@ def test_export_still_replaces_its_own_earlier_csv(finished, tmp_path, capsys):
     assert code == 0, err and out.read_text().startswith("experiment,")
 
 
-@pytest.mark.parametrize("argv", [["run", "toy", "--set", "ns=8", "--quiet", "--no-report", "--out", "{run}"],
+@pytest.mark.parametrize("argv", [["run", "toy", "--set", "sample_sizes=8", "--quiet", "--no-report", "--out", "{run}"],
                                   ["store", "upgrade", "{run}"]])
 def test_a_symlinked_database_is_never_written(finished, run_copy, tmp_path, capsys, argv):
     elsewhere = tmp_path / "elsewhere.sqlite"
@@ -140,7 +140,7 @@ def test_a_symlinked_database_is_never_written(finished, run_copy, tmp_path, cap
 @pytest.mark.parametrize("cmd", ["run", "report", "export", "upgrade"])
 def test_an_out_component_over_255_bytes_is_one_line(tmp_path, capsys, cmd):
     long = tmp_path / ("x" * 300)
-    argv = {"run": ["run", "toy", "--set", "ns=8", "--quiet", "--out", long], "report": ["report", long],
+    argv = {"run": ["run", "toy", "--set", "sample_sizes=8", "--quiet", "--out", long], "report": ["report", long],
             "export": ["export", long, "--csv", tmp_path / "e.csv"], "upgrade": ["store", "upgrade", long]}[cmd]
     code, _, err = _cli(capsys, *argv)
     _one_line_error(code, err, "x" * 40)
@@ -169,7 +169,7 @@ def test_bad_json_in_the_run_metadata_is_one_line(run_copy, tmp_path, capsys, wh
         (run_copy / "spec.json").write_text('{"experiment": "toy", "hparams": {')
     else:
         _spoil_meta(run_copy, where.split(":")[1], "{not json")
-    argv = {"run": ["run", "toy", "--set", "ns=8", "--quiet", "--out", run_copy], "report": ["report", run_copy],
+    argv = {"run": ["run", "toy", "--set", "sample_sizes=8", "--quiet", "--out", run_copy], "report": ["report", run_copy],
             "export": ["export", run_copy, "--csv", tmp_path / "e.csv"]}[cmd]
     code, _, err = _cli(capsys, *argv)
     _one_line_error(code, err, "spec.json" if where == "spec.json" else "results.sqlite")

@@ -58,10 +58,10 @@ def computed(monkeypatch):
 
 def test_more_trials_compute_only_the_new_ones(tmp_path, computed):
     d = tmp_path / "run"
-    engine.run_spec(_spec("ns=8,16"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8,16"), d, quiet=True)
     before = _rows(d)
     computed.clear()
-    grown = _spec("ns=8,16", "trials=4")
+    grown = _spec("sample_sizes=8,16", "trials=4")
     s = engine.run_spec(grown, d, quiet=True)
     assert (s.total_trials, s.skipped_trials, s.computed_trials) == (16, 8, 8) and s.complete
     assert sorted({k.trial for k in computed}) == [2, 3] and len(computed) == 8  # nothing recomputed
@@ -82,9 +82,9 @@ def test_more_trials_compute_only_the_new_ones(tmp_path, computed):
 
 def test_more_sample_sizes_and_conditions(tmp_path, computed):
     d = tmp_path / "run"
-    engine.run_spec(_spec("ns=8", conditions="a"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8", conditions="a"), d, quiet=True)
     computed.clear()
-    grown = _spec("ns=16,8", "widths=0,3", conditions="b,a")  # a new order is the same grid
+    grown = _spec("sample_sizes=16,8", "widths=0,3", conditions="b,a")  # a new order is the same grid
     s = engine.run_spec(grown, d, quiet=True)
     assert (s.skipped_trials, s.computed_trials, s.total_trials) == (2, 14, 16)
     assert ("a", 8, 0) not in {(k.condition, k.n, k.width) for k in computed}
@@ -96,13 +96,13 @@ def test_more_sample_sizes_and_conditions(tmp_path, computed):
 
 @pytest.mark.parametrize("sets,needles", [
     (["lr=0.25", "trials=4"], ["different spec", "lr: 0.5 vs 0.25", "grows only along"]),
-    (["ns=8", "trials=1"], ["larger grid than requested", "ns: [8, 16] vs [8]", "polarity report",
+    (["sample_sizes=8", "trials=1"], ["larger grid than requested", "sample_sizes: [8, 16] vs [8]", "polarity report",
                             "another --out"]),
-    (["ns=8,32", "trials=3"], ["neither holds nor is part of", "--set ns=8,16,32 --set trials=3"]),
+    (["sample_sizes=8,32", "trials=3"], ["neither holds nor is part of", "--set sample_sizes=8,16,32 --set trials=3"]),
 ])
 def test_other_specs_are_refused_untouched(tmp_path, sets, needles):
     d = tmp_path / "run"
-    engine.run_spec(_spec("ns=8,16"), d, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8,16"), d, quiet=True)
     before = _tree(d)
     with pytest.raises(runner.RunDirError) as ei:
         engine.run_spec(_spec(*sets), d, quiet=True)
@@ -116,24 +116,24 @@ def test_growth_via_the_cli_finds_its_directory(tmp_path, capsys, monkeypatch):
     more trials go to the same directory; a directory named by the full hash of an earlier
     polarity is found too."""
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["run", "toy", "--set", "ns=8", "--quiet", "--no-report"]) == 0
-    assert cli.main(["run", "toy", "--set", "ns=8", "--set", "trials=3", "--quiet", "--no-report"]) == 0
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8", "--quiet", "--no-report"]) == 0
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8", "--set", "trials=3", "--quiet", "--no-report"]) == 0
     out = capsys.readouterr().out
     assert "6/6 trials complete" in out and "(2 computed now, 4 already there" in out
     (run,) = (tmp_path / "runs").iterdir()
-    assert run.name == f"toy-quick-{_spec('ns=8').identity[:10]}"
-    assert _spec("ns=8").identity == _spec("ns=8", "trials=3").identity != _spec("ns=8", "lr=0.1").identity
-    legacy = tmp_path / "runs" / f"toy-quick-{_spec('ns=16').hash[:10]}"
+    assert run.name == f"toy-quick-{_spec('sample_sizes=8').identity[:10]}"
+    assert _spec("sample_sizes=8").identity == _spec("sample_sizes=8", "trials=3").identity != _spec("sample_sizes=8", "lr=0.1").identity
+    legacy = tmp_path / "runs" / f"toy-quick-{_spec('sample_sizes=16').hash[:10]}"
     legacy.mkdir()
-    assert engine.default_run_dir(_spec("ns=16")) == Path("runs") / legacy.name
+    assert engine.default_run_dir(_spec("sample_sizes=16")) == Path("runs") / legacy.name
 
 
 def test_a_growth_interrupted_between_spec_and_database(tmp_path):
     """spec.json is written first: if the process stops before the database's record follows,
     readers still read the run (every row fits the larger grid) and the next run completes it."""
     d = tmp_path / "run"
-    engine.run_spec(_spec("ns=8"), d, quiet=True)
-    grown = _spec("ns=8", "trials=3")
+    engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
+    grown = _spec("sample_sizes=8", "trials=3")
     runner._write_spec(d, grown, None, runner.read_spec_file(d))
     _, _, st_ = runner.open_run(d)
     assert len(st_.completed("toy")) == 4 and st_.meta()["hparams"]["trials"] == 2
@@ -141,7 +141,7 @@ def test_a_growth_interrupted_between_spec_and_database(tmp_path):
     s = engine.run_spec(grown, d, quiet=True)
     assert (s.skipped_trials, s.computed_trials) == (4, 2)
     with store.Store(d / "results.sqlite", readonly=True) as st_:
-        assert st_.meta()["spec_hash"] == grown.hash and st_.meta()["grown"][0]["hash"] == _spec("ns=8").hash
+        assert st_.meta()["spec_hash"] == grown.hash and st_.meta()["grown"][0]["hash"] == _spec("sample_sizes=8").hash
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -152,9 +152,9 @@ def test_a_growth_interrupted_between_spec_and_database(tmp_path):
 def test_a_toy_trial_does_not_depend_on_the_grid(ns, more_ns, widths, trials, more):
     """The contract growing relies on (``Experiment.grid_names``): a trial computed in a larger
     grid, in jobs of other trials, has the numbers it has in the smaller one."""
-    small = dataclasses.replace(TOY.presets["quick"], ns=tuple(ns), widths=tuple(widths), trials=trials,
+    small = dataclasses.replace(TOY.presets["quick"], sample_sizes=tuple(ns), widths=tuple(widths), trials=trials,
                                 conditions=("a",), epochs=2)
-    large = dataclasses.replace(small, ns=tuple(dict.fromkeys(ns + more_ns)), trials=trials + more,
+    large = dataclasses.replace(small, sample_sizes=tuple(dict.fromkeys(ns + more_ns)), trials=trials + more,
                                 conditions=("b", "a"), widths=tuple(widths) + (7,))
 
     def results(hp):
@@ -166,7 +166,7 @@ def test_a_toy_trial_does_not_depend_on_the_grid(ns, more_ns, widths, trials, mo
 
 
 def test_grid_names_default_and_identity():
-    assert TOY.grid_names() == ("conditions", "trials", "ns", "widths")
+    assert TOY.grid_names() == ("conditions", "trials", "sample_sizes", "widths")
     assert experiments.get("xor5d").grid_names() == ("conditions", "trials", "sample_sizes", "widths")
-    assert spec_mod.grid_change(_spec("ns=8").to_json(), _spec("ns=8")).kind == "same"
-    assert spec_mod.grid_change(_spec("ns=8").to_json(), _spec("ns=8", "trials=5")).added == 6
+    assert spec_mod.grid_change(_spec("sample_sizes=8").to_json(), _spec("sample_sizes=8")).kind == "same"
+    assert spec_mod.grid_change(_spec("sample_sizes=8").to_json(), _spec("sample_sizes=8", "trials=5")).added == 6

@@ -23,7 +23,7 @@ def _free_port() -> int:
 def test_an_address_where_no_ray_listens_is_one_line_and_releases_the_run(tmp_path, capsys, address):
     out = tmp_path / "run"
     t0 = time.monotonic()
-    code = cli.main(["run", "toy", "--set", "ns=8", "--executor", "ray", "--address", address, "--quiet",
+    code = cli.main(["run", "toy", "--set", "sample_sizes=8", "--executor", "ray", "--address", address, "--quiet",
                      "--out", str(out)])
     took = time.monotonic() - t0
     _, err = capsys.readouterr()
@@ -31,7 +31,7 @@ def test_an_address_where_no_ray_listens_is_one_line_and_releases_the_run(tmp_pa
     assert err.startswith("polarity: error: ") and err.count("\n") == 1, err  # nothing from Ray
     assert f"cannot start or reach the Ray cluster at {address}" in err and "Connection refused" in err
     assert not out.exists()  # refused before the directory was created or locked
-    engine.run_spec(engine.resolve(experiments.get("toy"), "quick", sets=["ns=8"]), out, quiet=True)
+    engine.run_spec(engine.resolve(experiments.get("toy"), "quick", sets=["sample_sizes=8"]), out, quiet=True)
     lock = runner.RunLock(out)
     lock.acquire(["test"])
     lock.release()

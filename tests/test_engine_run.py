@@ -51,7 +51,7 @@ def _assert_complete_once(d: Path, spec):
 
 
 def test_run_then_rerun_skips_everything(tmp_path):
-    spec = _spec("ns=8,16,24")
+    spec = _spec("sample_sizes=8,16,24")
     s1 = engine.run_spec(spec, tmp_path, quiet=True)
     assert (s1.total_trials, s1.computed_trials, s1.skipped_trials, s1.failures) == (12, 12, 0, [])
     assert s1.complete
@@ -67,7 +67,7 @@ def test_run_then_rerun_skips_everything(tmp_path):
 
 
 def test_resume_after_lost_job_recomputes_identical_numbers(tmp_path):
-    spec = _spec("ns=8,16,24")
+    spec = _spec("sample_sizes=8,16,24")
     engine.run_spec(spec, tmp_path / "clean", quiet=True)
     engine.run_spec(spec, tmp_path / "cut", quiet=True)
     drop_trials(tmp_path / "cut" / "results.sqlite", "job='n=16/width=0'")
@@ -81,9 +81,9 @@ def test_resume_after_lost_job_recomputes_identical_numbers(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun(tmp_path):
     """A real `python -m polarity run` killed with SIGKILL while jobs are in flight."""
-    spec = _spec("ns=8,12,16,20,24,28", "sleep_s=0.3")
+    spec = _spec("sample_sizes=8,12,16,20,24,28", "sleep_s=0.3")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "polarity", "run", "toy", "--preset", "quick", "--set", "ns=8,12,16,20,24,28",
+    cmd = [sys.executable, "-m", "polarity", "run", "toy", "--preset", "quick", "--set", "sample_sizes=8,12,16,20,24,28",
            "--set", "sleep_s=0.3", "--out", str(out), "--quiet", "--no-report"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = out / "results.sqlite"
@@ -120,7 +120,7 @@ def test_sigkill_mid_run_then_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_local_and_pool_give_identical_numbers(tmp_path):
-    spec = _spec("ns=8,16", "widths=0,4")
+    spec = _spec("sample_sizes=8,16", "widths=0,4")
     engine.run_spec(spec, tmp_path / "local", quiet=True)
     s = engine.run_spec(spec, tmp_path / "pool", workers=2, quiet=True)
     assert s.complete and s.computed_trials == 16
@@ -134,7 +134,7 @@ def test_local_and_pool_give_identical_numbers(tmp_path):
 @pytest.mark.slow
 def test_ray_gives_identical_numbers(tmp_path):
     pytest.importorskip("ray")
-    spec = _spec("ns=8,16", "widths=0,4")
+    spec = _spec("sample_sizes=8,16", "widths=0,4")
     engine.run_spec(spec, tmp_path / "local", quiet=True)
     try:
         s = engine.run_spec(spec, tmp_path / "ray", executor="ray", workers=2, quiet=True)
@@ -152,7 +152,7 @@ def test_ray_gives_identical_numbers(tmp_path):
 
 
 def test_failing_job_records_nothing_for_it_and_keeps_the_rest(tmp_path):
-    spec = _spec("ns=8,16,24", "fail_job=n=16/width=0")
+    spec = _spec("sample_sizes=8,16,24", "fail_job=n=16/width=0")
     s = engine.run_spec(spec, tmp_path, quiet=True)
     assert [f.job for f in s.failures] == ["n=16/width=0"]
     assert s.failures[0].error.startswith("RuntimeError: toy: job n=16/width=0 fails on purpose")
@@ -163,25 +163,25 @@ def test_failing_job_records_nothing_for_it_and_keeps_the_rest(tmp_path):
 
 
 def test_out_with_another_spec_is_refused_untouched(tmp_path):
-    engine.run_spec(_spec("ns=8"), tmp_path, quiet=True)
+    engine.run_spec(_spec("sample_sizes=8"), tmp_path, quiet=True)
     before = _tree_digest(tmp_path)
     with pytest.raises(runner.RunDirError) as ei:
-        engine.run_spec(_spec("ns=8", "trials=3", "lr=0.25"), tmp_path, quiet=True)
+        engine.run_spec(_spec("sample_sizes=8", "trials=3", "lr=0.25"), tmp_path, quiet=True)
     msg = str(ei.value)
     assert "different spec" in msg and "lr: 0.5 vs 0.25" in msg and str(tmp_path) in msg
-    assert "grows only along conditions, trials, ns, widths" in msg  # more trials alone would grow it
+    assert "grows only along conditions, trials, sample_sizes, widths" in msg  # more trials alone would grow it
     assert _tree_digest(tmp_path) == before
 
 
 def test_non_run_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(runner.RunDirError, match="not a polarity run directory"):
-        engine.run_spec(_spec("ns=8"), tmp_path, quiet=True)
+        engine.run_spec(_spec("sample_sizes=8"), tmp_path, quiet=True)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_database_with_newer_schema_is_refused_untouched(tmp_path):
-    spec = _spec("ns=8")
+    spec = _spec("sample_sizes=8")
     engine.run_spec(spec, tmp_path, quiet=True)
     c = sqlite3.connect(tmp_path / "results.sqlite")
     c.execute("PRAGMA user_version = 99")
@@ -195,7 +195,7 @@ def test_database_with_newer_schema_is_refused_untouched(tmp_path):
 
 def test_full_disk_mid_run_keeps_finished_jobs(tmp_path, monkeypatch):
     """SQLite's max_page_count makes the database 'full' after the first job (or two)."""
-    spec = _spec("ns=8,16,24,32", "epochs=600")  # a job's series fill a few 16 kB pages
+    spec = _spec("sample_sizes=8,16,24,32", "epochs=600")  # a job's series fill a few 16 kB pages
     orig = store.Store._init_schema
 
     def limited(self):
@@ -221,12 +221,12 @@ def test_read_only_directories(tmp_path):
     parent.mkdir()
     with read_only(parent):
         with pytest.raises(runner.RunDirError) as ei:
-            engine.run_spec(_spec("ns=8"), parent / "run", quiet=True)
+            engine.run_spec(_spec("sample_sizes=8"), parent / "run", quiet=True)
         assert str(parent / "run") in str(ei.value)
     assert list(parent.iterdir()) == []
 
     # a partly finished run whose directory became read-only: clear error, work kept
-    spec = _spec("ns=8,16")
+    spec = _spec("sample_sizes=8,16")
     d = tmp_path / "partial"
     engine.run_spec(spec, d, quiet=True)
     drop_trials(d / "results.sqlite", "n=16")

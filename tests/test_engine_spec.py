@@ -86,9 +86,9 @@ def test_spec_hash_is_sha256_of_canonical_json(toy):
 
 
 def test_resolve_applies_sets_conditions_and_round_trips(toy):
-    spec = S.resolve(toy, "grid", sets=["trials=4", "ns=8..10", "lr=0.25"], conditions="b")
+    spec = S.resolve(toy, "grid", sets=["trials=4", "sample_sizes=8..10", "lr=0.25"], conditions="b")
     hp = spec.hp
-    assert (hp.trials, hp.ns, hp.lr, hp.conditions) == (4, (8, 9, 10), 0.25, ("b",))
+    assert (hp.trials, hp.sample_sizes, hp.lr, hp.conditions) == (4, (8, 9, 10), 0.25, ("b",))
     assert spec.preset == "grid"
     ov = S.overrides(toy, "grid", hp)
     again = S.resolve(toy, "grid", sets=ov)

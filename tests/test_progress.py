@@ -63,7 +63,7 @@ def test_a_run_under_nohup_writes_progress_lines_to_its_log(tmp_path):
     log = tmp_path / "run.log"
 
     def argv(out, *more):
-        return ["nohup", *_polarity("run", "toy", "--set", "ns=8,16,24,32", "--set", "sleep_s=0.4",
+        return ["nohup", *_polarity("run", "toy", "--set", "sample_sizes=8,16,24,32", "--set", "sleep_s=0.4",
                                     "--progress-every", "0.25", "--out", out, "--no-report", *more)]
 
     with open(log, "w") as f:
@@ -194,7 +194,7 @@ def test_a_process_pool_reports_trials_and_their_best_error_to_the_driver(tmp_pa
     validation error, and the count never passes the total or goes back."""
     log = tmp_path / "pool.log"
     with open(log, "w") as f:
-        r = subprocess.run(_polarity("run", "toy", "--set", "ns=8,16,24,32", "--set", "sleep_s=0.3", "--workers", "2",
+        r = subprocess.run(_polarity("run", "toy", "--set", "sample_sizes=8,16,24,32", "--set", "sleep_s=0.3", "--workers", "2",
                                      "--progress-every", "0.2", "--out", tmp_path / "run", "--no-report"),
                            stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=_env(), timeout=300)
     text = log.read_text()

@@ -13,6 +13,7 @@ from polarity import cli, experiments
 from polarity.engine import spec as spec_mod
 from polarity.engine.show import estimate_seconds
 from polarity.engine.runner import plan
+from polarity.experiments.hparams import CommonHparams, FrozenHparams, field_meta
 
 
 def _run(capsys, *argv):
@@ -26,10 +27,10 @@ def _hash_line(out: str) -> str:
 
 
 def test_show_lists_values_help_counts_and_an_estimate(capsys):
-    code, out, err = _run(capsys, "show", "toy", "--set", "trials=3", "--set", "ns=8,16,24")
+    code, out, err = _run(capsys, "show", "toy", "--set", "trials=3", "--set", "sample_sizes=8,16,24")
     assert code == 0 and err == ""
     exp = experiments.get("toy")
-    sp = spec_mod.resolve(exp, "quick", ["trials=3", "ns=8,16,24"])
+    sp = spec_mod.resolve(exp, "quick", ["trials=3", "sample_sizes=8,16,24"])
     assert _hash_line(out) == sp.hash
     lines = out.splitlines()
     assert any(ln.startswith(" *trials") and ln.split()[-1] == "3" for ln in lines), out  # * marks overrides
@@ -44,11 +45,14 @@ def test_show_help_comes_from_the_fields_own_comments_and_cli_fields():
     xor = experiments.get("xor5d")
     h = spec_mod.field_help(xor.Hparams, xor.cli_fields)
     assert h["sign_switch"] == "record per-epoch sign-switch fractions (extra metrics)"  # the line's comment
-    assert h["reset"] == xor.cli_fields["reset"]  # cli_fields win
+    assert h["reset"] == field_meta(FrozenHparams, "reset", "help")  # the shared base's field
     img = experiments.get("fmnist")
     hi = spec_mod.field_help(img.Hparams, img.cli_fields)
     assert hi["min_steps"].startswith("the training budget")  # the comment block above the field
-    assert hi["trials"] == spec_mod.COMMON_HELP["trials"]
+    assert hi["oracle_source"] == img.cli_fields["oracle_source"]  # cli_fields win
+    assert hi["trials"] == field_meta(CommonHparams, "trials", "help")  # the shared base's, default changed
+    dose = experiments.get("dose")  # a subclass of ImageHparams: its base's comments too
+    assert spec_mod.field_help(dose.Hparams)["min_steps"] == hi["min_steps"]
 
 
 def test_estimate_grows_with_the_work_and_has_no_constant_for_alexnet():
@@ -65,7 +69,7 @@ def test_estimate_grows_with_the_work_and_has_no_constant_for_alexnet():
 
 
 def test_toml_config_runs_with_the_same_spec_hash_as_the_set_command(capsys, tmp_path):
-    sets = ["--set", "ns=8", "--set", "trials=1", "--set", "lr=0.25", "--conditions", "b"]
+    sets = ["--set", "sample_sizes=8", "--set", "trials=1", "--set", "lr=0.25", "--conditions", "b"]
     code, _, _ = _run(capsys, "run", "toy", *sets, "--out", tmp_path / "a", "--quiet", "--no-report")
     assert code == 0
     cfg = tmp_path / "study.toml"

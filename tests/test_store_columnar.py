@@ -215,7 +215,7 @@ def _as_schema_1(run: Path) -> None:
 def v1_run(tmp_path):
     """A toy run as polarity 0.1 left it, and the export of the same run made with schema 2."""
     d = tmp_path / "run"
-    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
     want = store.epochs_frame(d)
     trials = store.trials_frame(d)
     _as_schema_1(d)
@@ -232,7 +232,7 @@ def test_schema_1_run_is_read_exported_and_refused_for_writing_untouched(v1_run,
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "e.csv"), pd.read_csv(_csv(want, tmp_path / "w.csv")))
     assert _cli(capsys, "report", d)[0] == 0
-    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8,16", "--out", d, "--quiet", "--no-report")
+    code, _, err = _cli(capsys, "run", "toy", "--set", "sample_sizes=8,16", "--out", d, "--quiet", "--no-report")
     assert code == 2 and "schema 1" in err and f"polarity store upgrade {d}" in err and "nothing was changed" in err
     with pytest.raises(store.StoreError, match="store upgrade"):
         store.Store(d / store.FILENAME)
@@ -275,7 +275,7 @@ def test_store_upgrade_converts_in_place_then_the_run_resumes(v1_run, capsys, mo
     assert _cli(capsys, "store", "upgrade", d)[1].endswith("nothing to do\n")
     # new results go into the upgraded store
     drop_trials(d / store.FILENAME, "n=16")
-    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
     assert s.complete and s.computed_trials == 4
     pd.testing.assert_frame_equal(store.epochs_frame(d), want, check_exact=True)
 
@@ -312,13 +312,13 @@ def _as_schema_2(run: Path) -> None:
 
 def test_schema_2_is_read_as_it_is_and_upgraded_with_digests(tmp_path, capsys):
     d = tmp_path / "run"
-    engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
     want, trials = store.epochs_frame(d), store.trials_frame(d)
     _as_schema_2(d)
     with store.Store(d / store.FILENAME, readonly=True) as s:
         assert s.version == 2
         pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
-    code, _, err = _cli(capsys, "run", "toy", "--set", "ns=8,16", "--out", d, "--quiet", "--no-report")
+    code, _, err = _cli(capsys, "run", "toy", "--set", "sample_sizes=8,16", "--out", d, "--quiet", "--no-report")
     assert code == 2 and "schema 2" in err and "store upgrade" in err
     code, out, err = _cli(capsys, "store", "upgrade", d)
     assert code == 0 and "schema 2 -> 3, 8 trials" in out, err
@@ -326,7 +326,7 @@ def test_schema_2_is_read_as_it_is_and_upgraded_with_digests(tmp_path, capsys):
         s.verify()
         pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
         pd.testing.assert_frame_equal(s.trials_frame(), trials, check_exact=True)
-    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["ns=8,16"]), d, quiet=True)
+    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
     assert s.complete and s.computed_trials == 0
 
 

@@ -21,7 +21,7 @@ from _cli import _cli, _one_line_error
 from _stores import drop_trials
 
 TOY = experiments.get("toy")
-SPEC = ["ns=8,16"]
+SPEC = ["sample_sizes=8,16"]
 
 
 def _sha(p: Path) -> str:

@@ -15,7 +15,7 @@ from polarity.store import epochs_frame
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("trk") / "run"
-    assert cli.main(["run", "toy", "--set", "ns=8,16", "--set", "trials=2", "--set", "epochs=4", "--out", str(d),
+    assert cli.main(["run", "toy", "--set", "sample_sizes=8,16", "--set", "trials=2", "--set", "epochs=4", "--out", str(d),
                      "--quiet", "--no-report"]) == 0
     return d
 
@@ -65,7 +65,7 @@ def test_mlflow_runs_hold_params_and_metric_series(run, tmp_path, capsys, monkey
     spec = json.loads((run / "spec.json").read_text())
     for r in runs:
         p = r.data.params
-        assert p["lr"] == "0.5" and p["ns"] == "[8, 16]" and p["trial.seed"].isdigit()
+        assert p["lr"] == "0.5" and p["sample_sizes"] == "[8, 16]" and p["trial.seed"].isdigit()
         assert r.data.tags["polarity.spec_hash"] == spec["hash"] and r.info.status == "FINISHED"
         g = ep[(ep.condition == p["trial.condition"]) & (ep.n == int(p["trial.n"]))
                & (ep.trial == int(p["trial.trial"]))]

@@ -51,9 +51,13 @@ def catalogue(exps: Sequence[Any] | None = None) -> str:
 
 
 def _cli_fields(exps: Sequence[Any]) -> dict[str, tuple[str, list[str]]]:
+    from .engine.spec import field_help
+
     out: dict[str, tuple[str, list[str]]] = {}
     for e in exps:
-        for f, help_ in dict(e.cli_fields).items():
+        for f, help_ in field_help(e.Hparams, e.cli_fields).items():
+            if f not in e.cli_fields:
+                continue
             h, owners = out.get(f, (help_, []))
             owners.append(e.name)
             out[f] = (h, owners)
@@ -72,7 +76,8 @@ def _spec_arguments(r: argparse.ArgumentParser, exps: Sequence[Any]) -> None:
                         "writes one); --set flags apply on top of it")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one hparam, typed by the field (tuples: comma separated, ints may be "
-                        "ranges lo..hi; bools: true/false); repeatable, each field once")
+                        "ranges lo..hi; bools: true/false); repeatable, each field once; 'polarity show EXP' "
+                        "lists the fields with their help")
     r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
     for f, (help_, owners) in _cli_fields(exps).items():
         r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None, metavar=f.upper(),
@@ -394,6 +399,9 @@ def cmd_store_upgrade(args: argparse.Namespace) -> int:
         orphans = f", {info['orphans']} epochs rows of no trial dropped" if info["orphans"] else ""
         print(f"{db}: schema {info['from']} -> {info['to']}, {info['trials']} trials{orphans}, "
               f"{size(info['bytes_before'])} -> {size(info['bytes_after'])}")
+    if info.get("spec"):
+        print(f"{Path(args.dir) / 'spec.json'}: spec format {info['spec'][0]} -> {info['spec'][1]} (the same "
+              "hyper-parameters under their new names; the trials are unchanged); the run resumes and grows again")
     return 0
 
 

@@ -38,7 +38,8 @@ from ..files import atomic_write
 from ..store import FILENAME, Grid, Store, StoreError, repair, upgrade
 from .executors import Outcome, check_device, make_executor, probe_ray, set_threads
 from .progress import DEFAULT_EVERY_S, Progress
-from .spec import GridChange, Spec, grid_change, hparams_from_dict, spec_diff
+from .spec import (SPEC_FORMAT, GridChange, Spec, current_hparams, grid_change, hparams_from_dict, spec_diff,
+                   spec_format)
 
 SPEC_FILE = "spec.json"
 LOCK_FILE = "run.lock"
@@ -123,25 +124,29 @@ def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
     if data is None:
         raise RunDirError(f"{out} is not a polarity run directory (no {SPEC_FILE})")
     exp = experiments.get(data["experiment"])
-    hp = hparams_from_dict(exp.Hparams, data["hparams"], strict=False)
+    hp = hparams_from_dict(exp.Hparams, current_hparams(exp, data["hparams"], spec_format(data)), strict=False)
     return exp, Spec(exp.name, data.get("preset", "?"), hp), data
 
 
 def _meta_spec(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The database's record of its spec, shaped like ``spec.json``."""
-    return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": meta.get("hparams")}
+    """The database's record of its spec, shaped like ``spec.json``, under the current names."""
+    hparams = meta.get("hparams")
+    if isinstance(hparams, dict) and meta.get("experiment") in experiments.names():
+        hparams = current_hparams(experiments.get(meta["experiment"]), hparams, spec_format(meta))
+    return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": hparams}
 
 
 def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any], spec: Spec | None = None) -> None:
     """Refuse to read results under a spec.json that is not the spec they were computed for
     (``meta``: the database's own record, written with its first row and updated when the run
     grows).  A spec.json whose grid holds the database's (``spec``: it, parsed) is a run whose
-    growth was interrupted between writing spec.json and the database: every row fits it."""
+    growth was interrupted between writing spec.json and the database: every row fits it (so is
+    a spec-format upgrade stopped there: the same spec under its new names)."""
     if not meta:
         return
     if (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) != (
             data.get("hash"), data.get("experiment"), data.get("hparams")):
-        if spec is not None and grid_change(_meta_spec(meta), spec).kind == "grow":
+        if spec is not None and grid_change(_meta_spec(meta), spec).kind in ("same", "grow"):
             return
         diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
         raise RunDirError(
@@ -279,7 +284,20 @@ def check_run_dir(out: Path, spec: Spec) -> GridChange | None:
                 f"--out {out} is not empty and is not a polarity run directory (no {SPEC_FILE}); "
                 "choose a new or empty directory")
         return None
+    fmt = spec_format(stored)
+    exp = experiments.get(spec.experiment)
+    old_names = [k for k in stored.get("hparams", {}) if k in exp.renamed] if fmt < SPEC_FORMAT else []
+    if old_names and stored.get("experiment") == spec.experiment:
+        stored = {**stored, "hparams": current_hparams(exp, stored["hparams"], fmt)}
     change = grid_change(stored, spec)
+    if old_names and change.kind in ("same", "grow"):
+        renames = ", ".join(f"{k} (now {exp.renamed[k]})" for k in old_names)
+        raise RunDirError(
+            f"--out {out} was made with spec format {fmt} (its hyper-parameters {renames}); polarity now "
+            f"writes spec format {SPEC_FORMAT}. Its results are still reported and exported as they are "
+            f"(`polarity report {out}`, `polarity export {out}`); to resume or grow it, run `polarity store "
+            f"upgrade {out}` once (it rewrites the run's spec under the new names; no trial changes), then "
+            "rerun. Nothing was changed")
     if change.kind in ("same", "grow"):
         return change
     if change.kind == "other":
@@ -441,13 +459,13 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
         meta = store.meta()
         if meta.get("spec_hash") not in (None, spec.hash):
             # spec.json (written first) grew the run: the database's record follows it here, also
-            # when an earlier growth stopped between the two
-            if grid_change(_meta_spec(meta), spec).kind != "grow":
+            # when an earlier growth (or spec-format upgrade) stopped between the two
+            if grid_change(_meta_spec(meta), spec).kind not in ("same", "grow"):
                 raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
                                   "nothing was changed")
             try:
                 store.set_meta({"spec_hash": spec.hash, "hparams": spec.hparams, "preset": spec.preset,
-                                "grown": [*(meta.get("grown") or []), {
+                                "format": SPEC_FORMAT, "grown": [*(meta.get("grown") or []), {
                                     "hash": meta.get("spec_hash"),
                                     "until": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]})
             except StoreError as e:
@@ -455,7 +473,8 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
         if not meta:
             try:
                 store.set_meta({"spec_hash": spec.hash, "experiment": spec.experiment, "preset": spec.preset,
-                                "hparams": spec.hparams, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "format": SPEC_FORMAT, "hparams": spec.hparams,
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                 "polarity_version": _version(), "elapsed_s": 0.0})
             except StoreError as e:
                 raise RunDirError(str(e)) from None
@@ -488,17 +507,34 @@ def repair_run(out: str | Path, command: Sequence[str] | None = None) -> dict[st
 def upgrade_run(out: str | Path, command: Sequence[str] | None = None) -> dict[str, Any]:
     """``polarity store upgrade DIR``: the run's store converted to the current schema in place
     (``store.upgrade``), after checking that ``spec.json`` describes it, under the run's lock (so
-    never while a run writes to it)."""
+    never while a run writes to it); a spec of an older format is rewritten in the current one
+    (``spec.json``, then the database's record; the trials are not touched), its old hash and
+    command kept in ``spec.json``'s ``upgraded_from``.  The result's ``spec``: ``[from, to]``
+    formats, or None when the spec was current."""
     out = Path(out)
-    _, _, store = open_run(out)  # a newer or foreign database, or another spec: refused untouched
+    _, spec, store = open_run(out)  # a newer or foreign database, or another spec: refused untouched
     store.close()
     _check_writable(out)
     lock = RunLock(out)
     lock.acquire(command)
     try:
-        return upgrade(out / FILENAME)
+        done = upgrade(out / FILENAME)
+        data = read_spec_file(out) or {}
+        done["spec"] = None
+        if spec_format(data) < SPEC_FORMAT:
+            new = {**spec.to_json(), "polarity_version": _version(),
+                   "upgraded_from": {"format": spec_format(data), "hash": data.get("hash"),
+                                     "command": data.get("command")}}
+            atomic_write(out / SPEC_FILE, json.dumps(new, indent=2, sort_keys=True) + "\n")
+            with Store(out / FILENAME) as s:
+                if s.meta():
+                    s.set_meta({"spec_hash": spec.hash, "hparams": spec.hparams, "format": SPEC_FORMAT})
+            done["spec"] = [spec_format(data), SPEC_FORMAT]
+        return done
     except StoreError as e:
         raise RunDirError(str(e)) from None
+    except OSError as e:
+        raise RunDirError(f"cannot write run directory {out}: {e.strerror or e}") from None
     finally:
         lock.release()
 

@@ -6,8 +6,8 @@ The time is an **estimate** from a simple cost model, stated here and printed wi
     seconds = sum over trials of  c * scale * (epochs(n) * n  +  validations(n) * v / 3)
               + jobs * c_job
 
-* ``n``: the trial's training-set size; ``v``: the validation size (the Hparams' ``n_val``,
-  ``val_size`` or ``val_n``; ``None`` counts 10,000); a forward pass costs about a third of a
+* ``n``: the trial's training-set size; ``v``: the validation size (the Hparams' ``val_size``;
+  ``None`` counts 10,000); a forward pass costs about a third of a
   training step;
 * ``epochs(n)`` and ``validations(n)``: the experiment's own rule where the Hparams' module has
   one (``epochs_for(hp, n)``, ``eval_epochs(hp, n)``: the image protocol's training budget),
@@ -56,11 +56,9 @@ COSTS: Mapping[str, Cost] = {
 
 
 def _val_size(hp: Any) -> int:
-    for name in ("n_val", "val_size", "val_n"):
-        if hasattr(hp, name):
-            v = getattr(hp, name)
-            return VAL_WHOLE if v is None else int(v)
-    return 0
+    if not hasattr(hp, "val_size"):
+        return 0
+    return VAL_WHOLE if hp.val_size is None else int(hp.val_size)
 
 
 def estimate_seconds(exp: Experiment, hp: Any, trials: list[TrialKey], n_jobs: int) -> float | None:

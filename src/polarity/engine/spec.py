@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from ..experiments.base import (MAX_GRID_TRIALS, Experiment, ExperimentError, field_types, hparams_dict,
                                 optional_inner)
+from ..experiments.hparams import field_meta
 
 
 class SpecError(ExperimentError):
@@ -67,8 +68,49 @@ class Spec:
         return identity_hash(self.experiment, self.hparams)
 
     def to_json(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "preset": self.preset, "hash": self.hash,
+        return {"experiment": self.experiment, "preset": self.preset, "format": SPEC_FORMAT, "hash": self.hash,
                 "identity": self.identity, "hparams": self.hparams}
+
+
+# the spec format polarity writes (``spec.json``'s ``format``; none: 1).  Format 2 gave every
+# experiment the shared fields of ``CommonHparams`` under one name each (``Experiment.renamed``:
+# toy ns/batch/val_n, xor5d n_val): a run made in format 1 is read under the new names, and
+# ``polarity store upgrade DIR`` rewrites its spec so that it can resume or grow
+SPEC_FORMAT = 2
+
+
+def spec_format(data: Mapping[str, Any]) -> int:
+    """The format of a stored spec (``spec.json`` or the database's record)."""
+    f = data.get("format", 1)
+    return f if isinstance(f, int) and not isinstance(f, bool) else 1
+
+
+def current_hparams(exp: Experiment, hparams: Mapping[str, Any], fmt: int) -> dict[str, Any]:
+    """Stored hparams of format ``fmt`` under the current names."""
+    if fmt >= SPEC_FORMAT:
+        return dict(hparams)
+    return {exp.renamed.get(k, k): v for k, v in hparams.items()}
+
+
+def format1_hash(spec: "Spec") -> str:
+    """The hash ``spec`` had in format 1 (its renamed fields under their old names): what named
+    its run directory then."""
+    from .. import experiments
+
+    back = {new: old for old, new in experiments.get(spec.experiment).renamed.items()}
+    payload = canonical_json({"experiment": spec.experiment,
+                              "hparams": {back.get(k, k): v for k, v in spec.hparams.items()}})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def renamed_error(exp: Experiment, name: str, where: str) -> SpecError | None:
+    """The refusal of a field name that format 2 renamed (None if ``name`` was not renamed)."""
+    new = exp.renamed.get(name)
+    if new is None:
+        return None
+    return SpecError(f"{where}: {exp.name}'s {name!r} is {new!r} since spec format {SPEC_FORMAT} (one name per "
+                     f"idea across experiments); give {new} instead. A run directory made before is still "
+                     "reported and exported as it is; `polarity store upgrade DIR` lets it resume or grow")
 
 
 def canonical_json(obj: Any) -> str:
@@ -97,10 +139,11 @@ def identity_hash(experiment: str, hparams: Mapping[str, Any]) -> str:
 
 def default_run_dir(spec: Spec, root: str | Path = "runs") -> Path:
     """``root/<experiment>-<preset>-<identity[:10]>``; a run directory named by its full spec
-    hash (before runs could grow) is found too."""
-    legacy = Path(root) / f"{spec.experiment}-{spec.preset}-{spec.hash[:10]}"
-    if legacy.is_dir():
-        return legacy
+    hash (before runs could grow, in spec format 1 or 2) is found too."""
+    for h in dict.fromkeys((spec.hash, format1_hash(spec))):
+        legacy = Path(root) / f"{spec.experiment}-{spec.preset}-{h[:10]}"
+        if legacy.is_dir():
+            return legacy
     return Path(root) / f"{spec.experiment}-{spec.preset}-{spec.identity[:10]}"
 
 
@@ -298,8 +341,9 @@ def apply_sets(exp: Experiment, hp: Any, sets: Sequence[str]) -> Any:
         if not eq or not name:
             raise SpecError(f"--set {item!r}: expected field=value")
         if name not in types_:
-            raise SpecError(f"--set {item!r}: experiment {exp.name!r} has no hparam {name!r}; "
-                            f"{_suggest(name, list(types_))}known: {', '.join(types_)}")
+            raise (renamed_error(exp, name, f"--set {item!r}")
+                   or SpecError(f"--set {item!r}: experiment {exp.name!r} has no hparam {name!r}; "
+                                f"{_suggest(name, list(types_))}known: {', '.join(types_)}"))
         if name in given:
             raise SpecError(f"--set {name} is given twice ({given[name]!r} and {item!r}); give each field once")
         given[name] = item
@@ -379,7 +423,8 @@ def apply_config(exp: Experiment, hp: Any, values: Mapping[str, Any]) -> Any:
     changes: dict[str, Any] = {}
     for name, value in values.items():
         if name not in types_:
-            raise SpecError(_unknown("hparam", name, list(types_), f"in the config's [hparams] for {exp.name!r}"))
+            raise (renamed_error(exp, name, "the config's [hparams]")
+                   or SpecError(_unknown("hparam", name, list(types_), f"in the config's [hparams] for {exp.name!r}")))
         tp = types_[name]
         if isinstance(value, str):  # "none" for an optional field, or any value in --set's syntax
             changes[name] = parse_value(tp, value, name)
@@ -455,31 +500,14 @@ def to_toml(spec: Spec, help_: Mapping[str, str] | None = None, header: Sequence
     return "\n".join(lines) + "\n"
 
 
-# help for the fields every experiment's grid and schedule share, where a class says nothing
-COMMON_HELP: Mapping[str, str] = {
-    "conditions": "the conditions compared (polarity show EXP lists them)",
-    "trials": "independent trials (seeds) per grid cell",
-    "seed": "root seed; trial t uses trial_seed(seed, t), shared by its conditions",
-    "threads": "torch threads per job (the engine sets them)",
-    "epochs": "passes over each trial's training set",
-    "lr": "learning rate",
-    "batch_size": "mini-batch size", "batch": "mini-batch size",
-    "sample_sizes": "training-set sizes n (a grid axis)", "ns": "training-set sizes n (a grid axis)",
-    "widths": "hidden widths H (a grid axis)",
-    "n_val": "validation examples", "val_n": "validation examples",
-}
-
-
-def field_help(cls: type, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Each field's help text where the code has one: ``extra`` (an experiment's ``cli_fields``),
-    else the field's ``metadata["help"]``, else the comment on the field's line in the class
-    source, else the comment block right above it, else ``COMMON_HELP``."""
+def _comments(cls: type, fields: Mapping[str, Any]) -> dict[str, str]:
+    """The comment on each field's line in ``cls``'s own source, else the comment block right
+    above it."""
     import inspect
     import io
     import tokenize
 
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    out: dict[str, str] = {k: v for k, v in COMMON_HELP.items() if k in fields}
+    out: dict[str, str] = {}
     found: set[str] = set()
     try:
         src = inspect.getsource(cls)
@@ -509,10 +537,23 @@ def field_help(cls: type, extra: Mapping[str, str] | None = None) -> dict[str, s
             j -= 1
         if block:
             out[name] = " ".join(block)
+    return out
+
+
+def field_help(cls: type, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each field's help text where the code has one: ``extra`` (an experiment's ``cli_fields``),
+    else the field's ``hparam(help=...)``, else the comment on the field's line in the source of
+    the class (or of a base class) that declares it, else the comment block right above it, else
+    the help of a base class's field of that name (``CommonHparams``: a subclass that only
+    changes a default keeps it)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {k: str(h) for k in fields if (h := field_meta(cls, k, "help"))}
+    for c in reversed([c for c in cls.__mro__ if "__dataclass_fields__" in c.__dict__]):  # base first
+        out.update(_comments(c, fields))
     for name, f in fields.items():
         if f.metadata.get("help"):
             out[name] = str(f.metadata["help"])
     for name, h in (extra or {}).items():
-        if name in fields:
+        if name in fields and h:
             out[name] = h
     return out

@@ -22,8 +22,8 @@ an experiment never touches the database.
 
 ``Experiment.validate`` checks what holds for every experiment before anything is computed or
 written (``check_hparams``): each field has its declared type, floats are finite, tuple fields
-(the grid axes) list no value twice, numbers lie in their ``Range`` (``COMMON_LIMITS`` for
-``trials``, ``threads`` and ``seed``, plus the Hparams class's own ``limits``), and the grid
+(the grid axes) list no value twice, numbers lie in their ``Range`` (the Hparams class's own
+``limits``, else the field's ``hparam(limit=...)``, else ``COMMON_LIMITS``), and the grid
 holds at most ``MAX_GRID_TRIALS`` trials, counted before it is built.  An experiment adds its
 own rules (conditions, couplings between fields) after ``super().validate(hp)``.
 """
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..seeds import trial_seed  # noqa: F401  (re-exported: the experiments' seed)
+from .hparams import CommonHparams, Range, field_meta, positive  # noqa: F401  (Range, positive: re-exported)
 
 
 @dataclass(frozen=True, order=True)
@@ -110,41 +111,11 @@ class ExperimentError(ValueError):
 
 # ----------------------------------------------------------------------------- hyper-parameters
 
-@dataclass(frozen=True)
-class Range:
-    """The values a number (or each item of a tuple of numbers) may take: ``lo <= v <= hi``,
-    either end open with ``open_lo`` / ``open_hi``.  The upper bounds are sanity bounds far above
-    any sensible use: they turn a typo (``epochs=1000000000``) into an error, not a run that
-    allocates until it fails."""
-
-    lo: float
-    hi: float
-    open_lo: bool = False
-    open_hi: bool = False
-
-    def __contains__(self, v: float) -> bool:
-        return ((self.lo < v if self.open_lo else self.lo <= v)
-                and (v < self.hi if self.open_hi else v <= self.hi))
-
-    def __str__(self) -> str:  # ">= 1 and <= 10000"
-        def fmt(x: float) -> str:
-            return str(x) if isinstance(x, int) else f"{x:g}"
-
-        return (f"{'>' if self.open_lo else '>='} {fmt(self.lo)} and "
-                f"{'<' if self.open_hi else '<='} {fmt(self.hi)}")
-
-
-def positive(hi: float) -> Range:
-    """``(0, hi]``."""
-    return Range(0, hi, open_lo=True)
-
-
 MAX_GRID_TRIALS = 1_000_000  # trials in one run directory (the paper's largest grid has 52,800)
-COMMON_LIMITS: Mapping[str, Range] = {
-    "trials": Range(1, 100_000),  # trials per grid cell
-    "threads": Range(1, 1024),  # torch threads per job
-    "seed": Range(0, 2**63 - 1),  # seeds are non-negative 64-bit integers (SQLite, numpy)
-}
+# the ranges of the common fields (``CommonHparams``' metadata), by name: they hold for a field of
+# that name in any Hparams class, derived from ``CommonHparams`` or not
+COMMON_LIMITS: Mapping[str, Range] = {f.name: f.metadata["limit"] for f in dataclasses.fields(CommonHparams)
+                                      if "limit" in f.metadata}
 _INT64 = Range(-(2**63), 2**63 - 1)
 
 
@@ -200,7 +171,10 @@ def _type_problem(tp: Any, v: Any) -> str | None:
 def check_hparams(exp_name: str, hp: Any) -> None:
     """The checks every experiment shares (see the module docstring); raises ``ExperimentError``
     naming the field, the value and what it must be."""
-    limits = {**COMMON_LIMITS, **dict(getattr(type(hp), "limits", {}))}
+    own = dict(getattr(type(hp), "limits", {}))
+    limits = {name: own.get(name) or field_meta(type(hp), name, "limit") or COMMON_LIMITS.get(name)
+              for name in field_types(type(hp))}
+    limits = {k: v for k, v in limits.items() if v is not None}
     for name, tp in field_types(type(hp)).items():
         v = getattr(hp, name)
         optional, tp = optional_inner(tp)
@@ -237,6 +211,9 @@ class Experiment(abc.ABC):
     conditions: ClassVar[Sequence[str]]  # every condition this experiment knows
     # hparams fields exposed as their own flags on `polarity run NAME` (e.g. {"source": "..."})
     cli_fields: ClassVar[Mapping[str, str]] = {}
+    # old name -> new name of the fields renamed since spec format 1 (``engine.spec.SPEC_FORMAT``):
+    # a run directory made before is read under the new names
+    renamed: ClassVar[Mapping[str, str]] = {}
     # the fields that only list the grid's trials, along which a run grows (``grid_names``)
     grid_fields: ClassVar[Sequence[str] | None] = None
 

@@ -1,9 +1,9 @@
 """``toy``: a tiny, real experiment for exercising the engine (seconds to run).
 
 Logistic regression on synthetic linearly-separable-ish data.  For each trial seed: a true weight
-vector, a nested training set (the first n points of the trial's training stream), ``val_n``
+vector, a nested training set (the first n points of the trial's training stream), ``val_size``
 validation points, a shared initialisation and a shared mini-batch order; none of them depends on
-the grid beyond the trial's key, so a run grows along ``ns``, ``widths``, ``trials`` and
+the grid beyond the trial's key, so a run grows along ``sample_sizes``, ``widths``, ``trials`` and
 ``conditions`` (``Experiment.grid_names``).  With ``width > 0`` the inputs first pass a
 fixed random ReLU feature map of that width.  Conditions:
 
@@ -24,31 +24,30 @@ from typing import ClassVar, Mapping
 
 from . import register
 from .base import EpochRecord, Experiment, ExperimentError, Job, Range, TrialKey, TrialResult, positive, trial_seed
+from .hparams import CommonHparams, hparam
 
 
 @dataclass(frozen=True)
-class ToyHparams:
+class ToyHparams(CommonHparams):
     conditions: tuple[str, ...] = ("a", "b")
-    ns: tuple[int, ...] = (16, 48)
-    widths: tuple[int, ...] = (0,)
+    sample_sizes: tuple[int, ...] = (16, 48)
+    widths: tuple[int, ...] = hparam((0,), "width of the fixed random ReLU feature map (0: none; a grid axis)")
     trials: int = 2
     epochs: int = 5
-    dim: int = 5
     lr: float = 0.5
-    batch: int = 8
-    val_n: int = 200
-    noise: float = 0.5
-    seed: int = 0
-    threads: int = 1
-    sleep_s: float = 0.0
-    fail_job: str = ""
+    batch_size: int = 8
+    val_size: int = 200
+    dim: int = hparam(5, "input dimension")
+    noise: float = hparam(0.5, "label noise: the standard deviation added to the true logit")
+    sleep_s: float = hparam(0.0, "seconds each job sleeps (engine tests)")
+    fail_job: str = hparam("", "a job key that raises (engine tests)")
 
     # every number's range (``trials``, ``threads``, ``seed``: the engine's common limits); a toy
-    # stays small: its largest trial holds (max(ns) + val_n) x max(dim, widths) float64 values
+    # stays small: its largest trial holds (max(sample_sizes) + val_size) x max(dim, widths) float64 values
     limits: ClassVar[Mapping[str, Range]] = {
-        "ns": Range(1, 100_000), "widths": Range(0, 1_000), "epochs": Range(1, 10_000),
-        "dim": Range(1, 1_000), "lr": positive(1e3), "batch": Range(1, 100_000),
-        "val_n": Range(1, 100_000), "noise": Range(0, 1e3), "sleep_s": Range(0, 3600)}
+        "sample_sizes": Range(1, 100_000), "widths": Range(0, 1_000), "epochs": Range(1, 10_000),
+        "dim": Range(1, 1_000), "lr": positive(1e3), "batch_size": Range(1, 100_000),
+        "val_size": Range(1, 100_000), "noise": Range(0, 1e3), "sleep_s": Range(0, 3600)}
 
 
 @register
@@ -59,22 +58,24 @@ class Toy(Experiment):
     conditions = ("a", "b")
     presets = {
         "quick": ToyHparams(),
-        "grid": ToyHparams(ns=(8, 16, 32, 64), widths=(0, 8), trials=3, epochs=8),
+        "grid": ToyHparams(sample_sizes=(8, 16, 32, 64), widths=(0, 8), trials=3, epochs=8),
     }
+    renamed = {"ns": "sample_sizes", "batch": "batch_size", "val_n": "val_size"}  # spec format 1 -> 2
 
     def validate(self, hp: ToyHparams) -> None:
         super().validate(hp)  # types, ranges (ToyHparams.limits), duplicates, grid size
-        if not hp.ns or not hp.widths:
-            raise ExperimentError(f"toy: ns and widths need at least one value, got {hp.ns} and {hp.widths}")
+        if not hp.sample_sizes or not hp.widths:
+            raise ExperimentError(f"toy: sample_sizes and widths need at least one value, got {hp.sample_sizes} "
+                                  f"and {hp.widths}")
 
     def trials(self, hp: ToyHparams) -> list[TrialKey]:
-        return [TrialKey(c, n, w, t) for n in hp.ns for w in hp.widths for c in hp.conditions
+        return [TrialKey(c, n, w, t) for n in hp.sample_sizes for w in hp.widths for c in hp.conditions
                 for t in range(hp.trials)]
 
     def jobs(self, hp: ToyHparams) -> list[Job]:
         return [Job(f"n={n}/width={w}", tuple(TrialKey(c, n, w, t) for c in hp.conditions
                                                for t in range(hp.trials)))
-                for n in hp.ns for w in hp.widths]
+                for n in hp.sample_sizes for w in hp.widths]
 
     def run_job(self, hp: ToyHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
         import torch
@@ -113,7 +114,7 @@ class Toy(Experiment):
             return x, ((x @ w_true + hp.noise * z[:, hp.dim]) > 0).double()
 
         x_tr, y_tr = points(1, key.n)
-        x_va, y_va = points(2, hp.val_n)
+        x_va, y_va = points(2, hp.val_size)
         if key.width > 0:
             gf = torch.Generator().manual_seed(seed * 131 + key.width)
             proj = torch.randn(hp.dim, key.width, generator=gf, dtype=torch.float64) / hp.dim ** 0.5
@@ -136,8 +137,8 @@ class Toy(Experiment):
         for e in range(hp.epochs):
             sign_before = torch.sign(w)
             order = orders[e].to(device)
-            for i in range(0, key.n, hp.batch):
-                idx = order[i: i + hp.batch]
+            for i in range(0, key.n, hp.batch_size):
+                idx = order[i: i + hp.batch_size]
                 xb, yb = x_tr[idx], y_tr[idx]
                 p = torch.sigmoid(xb @ w + b)
                 err = p - yb

@@ -12,6 +12,7 @@ from ...data.subsets import SubsetError, sizes as dataset_sizes
 from ...sources.directory import SourceError, read_manifest
 from ...transfer import SourceSpec, TransferError, check_source_dir
 from ..base import ExperimentError, Range, positive
+from ..hparams import FrozenHparams
 
 CONDITIONS = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity",
               "fluid-weight", "frozen-weight")
@@ -34,7 +35,7 @@ CIFAR_PAPER_N = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 
 
 @dataclass(frozen=True)
-class ImageHparams:
+class ImageHparams(FrozenHparams):
     # every number's range, checked before a run directory is created (``trials``, ``threads``,
     # ``seed``: the engine's common limits); the upper ends are sanity bounds far above any use
     limits: ClassVar[Mapping[str, Range]] = {

@@ -14,6 +14,7 @@ import numpy as np
 from ...freeze.methods import RESET_METHODS, ResetError, check_method
 from ...models.mlp import init_params
 from ..base import MAX_GRID_TRIALS, ExperimentError, Range, positive
+from ..hparams import FrozenHparams, hparam
 
 FIG1_N = (8, 20, 32, 40, 52, 60, 72, 80, 92, 100, 500)
 FIG4_WIDTHS = tuple(range(2, 30)) + (30, 32, 48, 64)
@@ -25,39 +26,37 @@ def _tuple(v):
 
 
 @dataclass(frozen=True)
-class XorHparams:
+class XorHparams(FrozenHparams):
     conditions: tuple[str, ...] = ("frozen-sufficient", "frozen-rand", "fluid-rand")
-    sample_sizes: tuple[int, ...] = FIG1_N
-    widths: tuple[int, ...] = (64,)
+    sample_sizes: tuple[int, ...] = hparam(FIG1_N, "training-set sizes n, floored to multiples of 4 (a grid axis)")
+    widths: tuple[int, ...] = hparam((64,), "hidden widths H (a grid axis)")
     trials: int = 50
     epochs: int = 100
     lr: float = 0.03
     batch_size: int = 32
-    seed: int = 0
-    cutoffs: tuple[float, ...] = (0.9,)
-    threads: int = 1
-    reset: str = "posRand"  # default reset method of frozen conditions without '@method'
-    reset_eps: float = 1e-3
-    variant: str = "xor"  # "xor" (reference generator) | "gaussian" (Gaussian parity)
-    gaussian_sd: float = 0.25
-    dim: int = 5
-    n_val: int = 1000
-    beta1: float = 0.9
-    beta2: float = 0.999
-    adam_eps: float = 1e-7  # Keras' default
-    eps_mode: str = "torch"  # "torch" | "keras": where Adam's eps enters (docs/xor5d.md)
-    sign_switch: bool = False  # record per-epoch sign-switch fractions (extra metrics)
-    dtype: str = "float32"
-    max_job_networks: int = 0  # 0: no cap; else split groups so a job holds at most this many
-    merge_ratio: float = 1.25  # jobs merge widths / batches-per-epoch within this ratio (padding, masks)
+    val_size: int = 1000
+    cutoffs: tuple[float, ...] = hparam((0.9,), "validation-accuracy cut-offs of the report's success rates")
+    reset_eps: float = hparam(1e-3, "eps of the posCon / posRand resets: a violating weight becomes t*eps "
+                                    "(posRand: t*eps*u)")
+    variant: str = hparam("xor", "XOR data: xor (reference generator) | gaussian (Gaussian parity)")
+    gaussian_sd: float = hparam(0.25, "the Gaussian parity variant's standard deviation")
+    dim: int = hparam(5, "input dimension (the first two decide the label)")
+    beta1: float = hparam(0.9, "Adam's beta1")
+    beta2: float = hparam(0.999, "Adam's beta2")
+    adam_eps: float = hparam(1e-7, "Adam's eps (Keras' default)")
+    eps_mode: str = hparam("torch", "torch | keras: where Adam's eps enters (docs/xor5d.md)")
+    sign_switch: bool = hparam(False, "record per-epoch sign-switch fractions (extra metrics)")
+    dtype: str = hparam("float32", "float32 | float64")
+    max_job_networks: int = hparam(0, "0: no cap; else split groups so a job holds at most this many")
+    merge_ratio: float = hparam(1.25, "jobs merge widths / batches-per-epoch within this ratio (padding, masks)")
 
     # the ranges of the numbers, checked by Experiment.validate before a run directory is created
     # (trials, threads, seed: the engine's common limits; betas and cut-offs: Xor5D.validate);
-    # the upper bounds only refuse the absurd: a job holds trials x (max n + n_val) x dim inputs
+    # the upper bounds only refuse the absurd: a job holds trials x (max n + val_size) x dim inputs
     limits: ClassVar[Mapping[str, Range]] = {
         "sample_sizes": Range(4, 1_000_000), "widths": Range(1, 100_000), "epochs": Range(1, 1_000_000),
         "lr": positive(1e3), "batch_size": Range(1, 1_000_000), "reset_eps": positive(1e3),
-        "gaussian_sd": positive(1e3), "dim": Range(2, 1_000), "n_val": Range(1, 1_000_000),
+        "gaussian_sd": positive(1e3), "dim": Range(2, 1_000), "val_size": Range(1, 1_000_000),
         "adam_eps": positive(1.0), "max_job_networks": Range(0, MAX_GRID_TRIALS),
         "merge_ratio": Range(1, 1e6)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...freeze.methods import RESET_METHODS, ResetError, check_method
+from ...freeze.methods import ResetError, check_method
 from .. import register
 from ..base import EpochRecord, Experiment, ExperimentError, Job, TrialKey, TrialResult, gc_paused
 from .conditions import BASE_CONDITIONS, PRESETS, XorHparams, parse_condition
@@ -23,10 +23,9 @@ class Xor5D(Experiment):
                    "5->H->1 ReLU net, all trials x conditions of a job batched in one tensor program.")
     Hparams = XorHparams
     conditions = BASE_CONDITIONS
-    cli_fields = {"reset": "default Freeze-SGD reset of frozen conditions without '@method' "
-                           f"({'|'.join(RESET_METHODS)})",
-                  "variant": "XOR data: xor (reference generator) | gaussian (Gaussian parity)"}
+    cli_fields = {"reset": "", "variant": ""}  # their own flags; the help is the fields' (XorHparams)
     presets = PRESETS
+    renamed = {"n_val": "val_size"}  # spec format 1 -> 2
 
     def is_condition(self, condition: str) -> bool:
         try:

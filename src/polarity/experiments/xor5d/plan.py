@@ -82,7 +82,7 @@ def prepare_job(hp: XorHparams, groups: Sequence[tuple[int, int]], cols: Sequenc
     tpos = {t: i for i, t in enumerate(trials_)}
     seeds = {t: trial_seed(hp.seed, t) for t in trials_}
     n_max = max(n for _, n in groups)
-    data = [trial_data(seeds[t], n_max, hp.n_val, hp.dim, hp.variant, hp.gaussian_sd) for t in trials_]
+    data = [trial_data(seeds[t], n_max, hp.val_size, hp.dim, hp.variant, hp.gaussian_sd) for t in trials_]
     as_t = lambda arrs: torch.from_numpy(np.stack(arrs)).to(device=device, dtype=dt)  # noqa: E731
     conds = [parse_condition(c, hp.reset) for c, _ in cols]
     init, tmpl = _initial_states(hp, groups, cols, conds, seeds)
