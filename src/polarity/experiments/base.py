@@ -206,7 +206,7 @@ class Experiment(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    Hparams: ClassVar[type]  # a frozen dataclass with at least: conditions, trials, seed
+    Hparams: ClassVar[type]  # a frozen dataclass, best a subclass of hparams.CommonHparams
     presets: ClassVar[Mapping[str, Any]]  # preset name -> Hparams instance
     conditions: ClassVar[Sequence[str]]  # every condition this experiment knows
     # hparams fields exposed as their own flags on `polarity run NAME` (e.g. {"source": "..."})
