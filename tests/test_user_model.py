@@ -310,3 +310,13 @@ def test_default_source_names_are_one_folder(tmp_path):
     assert default_name(SourceRecipe(dataset="cifar10:animals")) == "cifar10-animals-compact-w0.5"
     assert default_name(SourceRecipe(dataset=f"folder:{tmp_path}/shapes/", arch=RESNET)) == "shapes-timm_resnet"
     assert default_name(SourceRecipe(dataset="fmnist", arch="pkg.nets:Zoo.small")) == "fmnist-Zoo.small"
+
+
+@pytest.mark.parametrize("argv", [
+    ["show", "images", "--preset", "tiny", "--dataset", "fmnist", "--model", "nope_pkg_x:make"],
+    ["source", "train", "fmnist", "--model", "nope_pkg_x:make", "--epochs", "1"],
+])
+def test_model_is_the_flag_a_model_zoo_user_types_for_arch(capsys, argv):
+    """``--model`` is another name of ``--arch`` wherever a network is chosen (issue 22 item 5)."""
+    code, _, err = _cli(capsys, *argv)
+    _one_line_error(code, err, "nope_pkg_x", "No module named")

@@ -50,6 +50,10 @@ def catalogue(exps: Sequence[Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+#: other names of a field's flag: --model is what a user of a model zoo types for the network
+FLAG_ALIASES = {"--model": "arch"}
+
+
 def _cli_fields(exps: Sequence[Any]) -> dict[str, tuple[str, list[str]]]:
     from .engine.spec import field_help
 
@@ -80,7 +84,8 @@ def _spec_arguments(r: argparse.ArgumentParser, exps: Sequence[Any]) -> None:
                         "lists the fields with their help")
     r.add_argument("--conditions", help="comma-separated conditions to run (default: the preset's)")
     for f, (help_, owners) in _cli_fields(exps).items():
-        r.add_argument(f"--{f.replace('_', '-')}", dest=f"field_{f}", default=None, metavar=f.upper(),
+        flags = [f"--{f.replace('_', '-')}"] + [a for a, field in FLAG_ALIASES.items() if field == f]
+        r.add_argument(*flags, dest=f"field_{f}", default=None, metavar=f.upper(),
                        help=f"{help_} [{', '.join(owners)}]")
 
 

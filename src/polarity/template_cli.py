@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("--source", required=True,
                     help="imagenet | imagenet:/path/ckpt.pth | pretrained:<dataset>")
-    ex.add_argument("--arch", default="compact", metavar="ARCH",
+    ex.add_argument("--arch", "--model", default="compact", metavar="ARCH",
                     help="compact | alexnet | package.module:factory, your own network (docs/models.md)")
     ex.add_argument("--dataset", required=True, help="the target dataset (fmnist, cifar10)")
     ex.add_argument("--out", required=True, help="output file")

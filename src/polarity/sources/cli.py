@@ -207,7 +207,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         description="Train a source network with the documented recipe "
                                     "(docs/sources.md) and write weights, template and manifest.")
     t.add_argument("dataset", help="fmnist | cifar10 | <dataset>:<subset> (e.g. cifar10:animals)")
-    t.add_argument("--arch", default=d.arch, metavar="ARCH",
+    t.add_argument("--arch", "--model", default=d.arch, metavar="ARCH",
                    help="compact | alexnet | package.module:factory, your own network (a callable "
                         f"num_classes -> nn.Module; docs/models.md); default {d.arch}")
     t.add_argument("--width", type=float, default=d.width, help=f"compact channel multiplier (default {d.width})")
