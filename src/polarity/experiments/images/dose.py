@@ -43,9 +43,9 @@ class DoseHparams(ImageHparams):
     """The image protocol's fields (``source`` unused: "none"), the arms in ``conditions`` and the
     sources in ``sources`` (each trained on another dataset) plus ``oracle_source``."""
 
-    source: str = "none"
+    source: str = "none"  # unused by the dose study: its sources are in `sources`
     conditions: tuple[str, ...] = ("fluid-rand", "frozen-polarity", "frozen-shuffled")
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # the ladder: sources trained on other datasets, each paired with fluid RAND and its own shuffled template
 
 
 def dose_sources(hp: DoseHparams) -> list[str]:

@@ -46,12 +46,12 @@ class ImageHparams(FrozenHparams):
         "min_steps": Range(0, 1_000_000), "eval_points": Range(0, 100_000),
         "pretrain_n": Range(1, 10_000_000), "pretrain_epochs": Range(1, 100_000)}
 
-    dataset: str = "fmnist"
+    dataset: str = "fmnist"  # the target: fmnist | cifar10 | <dataset>:<subset> | folder:/path (train/ with test/ or val/)
     arch: str = "compact"  # "compact" (small inputs, CPU) | "alexnet" (torchvision, 227x227)
     in_size: int = 32  # input side after resizing
     model_width: float = 1.0  # compact network channel multiplier
     head: str = "append"  # alexnet: "append" a 10-way head after the 1000-way layer | "replace" it
-    source: str = "pretrained:cifar10"
+    source: str = "pretrained:cifar10"  # where transferred signs/weights come from: a shipped name (polarity source list) | a source directory | pretrained:<dataset>[,field=value] | imagenet[:ckpt]
     # the oracle arms' source: trained on the target dataset's own training images (an upper
     # bound; the only way a same-dataset source enters a run); None = no oracle arm allowed
     oracle_source: str | None = None
@@ -72,9 +72,9 @@ class ImageHparams(FrozenHparams):
     min_steps: int = 0
     eval_points: int = 0  # validate at most this many evenly spaced epochs (the last included); 0 = every epoch
     pretrain_n: int = 10000  # pretrained:<dataset> sources: first n source images
-    pretrain_epochs: int = 4
-    data_root: str | None = None
-    data_source: str = "auto"
+    pretrain_epochs: int = 4  # pretrained:<dataset> sources: epochs of the source recipe
+    data_root: str | None = None  # a folder holding the datasets (torchvision layout or the offline files); None: $POLARITY_DATA / the defaults
+    data_source: str = "auto"  # auto (offline files, else torchvision) | offline | torchvision (downloads with internet)
     seed: int = 0
     threads: int = 1  # torch threads per job (the engine sets them); 1 is robust on a shared CPU
     # throughput options (polarity.training.compute_mode), recorded with the run; the defaults
