@@ -81,6 +81,19 @@ def test_mlflow_runs_hold_params_and_metric_series(run, tmp_path, capsys, monkey
     assert len(client.search_runs([exp.experiment_id], max_results=100)) == 8
 
 
+def test_a_grown_run_logs_only_its_new_trials_to_mlflow(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    d, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["run", "toy", "--set", "sample_sizes=8", "--set", "epochs=2", "--out", str(d), "--quiet", "--no-report"]
+    assert cli.main([*argv, "--set", "trials=2"]) == 0
+    code, cap = _export(capsys, d, "--mlflow", uri)
+    assert code == 0 and "logged 4 MLflow runs" in cap.err, cap.err
+    assert cli.main([*argv, "--set", "trials=3"]) == 0  # grown: one more trial per condition
+    code, cap = _export(capsys, d, "--mlflow", uri)
+    assert code == 0 and "logged 2 MLflow runs" in cap.err, cap.err
+
+
 def test_a_missing_tracker_package_is_a_one_line_error_before_anything_is_read(run, tmp_path, capsys,
                                                                                monkeypatch):
     real = importlib.util.find_spec

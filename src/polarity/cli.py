@@ -361,7 +361,8 @@ def cmd_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.mlflow is not None:
         name = args.mlflow_experiment or Path(args.dir).resolve().name
-        n = trackers.to_mlflow(epochs, trials, spec.hparams, args.mlflow, experiment=name, spec_hash=spec.hash)
+        n = trackers.to_mlflow(epochs, trials, spec.hparams, args.mlflow, experiment=name, spec_hash=spec.hash,
+                               identity=spec.identity)
         print(f"logged {n} MLflow runs to {args.mlflow} (experiment {name!r})", file=sys.stderr)
     return 0
 

@@ -100,9 +100,11 @@ def _param(value: Any) -> str:
 
 
 def to_mlflow(epochs, trials, hparams: Mapping[str, Any], uri: str, *, experiment: str,
-              spec_hash: str = "") -> int:
-    """Log every trial not yet logged for ``spec_hash`` as an MLflow run to the tracking ``uri``
-    (e.g. ``sqlite:///mlflow.db``); returns the number of runs logged now."""
+              spec_hash: str = "", identity: str = "") -> int:
+    """Log every trial not yet logged for the run as an MLflow run to the tracking ``uri``
+    (e.g. ``sqlite:///mlflow.db``); returns the number of runs logged now.  A run is known by its
+    ``identity`` (the hash of its non-grid hyper-parameters: a grown run keeps it, so its earlier
+    trials are not logged twice), else by ``spec_hash``."""
     check_available(mlflow=True)
     import logging
 
@@ -117,8 +119,9 @@ def to_mlflow(epochs, trials, hparams: Mapping[str, Any], uri: str, *, experimen
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
         done = set()
-        if spec_hash:
-            for run in _search(client, exp_id, f"tags.`polarity.spec_hash` = '{spec_hash}'"):
+        tag, value = ("polarity.identity", identity) if identity else ("polarity.spec_hash", spec_hash)
+        if value:
+            for run in _search(client, exp_id, f"tags.`{tag}` = '{value}'"):
                 if run.data.tags.get("polarity.complete") == "true":
                     done.add(run.data.tags.get("polarity.trial"))
                 else:  # an export interrupted while logging this trial: log it again, whole
@@ -137,7 +140,8 @@ def to_mlflow(epochs, trials, hparams: Mapping[str, Any], uri: str, *, experimen
             continue
         experiment_name, condition, n, width, trial = key
         run = client.create_run(exp_id, run_name=f"{condition} n={int(n)} width={int(width)} trial={int(trial)}",
-                                tags={"polarity.spec_hash": spec_hash, "polarity.trial": name,
+                                tags={"polarity.spec_hash": spec_hash, "polarity.identity": identity,
+                                      "polarity.trial": name,
                                       "polarity.experiment": str(experiment_name)})
         rid = run.info.run_id
         params = base + [Param("trial.condition", str(condition)), Param("trial.n", str(int(n))),
