@@ -21,12 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ...freeze import Freezer, impose, switch_fraction
-from ...data.images import ImageData, first_n, fits_on_device, to_device
-from ...data.subsets import load as load_dataset
-from ...engine import progress
-from ...data.subsets import sizes as dataset_sizes
 from ...cli_errors import unknown
+from ...data.images import ImageData, first_n, fits_on_device, to_device
+from ...data.subsets import load as load_dataset, sizes as dataset_sizes
+from ...engine import progress
+from ...freeze import Freezer, impose, switch_fraction
 from ...models import MODELS, ModelError, head_names, initialised, is_factory, load_factory
 from ...template import Template
 from ...template.controls import balance_signs, shuffle_signs
