@@ -132,8 +132,7 @@ class Store:
         try:
             self.conn = self._connect()
             try:
-                self._check_version()
-                self._check_schema()
+                self._check_schema(self._check_version())
                 if not readonly:
                     self.check_current()
                     self._init_schema()
@@ -183,13 +182,14 @@ class Store:
                 "somewhere writable, and read it there") from None
         return sqlite3.connect(copy, timeout=30.0, isolation_level=None)
 
-    def _check_version(self) -> None:
+    def _check_version(self) -> dict:
+        """Record the schema version and return the tables (for ``_check_schema``)."""
         # the version and the tables are read in one snapshot: a process creating the schema
         # concurrently commits both at once, and a reader must not see one without the other
         self.conn.execute("BEGIN")
         try:
             (v,) = self.conn.execute("PRAGMA user_version").fetchone()
-            self._tables = _tables(self.conn)
+            tables = _tables(self.conn)
         finally:
             self.conn.execute("COMMIT")
         if v > SCHEMA_VERSION:
@@ -197,11 +197,11 @@ class Store:
                 f"{self.path} has schema version {v}, newer than this polarity's "
                 f"{SCHEMA_VERSION}; upgrade polarity to read or extend it (nothing was changed)")
         self.version = v
+        return tables
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, tables: dict) -> None:
         """Refuse (untouched) a database that is not polarity's, whatever its user_version; a new,
         empty database is fine (a reader sees an empty run)."""
-        tables = self._tables
         if not tables and self.version == 0:
             if self.readonly:  # e.g. a run killed before its schema was committed
                 self.close()
