@@ -347,3 +347,8 @@ def test_paired_cell_formats_counts_and_infinities():
     tab = paired_to_reference(df, "epochs_to_0.8", n_boot=200)
     fl = tab[tab.condition == "fluid-rand"].iloc[0]
     assert paired_cell(fl).endswith("(reached 6/10 vs 10/10)")
+    # neither side reached the cut-off in any pair: no difference to show, not "+0 [+0, +0]"
+    df.loc[df.condition.isin(["fluid-rand", "frozen-polarity"]), "epochs_to_0.8"] = np.nan
+    tab = paired_to_reference(df, "epochs_to_0.8", n_boot=200)
+    fl = tab[tab.condition == "fluid-rand"].iloc[0]
+    assert paired_cell(fl) == "n/a (reached 0/10 vs 0/10)"

@@ -34,11 +34,14 @@ def reached_note(reached: int, reference_reached: int, pairs: int) -> str:
 def paired_cell(row: Mapping[str, Any], digits: int = 3, counts: bool | None = None) -> str:
     """One row of ``stats.paired_to_reference`` as ``median [ci_low, ci_high]``, signed, with
     ``(reached k/n vs k'/n)`` after it when ``counts`` is True, or (None) when either side has a
-    pair that never reached the cut-off -- a median of +inf or 0 then says nothing without it."""
-    cell = (f"{fmt(row['median_diff'], digits, True)} [{fmt(row['ci_low'], digits, True)}, "
-            f"{fmt(row['ci_high'], digits, True)}]")
+    pair that never reached the cut-off -- a median of +inf or 0 then says nothing without it.
+    When neither side reached it in any pair the cell is ``n/a`` with the counts."""
     n = int(row["n_pairs"])
     reached, ref = row.get("reached", n), row.get("reference_reached", n)
+    if n and int(reached) == 0 and int(ref) == 0:  # no pair on either side: no difference to show
+        return f"n/a ({reached_note(reached, ref, n)})"
+    cell = (f"{fmt(row['median_diff'], digits, True)} [{fmt(row['ci_low'], digits, True)}, "
+            f"{fmt(row['ci_high'], digits, True)}]")
     if counts is None:
         counts = min(int(reached), int(ref)) < n
     return f"{cell} ({reached_note(reached, ref, n)})" if counts else cell
