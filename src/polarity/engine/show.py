@@ -12,11 +12,15 @@ The time is an **estimate** from a simple cost model, stated here and printed wi
 * ``epochs(n)`` and ``validations(n)``: the experiment's own rule where the Hparams' module has
   one (``epochs_for(hp, n)``, ``eval_epochs(hp, n)``: the image protocol's training budget),
   else ``hp.epochs`` for both;
-* ``c`` (seconds per example-step) and ``c_job`` (seconds per job: start-up, data, compilation)
-  were measured on the development VM (2-vCPU Xeon @ 2.80 GHz, one torch thread per job, no GPU;
-  ``COSTS``); ``scale``: the hidden width for XOR-5D, (in_size / 32)^2 * width / 0.5 for the
-  compact image network.  An experiment or architecture without a measured constant gets no
-  estimate.  Wall time divides the total by the workers a run can keep busy (at most its jobs).
+* ``c`` (seconds per example-step) and ``c_job`` (seconds per job: start-up, data, compilation):
+  for the image protocol ``c`` is *measured* when ``show`` runs: the fastest of a few SGD steps of
+  the spec's own network on random images, one thread (``example_seconds`` beside the Hparams),
+  times a constant overhead (data, validation, the freezer) fitted once on a study whose CPU time
+  was measured; so the estimate follows the machine, the architecture and its size.  For XOR-5D
+  and the toy ``c`` was measured on the development VM (2-vCPU Xeon @ 2.80 GHz, one thread per
+  job; ``COSTS``), ``scale`` being the hidden width.  An experiment without a constant, or a
+  network that cannot be built here, gets no estimate.  Wall time divides the total by the
+  workers a run can keep busy (at most its jobs).
 """
 from __future__ import annotations
 
@@ -36,22 +40,22 @@ class Cost:
     per_job: float  # seconds per job
     scale: Callable[[Any, TrialKey], float | None] = lambda hp, key: 1.0  # None: no constant known
     measured: str = ""
+    measures_step: bool = False  # per_example is a multiple of the hparams module's example_seconds(hp)
 
 
-def _image_scale(hp: Any, key: TrialKey) -> float | None:
-    if getattr(hp, "arch", "compact") != "compact":
-        return None  # AlexNet at 227x227: only measured on a GPU (benchmarks/gpu_check.sh)
-    return (float(hp.in_size) / 32) ** 2 * float(hp.model_width) / 0.5
-
-
-_IMAGES = Cost(2.2e-4, 3.0, _image_scale,
-               "the Fashion-MNIST transfer study (216 trials, compact w0.5, 10.0 min on 2 workers)")
+# the image protocol's whole cost per example-epoch (data, validation, the freezer, Python) over
+# example_seconds' bare SGD step: the dose study (312 trials, 3.9M example-epochs) took 54 CPU-min on
+# the znver3 VM (8.1e-4 s each), where example_seconds measured 1.0-1.7e-3 s (loaded)
+_IMAGE_OVERHEAD = 0.6
+_IMAGES = Cost(_IMAGE_OVERHEAD, 3.0, lambda hp, key: 1.0,
+               "the dose study (312 trials, 54 CPU-min) and this machine's measured SGD step",
+               measures_step=True)
 COSTS: Mapping[str, Cost] = {
     "xor5d": Cost(5.8e-10, 0.1, lambda hp, key: float(max(key.width, 1)) * (hp.dim + 1) / 6,
                   "fig1 (1,650 networks, 2.4 s) and fig4 (52,800 networks, 26.6 s), one core"),
     "toy": Cost(1e-6, 0.03, lambda hp, key: float(max(key.width, hp.dim)) / 5,
                 "the grid preset (48 trials, 0.4 s)"),
-    "fmnist": _IMAGES, "cifar10": _IMAGES, "images": _IMAGES,
+    "fmnist": _IMAGES, "cifar10": _IMAGES, "images": _IMAGES, "dose": _IMAGES,
 }
 
 
@@ -61,15 +65,32 @@ def _val_size(hp: Any) -> int:
     return VAL_WHOLE if hp.val_size is None else int(hp.val_size)
 
 
+def _hook(hp: Any, name: str) -> Callable | None:
+    """The module-level function ``name`` of the module defining ``hp``'s class or a base class
+    (``epochs_for``, ``eval_epochs``, ``example_seconds``), or None."""
+    for cls in type(hp).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
 def estimate_seconds(exp: Experiment, hp: Any, trials: list[TrialKey], n_jobs: int) -> float | None:
     """CPU seconds for every trial of ``hp`` by the cost model above; None when it has no
     constant for this experiment or architecture."""
     cost = COSTS.get(exp.name)
     if cost is None:
         return None
-    module = sys.modules.get(type(hp).__module__)
-    epochs_for = getattr(module, "epochs_for", None)
-    eval_epochs = getattr(module, "eval_epochs", None)
+    epochs_for, eval_epochs = _hook(hp, "epochs_for"), _hook(hp, "eval_epochs")
+    per_example = cost.per_example
+    if cost.measures_step:
+        measure = _hook(hp, "example_seconds")
+        if measure is None or not trials:
+            return None
+        try:
+            per_example *= measure(hp)
+        except Exception:  # a network that cannot be built here (e.g. a factory's import) has no estimate
+            return None
     v = _val_size(hp)
     total, cache = 0.0, {}
     for key in trials:
@@ -80,7 +101,7 @@ def estimate_seconds(exp: Experiment, hp: Any, trials: list[TrialKey], n_jobs: i
         s = cost.scale(hp, key)
         if s is None:
             return None
-        total += cost.per_example * s * cache[key.n]
+        total += per_example * s * cache[key.n]
     return total + n_jobs * cost.per_job
 
 
@@ -122,5 +143,5 @@ def describe(exp: Experiment, spec: Spec, *, workers: int = 1, preset_hp: Any = 
         lines.append(f"estimated time: about {fmt_estimate(est / busy)} with {busy} worker(s) "
                      f"({fmt_estimate(est)} of CPU, one thread per job)")
         lines.append(f"  an estimate, not a measurement: the cost model of polarity.engine.show, calibrated on "
-                     f"{cost.measured} on a 2-vCPU VM; expect up to a factor of two either way")
+                     f"{cost.measured}; expect up to a factor of two either way, more on a busy machine")
     return "\n".join(lines)

@@ -109,6 +109,35 @@ def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
     return {"in_size": int(hp.in_size)}  # a factory's: the input side its output is checked at
 
 
+def example_seconds(hp: ImageHparams, steps: int = 3) -> float:
+    """Process seconds per training example of ``hp``'s network on this machine with one torch
+    thread: the fastest of a few SGD steps on random images after one to warm up (``polarity show``'s cost model,
+    docs/engine.md); measured, never assumed, so the estimate follows the machine."""
+    import time
+
+    import torch
+
+    from ...models import build_model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_model(hp.arch, num_classes=10, **model_kwargs(hp))
+        side = 227 if hp.arch == "alexnet" else int(hp.in_size)
+        batch = max(1, min(int(hp.batch_size), 32 if side <= 64 else 4))
+        x, y = torch.randn(batch, 3, side, side), torch.randint(0, 10, (batch,))
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        times = []
+        for _ in range(steps + 1):  # the fastest step: the least disturbed by other processes
+            t0 = time.process_time()
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            times.append(time.process_time() - t0)
+        return min(times[1:]) / batch
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------- fitting a preset to the data
 # (docs/images.md, "Your own images")
 
@@ -288,4 +317,4 @@ __all__ = ["CONDITIONS", "CONTROLS", "ORACLE_CONDITIONS", "ALL_CONDITIONS", "ORA
            "ImageHparams", "epochs_for", "eval_epochs", "model_kwargs", "condition_label",
            "make_presets", "transfer_preset", "dose_key", "split_key", "CHANCE_FRACTION",
            "CHANCE_FRACTIONS", "chance_cutoff", "check_data_sizes", "check_source", "data_sizes",
-           "fit_sample_sizes", "fit_to_data"]
+           "fit_sample_sizes", "fit_to_data", "example_seconds"]
