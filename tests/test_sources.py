@@ -10,6 +10,7 @@ import torch
 from polarity.cli import main
 from polarity.data import images
 from polarity.data.subsets import load
+from polarity.experiments.images import dose
 from polarity.models import build_model
 from polarity.sources import (SourceError, read_source_dir, resolve, shipped, verify_source_dir)
 from polarity.sources.directory import MANIFEST, TEMPLATE, WEIGHTS
@@ -124,13 +125,14 @@ def test_shipped_source_matches_its_manifest(name):
 
 
 LEGACY = {"cifar10-compact-w0.5", "fmnist-compact-w0.5", "cifar10-animals-compact-w0.5"}
+RUNGS = set(dose.RUNGS)  # the dose ladder's short-budget rungs: partly learned on purpose
 
 
 @pytest.mark.parametrize("name", shipped())
 def test_shipped_source_init_agreement_is_recomputed_from_its_recipe_seed(name):
     """Every shipped source's manifest states its init agreement truly (recomputed here from the
     recipe's seed, not read); the sources of the current recipe learned their signs (<= 0.55);
-    the legacy ones did not (0.59-0.80), which is why they are the low end of the dose ladder."""
+    the legacy ones did not (0.59-0.80), nor did the dose ladder's short rungs, on purpose."""
     from polarity.sources import SourceRecipe, init_agreement
 
     path = resolve(name)
@@ -141,6 +143,8 @@ def test_shipped_source_init_agreement_is_recomputed_from_its_recipe_seed(name):
     assert all(abs(a["per_layer"][k] - v) < 1e-4 for k, v in m["init_agreement_per_layer"].items())
     if name in LEGACY:
         assert 0.58 < a["overall"] < 0.81
+    elif name in RUNGS:
+        assert m["recipe"]["seed"] != 0 and m["recipe"]["early_epochs"] == m["recipe"]["epochs"]
     else:
         assert a["overall"] <= 0.55
         assert m["recipe"]["seed"] != 0 and m["train_seconds"] > 0 and m["threads"] >= 1
@@ -150,7 +154,17 @@ def test_new_sources_have_distinct_seeds_and_two_cifar10_seeds():
     new = [read_source_dir(resolve(n)).manifest for n in shipped() if n not in LEGACY]
     seeds = [m["recipe"]["seed"] for m in new]
     assert len(set(seeds)) == len(seeds)
-    assert sum(m["dataset"] == "cifar10" for m in new) >= 2
+    assert sum(m["dataset"] == "cifar10" and m["name"] not in RUNGS for m in new) >= 2
+
+
+def test_the_dose_ladder_is_shipped_and_climbs():
+    """The dose study trains no source: every rung is in the zoo, and along the ladder the
+    sources learn more of their signs (init agreement falls) and reach higher accuracy."""
+    ladder = [read_source_dir(resolve(n)).manifest for n in dose.LADDER]
+    agree = [m["init_agreement"] for m in ladder[:len(dose.RUNGS) + 1]]
+    acc = [m["test_accuracy"] for m in ladder[:len(dose.RUNGS) + 1]]
+    assert agree == sorted(agree, reverse=True) and acc == sorted(acc)
+    assert dose.DoseExperiment.presets["fmnist"].oracle_source in shipped()
 
 
 def test_the_presets_sources_are_shipped():

@@ -207,11 +207,13 @@ def _preset(**kw) -> DoseHparams:
 
 
 # the ladder's lower rungs: the shipped CIFAR-10 sources' recipe (SGD, peak lr 0.05, cosine, weight
-# decay 0.005 throughout: every epoch in its early, init-erasing phase) compressed to a few epochs;
-# measured init agreement 0.923, 0.791, 0.562 (docs/images.md)
-RUNG = "pretrained:cifar10,epochs={e},early_weight_decay=0.005,early_epochs={e},seed={s}"
-LADDER = (RUNG.format(e=2, s=6), RUNG.format(e=4, s=7), RUNG.format(e=8, s=8),
-          "cifar10-compact-w0.5-s1", "cifar10-compact-w0.5-s4")
+# decay 0.005 throughout: every epoch in its early, init-erasing phase) compressed to 2, 4 and 8
+# epochs; shipped in the zoo, each manifest naming its `polarity source train` command (init
+# agreement 0.926, 0.778, 0.567; docs/images.md).  The same rung as a source string, trained on
+# first use: pretrained:cifar10,epochs=2,early_weight_decay=0.005,early_epochs=2,seed=6
+RUNGS = ("cifar10-compact-w0.5-e2-s6", "cifar10-compact-w0.5-e4-s7", "cifar10-compact-w0.5-e8-s8")
+# two independently seeded sources of the full recipe at the top
+LADDER = RUNGS + ("cifar10-compact-w0.5-s1", "cifar10-compact-w0.5-s4")
 
 DoseExperiment.presets = {
     # CIFAR-10 (JPEG copy) -> Fashion-MNIST, the main job's pair: three short rungs, two
@@ -223,5 +225,5 @@ DoseExperiment.presets = {
                     batch_size=10, val_size=30, min_steps=0, eval_points=0),
 }
 
-__all__ = ["DoseHparams", "DoseExperiment", "SHARED_ARMS", "SOURCE_ARMS", "DOSE_ARMS",
+__all__ = ["DoseHparams", "DoseExperiment", "RUNGS", "LADDER", "SHARED_ARMS", "SOURCE_ARMS", "DOSE_ARMS",
            "dose_sources", "dose_key", "split_key", "run_dose_trial", "source_facts", "dose_label"]
