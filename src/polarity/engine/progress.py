@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+from ..experiments.base import epoch_values
+
 DEFAULT_EVERY_S = 30.0
 
 # where this process's trial reports go: the active Progress (driver) or a queue to it (worker)
@@ -51,7 +53,7 @@ def trial_finished(val_error: float | None = None, n: int = 1) -> None:
 
 def best_val_error(result: Any) -> float | None:
     """The lowest ``1 - val_acc`` over a ``TrialResult``'s epochs (None when none is finite)."""
-    errs = [1.0 - float(e.val_acc) for e in getattr(result, "epochs", ()) or ()]
+    errs = [1.0 - float(a) for a in epoch_values(getattr(result, "epochs", ()) or (), "val_acc")]
     errs = [x for x in errs if math.isfinite(x)]
     return min(errs) if errs else None
 

@@ -77,12 +77,64 @@ class EpochRecord:
     extra: dict[str, float] = field(default_factory=dict)  # e.g. {"switch/fc1.weight": 0.01}
 
 
+_SERIES = tuple(f.name for f in dataclasses.fields(EpochRecord) if f.name != "extra")  # epoch, train_loss, ...
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: equal when the same object
+class EpochColumns(Sequence):
+    """One trial's per-epoch records as 1-D arrays (numpy or anything with ``len``, indexing and
+    ``tolist``), for an experiment that computes every epoch of many trials at once: the store
+    encodes them without an object per epoch (``store.pack_trial``).  Read one by one, they are
+    the ``EpochRecord``s they stand for (``extra``: key -> per-epoch values)."""
+
+    epoch: Any
+    train_loss: Any
+    train_acc: Any
+    val_loss: Any
+    val_acc: Any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.epoch)
+        bad = [k for k in _SERIES if len(getattr(self, k)) != n]
+        bad += [f"extra {k!r}" for k, v in self.extra.items() if len(v) != n]
+        if bad:
+            raise ExperimentError(f"EpochColumns: {', '.join(bad)} not {n} epochs long like epoch")
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return EpochRecord(*(_item(getattr(self, k)[i]) for k in _SERIES),
+                           {k: _item(v[i]) for k, v in self.extra.items()})
+
+    def __iter__(self):
+        keys = list(self.extra)
+        cols = [getattr(self, k).tolist() for k in _SERIES]
+        for e, a, b, c, d, *x in zip(*cols, *(self.extra[k].tolist() for k in keys)):
+            yield EpochRecord(e, a, b, c, d, dict(zip(keys, x)))
+
+
+def _item(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x  # numpy / torch scalars as Python's, as tolist gives
+
+
+def epoch_values(epochs: Sequence[EpochRecord], name: str) -> list:
+    """One field (``val_acc``, ...) of every epoch of a trial, read from the column where the
+    epochs are ``EpochColumns`` (no record built)."""
+    if isinstance(epochs, EpochColumns):
+        return getattr(epochs, name).tolist()
+    return [getattr(e, name) for e in epochs]
+
+
 @dataclass
 class TrialResult:
     key: TrialKey
     seed: int
     wall_s: float
-    epochs: list[EpochRecord]
+    epochs: Sequence[EpochRecord]  # a list, or EpochColumns
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable trial-level data
 
 
