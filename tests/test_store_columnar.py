@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polarity import cli, engine, experiments, store
-from polarity.experiments.base import EpochRecord, ExperimentError, TrialKey, TrialResult
+from polarity.experiments.base import EpochColumns, EpochRecord, ExperimentError, TrialKey, TrialResult
 from _stores import drop_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +129,34 @@ def test_epochs_are_sorted_and_a_repeated_epoch_is_an_error(tmp_path):
     r.epochs[0].epoch = 1
     with pytest.raises(ExperimentError, match="epoch 1 is recorded twice"):
         store.pack_trial(r)
+
+
+_column = st.sampled_from([np.float32, np.float64, np.int64]).flatmap(lambda t: st.lists(
+    st.floats(allow_nan=True, allow_infinity=True, width=32) if t != np.int64 else st.integers(-2**40, 2**40),
+    min_size=5, max_size=5).map(lambda v: np.array(v, dtype=t)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.permutations(range(1, 6)), metrics=st.lists(_column.filter(lambda a: a.dtype.kind == "f"),
+       min_size=4, max_size=4), extra=st.dictionaries(st.sampled_from(["k1", "switch/fc1.weight"]), _column))
+def test_epoch_columns_pack_as_the_records_they_stand_for(order, metrics, extra):
+    cols = EpochColumns(np.array(order), *metrics, extra)
+    key = TrialKey("a", 8, 0, 0)
+    assert store.pack_trial(TrialResult(key, 1, 0.5, cols)) == store.pack_trial(TrialResult(key, 1, 0.5, list(cols)))
+    assert repr([cols[i] for i in range(-5, 5)]) == repr(list(cols) * 2)  # repr: NaN is NaN
+    assert repr(cols[1:3]) == repr(list(cols)[1:3])
+    with pytest.raises(ExperimentError, match="epoch 1 is recorded twice"):
+        store.pack_trial(TrialResult(key, 1, 0.5, EpochColumns(np.ones(5, np.int64), *metrics, extra)))
+    with pytest.raises(ExperimentError, match="val_acc not 5 epochs long"):
+        EpochColumns(np.array(order), *metrics[:3], metrics[3][:4])
+
+
+def test_epoch_columns_are_packed_without_a_record_per_epoch(monkeypatch):
+    cols = EpochColumns(np.arange(1, 4), *np.eye(4, 3), {"x": np.ones(3)})
+    want = store.pack_trial(TrialResult(TrialKey("a", 8, 0, 0), 1, 0.5, list(cols)))
+    for name in ("__iter__", "__getitem__"):
+        monkeypatch.setattr(EpochColumns, name, lambda *a: pytest.fail("a record was built"))
+    assert store.pack_trial(TrialResult(TrialKey("a", 8, 0, 0), 1, 0.5, cols)) == want
 
 
 # ----------------------------------------------------------------------------- the layout

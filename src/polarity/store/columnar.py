@@ -23,7 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..experiments.base import ExperimentError, TrialKey, TrialResult
+from ..experiments.base import EpochColumns, ExperimentError, TrialKey, TrialResult
+from .schema import METRICS
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=_json_default)
@@ -131,12 +132,21 @@ def _extra_entry(key: str, values: list) -> tuple[list, bytes]:
 
 def encode_extras(keys: Iterable[str], records: Sequence[Mapping[str, Any] | None]) -> bytes | None:
     """The per-epoch extras of one trial as one BLOB (None when it has none)."""
-    keys = sorted(keys)
-    if not keys:
+    return _encode_extra_columns(_by_key(keys, records))
+
+
+def _by_key(keys: Iterable[str], records: Sequence[Mapping[str, Any] | None]) -> dict[str, list]:
+    """key -> every record's value (None where a record lacks it)."""
+    return {k: [r.get(k) if r else None for r in records] for k in keys}
+
+
+def _encode_extra_columns(columns: Mapping[str, list]) -> bytes | None:
+    """``encode_extras`` of its ``_by_key`` columns."""
+    if not columns:
         return None
     header, bodies = [], []
-    for k in keys:
-        entry, body = _extra_entry(str(k), [r.get(k) if r else None for r in records])
+    for k in sorted(columns):
+        entry, body = _extra_entry(str(k), columns[k])
         header.append(entry)
         bodies.append(body)
     h = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
@@ -180,21 +190,27 @@ def pack_trial(r: TrialResult | PackedTrial) -> PackedTrial:
         return r
     eps = r.epochs
     n = len(eps)
-    epoch = np.fromiter((e.epoch for e in eps), dtype=np.int64, count=n)
-    m = np.array([(e.train_loss, e.train_acc, e.val_loss, e.val_acc) for e in eps],
-                 dtype=np.float64).reshape(n, 4)
-    records = [e.extra for e in eps]
+    if isinstance(eps, EpochColumns):  # read from the columns: no object per epoch
+        epoch = np.asarray(eps.epoch, dtype=np.int64)
+        m = np.stack([np.asarray(getattr(eps, k), dtype=np.float64) for k in METRICS], axis=1)
+        extras = {k: np.asarray(v).tolist() for k, v in eps.extra.items()}
+    else:
+        epoch = np.fromiter((e.epoch for e in eps), dtype=np.int64, count=n)
+        m = np.array([(e.train_loss, e.train_acc, e.val_loss, e.val_acc) for e in eps],
+                     dtype=np.float64).reshape(n, 4)
+        records = [e.extra for e in eps]
+        keys: set[str] = set()
+        for x in records:
+            if x:
+                keys.update(x)
+        extras = _by_key(keys, records)
     if n > 1 and not (np.diff(epoch) > 0).all():
         order = np.argsort(epoch, kind="stable")
         epoch, m = epoch[order], m[order]
-        records = [records[i] for i in order]
+        extras = {k: [v[i] for i in order] for k, v in extras.items()}
         dup = epoch[1:][np.diff(epoch) == 0]
         if len(dup):
             raise ExperimentError(f"trial {r.key}: epoch {int(dup[0])} is recorded twice")
-    keys: set[str] = set()
-    for x in records:
-        if x:
-            keys.update(x)
     series = (encode_series(epoch), *(encode_series(m[:, i]) for i in range(4)))
-    return PackedTrial(r.key, int(r.seed), float(r.wall_s), n, series, encode_extras(keys, records),
+    return PackedTrial(r.key, int(r.seed), float(r.wall_s), n, series, _encode_extra_columns(extras),
                        _json(r.extra or {}))
