@@ -121,3 +121,24 @@ def test_a_network_does_not_depend_on_the_padding_of_its_job(xor):
     base = _job_base(xor)
     small, padded = _records(xor, base), _records(xor, dataclasses.replace(base, widths=(6, 7)))
     assert small and all(padded[k] == v for k, v in small.items())
+
+
+@pytest.mark.parametrize("sign_switch", [True, False])
+def test_results_are_columns_read_without_a_record_per_epoch(xor, monkeypatch, sign_switch):
+    """run_job hands each trial's epochs as ``EpochColumns``, views of the job's arrays: the
+    store's encoding and the progress report read the columns, and get what the ``EpochRecord``s
+    they stand for give them."""
+    from polarity import store
+    from polarity.engine.progress import best_val_error
+    from polarity.experiments.base import EpochColumns
+
+    hp = dataclasses.replace(_job_base(xor), sample_sizes=(20, 40), widths=(6, 9), epochs=3, sign_switch=sign_switch)
+    results = [r for j in xor.jobs(hp) for r in xor.run_job(hp, j)]
+    assert results and all(isinstance(r.epochs, EpochColumns) for r in results)
+    as_records = [dataclasses.replace(r, epochs=list(r.epochs)) for r in results]
+    assert all([e.epoch for e in r.epochs] == [1, 2, 3] for r in as_records)
+    assert all(bool(r.epochs[0].extra) == sign_switch for r in as_records)
+    want = [(store.pack_trial(r), best_val_error(r)) for r in as_records]
+    for name in ("__iter__", "__getitem__"):
+        monkeypatch.setattr(EpochColumns, name, lambda *a: pytest.fail("a record was built"))
+    assert [(store.pack_trial(r), best_val_error(r)) for r in results] == want

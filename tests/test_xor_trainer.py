@@ -5,6 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from polarity.experiments.xor5d import (XorHparams, initial_state, parse_condition, prepare_job,
                                         train_batched, train_single)
@@ -214,3 +217,27 @@ def test_a_job_checks_its_shapes():
                      (dict(eps_mode="tf"), "eps_mode"), (dict(column_reset=("nope", None)), "nope")]:
         with pytest.raises(Exception, match=msg):
             dataclasses.replace(job, **bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_the_sign_switch_kernel_records_what_torch_records(data, dtype):
+    """The fused path's sign-switch record (numba, int8 signs kept between epochs) gives the
+    torch ops' fractions bit for bit: zeros of either sign, NaN (sign 0, as torch.sign has it),
+    tiny and infinite weights."""
+    from polarity import _numba
+    from polarity.experiments.xor5d.trainer import _Buffers, _SignSwitch
+
+    if not _numba.NUMBA:
+        pytest.skip("numba not installed")
+    hp = XorHparams(epochs=1, dtype=np.dtype(dtype).name)
+    job, _, _ = prepare_job(hp, [(0, 8), (1, 8)], [("frozen-rand", 7), ("fluid-rand", 12)])
+    bufs = [_Buffers(job.init) for _ in range(2)]
+    recs = [_SignSwitch(b, job.widths, 3, fused=f) for b, f in zip(bufs, (True, False))]
+    values = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, np.nan, np.inf, -np.inf]) | st.floats(width=32)
+    for e in range(3):
+        w = torch.from_numpy(data.draw(arrays(dtype, bufs[0].flat.shape, elements=values)))
+        for b, r in zip(bufs, recs):
+            b.flat.copy_(w)
+            r.record(e)
+    assert recs[0].fractions.numpy().tobytes() == recs[1].fractions.numpy().tobytes()

@@ -10,7 +10,7 @@ import torch
 
 from ...freeze.methods import ResetError, check_method
 from .. import register
-from ..base import EpochRecord, Experiment, ExperimentError, Job, TrialKey, TrialResult, gc_paused
+from ..base import EpochColumns, Experiment, ExperimentError, Job, TrialKey, TrialResult
 from .conditions import BASE_CONDITIONS, PRESETS, XorHparams, parse_condition
 from .plan import job_layout, plan_jobs, prepare_job
 from .trainer import BatchedResult, train_batched
@@ -84,32 +84,26 @@ class Xor5D(Experiment):
         return self._results(hp, job, groups, cols, conds, seeds, res, wall)
 
     def _results(self, hp, job, groups, cols, conds, seeds, res: BatchedResult, wall) -> list[TrialResult]:
+        """Each trial's per-epoch records as ``EpochColumns``: views into one ``[G, C, series,
+        epoch]`` float64 array of the job (no object per epoch)."""
         gpos = {g: i for i, g in enumerate(groups)}
         cpos = {c: i for i, c in enumerate(cols)}
-        # [G, C, E] python lists in one conversion each
-        tl, ta, vl, va = (np.ascontiguousarray(x.numpy().transpose(1, 2, 0), dtype=np.float64).tolist()
-                          for x in (res.train_loss, res.train_acc, res.val_loss, res.val_acc))
-        swl = (np.ascontiguousarray(res.switch.numpy().transpose(2, 3, 0, 1), dtype=np.float64).tolist()
-               if res.switch is not None else None)  # [G,C,E,2]
+        series = torch.stack((res.train_loss, res.train_acc, res.val_loss, res.val_acc))  # [4, E, G, C]
+        m = np.ascontiguousarray(series.numpy().transpose(2, 3, 0, 1), dtype=np.float64)  # [G, C, 4, E]
+        sw = (np.ascontiguousarray(res.switch.numpy().transpose(2, 3, 1, 0), dtype=np.float64)
+              if res.switch is not None else None)  # [G, C, 2, E]
+        epoch = np.arange(1, hp.epochs + 1, dtype=np.int64)
         per_net = wall / max(1, len(job.trials))
-        epochs_r = range(1, hp.epochs + 1)
         out = []
-        with gc_paused():
-            for k in job.trials:
-                gi, ci = gpos[(k.trial, k.n)], cpos[(k.condition, k.width)]
-                a, b, c_, d_ = tl[gi][ci], ta[gi][ci], vl[gi][ci], va[gi][ci]
-                if swl is not None:
-                    s = swl[gi][ci]
-                    recs = [EpochRecord(e, a[i], b[i], c_[i], d_[i],
-                                        {"switch/fc1.weight": s[i][0], "switch/fc2.weight": s[i][1]})
-                            for i, e in enumerate(epochs_r)]
-                else:
-                    recs = list(map(EpochRecord, epochs_r, a, b, c_, d_))
-                cond = conds[ci]
-                out.append(TrialResult(k, seeds[k.trial], per_net, recs, extra={
-                    "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
-                    "frozen": cond.frozen, "template": cond.template,
-                    "reset": cond.reset if cond.frozen else None}))
+        for k in job.trials:
+            gi, ci = gpos[(k.trial, k.n)], cpos[(k.condition, k.width)]
+            extra = ({"switch/fc1.weight": sw[gi, ci, 0], "switch/fc2.weight": sw[gi, ci, 1]}
+                     if sw is not None else {})
+            cond = conds[ci]
+            out.append(TrialResult(k, seeds[k.trial], per_net, EpochColumns(epoch, *m[gi, ci], extra), extra={
+                "job": job.key, "job_networks": len(job.trials), "job_wall_s": wall,
+                "frozen": cond.frozen, "template": cond.template,
+                "reset": cond.reset if cond.frozen else None}))
         return out
 
     # -- report

@@ -1,4 +1,5 @@
-"""The fused CPU kernels of the batched XOR-5D trainer (numba): training step, validation, reset.
+"""The fused CPU kernels of the batched XOR-5D trainer (numba): training step, validation, reset,
+the epoch's train loss and sign-switch record.
 
 One call of ``step_serial``/``step_parallel`` runs one optimizer step of every network of a job:
 the forward pass, the hand-written backward pass of the batch-mean BCE and the Adam update.
@@ -378,14 +379,51 @@ def val_parallel(xt, y, net, widths, out):
 
 
 @njit(**_JIT)
-def train_loss(zt, ys, gn, out):
-    """Epoch train loss per network from the logits recorded during the epoch:
-    zt [G, C, S*B], ys [G, S*B] (labels in the same order), gn [G] valid samples."""
+def train_loss(zt, y, rows, gn, out):
+    """Epoch train loss per network from the logits recorded during the epoch: zt [G, C, S*B],
+    sample s*B + b of group g being row ``rows[s, g, b]`` of the labels ``y`` (the epoch's
+    batches), gn [G] valid samples (the first gn[g] of each group)."""
     G, C, L = zt.shape
+    B = rows.shape[2]
     tb = np.zeros(_padded(L), dtype=np.float32)
+    ys = np.empty(L, dtype=y.dtype)
+    for g in range(G):
+        for i in range(gn[g]):
+            ys[i] = y[rows[i // B, g, i % B]]
+        for c in range(C):
+            out[g, c] = _bce_hits(zt[g, c], ys, gn[g], tb)[0] / gn[g]
+
+
+# Signs as torch.sign gives them on the CPU: -1, 0 (either zero, and NaN), 1.  No fast-math
+# flags here: under "nnan" a NaN's comparisons would be undefined.
+_EXACT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_EXACT, inline="always")
+def _switched(w, prev):
+    s = np.int8((w > 0) - (w < 0))
+    return s, s != prev
+
+
+@njit(**_EXACT)
+def sign_switch(W1T, W2, prev1, prev2, denom1, denom2, out1, out2):
+    """The fraction of each network's fc1.weight and fc2.weight entries whose sign changed since
+    ``prev1``/``prev2`` (int8 sign codes in the layout of ``W1T``/``W2``, updated to the current
+    signs): ``out1[g, c]`` = changes (float32) / ``denom1[c]``, likewise fc2."""
+    G, C, d, Hp = W1T.shape
     for g in range(G):
         for c in range(C):
-            out[g, c] = _bce_hits(zt[g, c], ys[g], gn[g], tb)[0] / gn[g]
+            n1 = 0
+            for k in range(d):
+                for j in range(Hp):
+                    prev1[g, c, k, j], ch = _switched(W1T[g, c, k, j], prev1[g, c, k, j])
+                    n1 += ch
+            n2 = 0
+            for j in range(Hp):
+                prev2[g, c, j], ch = _switched(W2[g, c, j], prev2[g, c, j])
+                n2 += ch
+            out1[g, c] = np.float32(n1) / denom1[c]
+            out2[g, c] = np.float32(n2) / denom2[c]
 
 
 # ----------------------------------------------------------------------------- Freeze-SGD
@@ -590,4 +628,4 @@ def step_parallel(batch, net, grad, flat, scalars, widths, logits, hits, f64):
 
 
 __all__ = ["Scratch", "ADAM_SCALARS", "adam_scalars_dtype", "step_serial",
-           "step_parallel", "val_serial", "val_parallel", "train_loss", "reset_nets"]
+           "step_parallel", "val_serial", "val_parallel", "train_loss", "sign_switch", "reset_nets"]

@@ -110,7 +110,7 @@ def train_batched(job: XorJob, *, fused: bool | None = None, check_violations: b
 
     epochs = job.epochs
     rec = torch.zeros(epochs, 4, G, C, dtype=torch.float32, device=dev)  # train/val loss/acc
-    switch = _SignSwitch(buf, job.widths, epochs) if job.sign_switch else None
+    switch = _SignSwitch(buf, job.widths, epochs, fused=fused) if job.sign_switch else None
     viol_log = torch.zeros(epochs * sched.S, dtype=torch.int64, device=dev) if check_violations else None
     reset(np.zeros(G, dtype=np.int64))  # a no-op: the start complies by construction
     step_no = 0
@@ -260,9 +260,11 @@ class _Resetter:
 
 
 class _SignSwitch:
-    """Per epoch, the fraction of each network's real weights whose sign changed, per layer."""
+    """Per epoch, the fraction of each network's real weights whose sign changed, per layer
+    (padding weights stay 0 and never change).  ``fused``: the numba kernel ``sign_switch``
+    (CPU; int8 signs kept), else torch ops (any device); the same numbers."""
 
-    def __init__(self, buf: _Buffers, widths, epochs):
+    def __init__(self, buf: _Buffers, widths, epochs, fused: bool = False):
         G, C, Hp, d = buf.G, buf.C, buf.Hp, buf.d
         dev = buf.flat.device
         self.W1T, self.w2 = buf.net[0], buf.net[2]
@@ -272,9 +274,20 @@ class _SignSwitch:
             wmask[c, :h] = 1
         self.denom1 = (wmask.sum(1) * d).view(1, C)
         self.denom2 = wmask.sum(1).view(1, C)
+        self.fused = fused
+        if fused:
+            self.args = (self.W1T.numpy(), self.w2.numpy(), np.zeros(self.W1T.shape, np.int8),
+                         np.zeros(self.w2.shape, np.int8), self.denom1[0].numpy(), self.denom2[0].numpy())
+            self.fr = self.fractions.numpy()
+            start = np.empty((2, G, C), np.float32)  # this first call only takes the starting signs
+            kernels.sign_switch(*self.args, start[0], start[1])
+            return
         self.prev1, self.prev2 = torch.sign(self.W1T), torch.sign(self.w2)
 
     def record(self, e: int) -> None:
+        if self.fused:
+            kernels.sign_switch(*self.args, self.fr[e, 0], self.fr[e, 1])
+            return
         s1, s2 = torch.sign(self.W1T), torch.sign(self.w2)
         self.fractions[e, 0] = (s1 != self.prev1).sum((2, 3)).float() / self.denom1
         self.fractions[e, 1] = (s2 != self.prev2).sum(2).float() / self.denom2
@@ -295,8 +308,8 @@ class _FusedPath:
         dt = x_train.dtype
         beta1, beta2 = job.betas
         self.sched = sched
-        self.y_flat = y_train.reshape(T * n_max).contiguous()
-        self.x_np, self.y_np = x_train.reshape(T * n_max, d).contiguous().numpy(), self.y_flat.numpy()
+        self.x_np = x_train.reshape(T * n_max, d).contiguous().numpy()
+        self.y_np = y_train.reshape(T * n_max).contiguous().numpy()
         self.widths = np.asarray(job.widths, dtype=np.int64)
         par = torch.get_num_threads() > 1
         self.step_kernel = kernels.step_parallel if par else kernels.step_serial
@@ -319,8 +332,6 @@ class _FusedPath:
         self.scalars = sc  # [E, S, G] records
         self.logits_t = torch.zeros(G, C, S, B, dtype=dt)  # training logits of the epoch (for the train loss)
         self.logits = self.logits_t.numpy()
-        self.labels_t = torch.zeros(G, S * B, dtype=dt)  # their labels
-        self.labels = self.labels_t.numpy()
         self.hits_t = torch.zeros(G, C, dtype=torch.int64)
         self.hits = self.hits_t.numpy()
         gt = torch.as_tensor(np.asarray(job.group_trial), device=x_val.device)
@@ -344,8 +355,7 @@ class _FusedPath:
     def record_train(self, e: int, rec: torch.Tensor) -> None:
         """Keras-style train loss/accuracy of epoch e (each batch measured before its update)."""
         G, C, S, B = self.logits.shape
-        self.labels_t.copy_(self.y_flat[self.sched.idx[e].permute(1, 0, 2).reshape(G, S * B)])
-        kernels.train_loss(self.logits.reshape(G, C, S * B), self.labels, self.gn, self.train_loss)
+        kernels.train_loss(self.logits.reshape(G, C, S * B), self.y_np, self.idx[e], self.gn, self.train_loss)
         rec[0] = self.train_loss_t
         rec[1] = self.hits_t / self.gn_t
 
