@@ -9,14 +9,17 @@ and ``tree=.``.  One worker process per variant imports its own ``polarity``, co
 the kernels and runs a warm-up job; then the driver asks the workers in turn (A B C, C B A, A B C,
 ...: the order flips every round so a drift in the machine's load hits every variant alike) to
 train every job of the ``fig1`` preset (11 sample sizes x ``--trials`` trials x 3 conditions,
-H = 64, 100 epochs, validation every epoch) through ``Experiment.run_job``, i.e. with data
-generation, initialisation and the result records, without the store.  One thread each
-(torch, numba, OpenMP).
+H = 64, 100 epochs, validation every epoch) through ``Experiment.run_job`` and encode every trial
+for the store (``store.pack_trial``), i.e. what a worker of ``polarity run`` does: data
+generation, initialisation, training, the result records and their encoding, without the
+database.  One thread each (torch, numba, OpenMP).
 
 Prints ONE JSON line: per variant the median wall and CPU seconds (``process_time``, less
-disturbed by other processes than the wall time), every round's wall time, and a SHA-256 of the
-per-epoch records of every trial (two variants whose kernels compute the same bits have the same
-digest); ``ratio_*``: each variant's median over the first variant's, wall and CPU.  The machine
+disturbed by other processes than the wall time) of the whole, the median CPU seconds of
+``run_job`` alone and of the encoding, every round's wall time, a SHA-256 of the per-epoch
+records of every trial and one of their encoding for the store (two variants that compute the
+same bits have the same digests); ``ratio_*``: each variant's median over the first variant's,
+wall and CPU (whole, and ``run_job`` alone).  The machine
 this was written on is a shared 2-core VM with studies running, so single timings are noise: read
 the medians of interleaved rounds, and the load average and hypervisor steal reported with them.
 """
@@ -46,6 +49,7 @@ def worker(trials: int) -> None:
 
     import polarity
     from polarity.experiments import get
+    from polarity.store import pack_trial
 
     torch.set_num_threads(1)
     exp = get("xor5d")
@@ -60,16 +64,21 @@ def worker(trials: int) -> None:
             break
         t0, c0 = time.perf_counter(), time.process_time()
         results = [r for job in jobs for r in exp.run_job(hp, job)]
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        h = hashlib.sha256()
+        t1, c1 = time.perf_counter(), time.process_time()
+        packed = [pack_trial(r) for r in results]
+        t2, c2 = time.perf_counter(), time.process_time()
+        h, hp_ = hashlib.sha256(), hashlib.sha256()
         for r in sorted(results, key=lambda r: repr(r.key)):
             h.update(repr(r.key).encode())
             for rec in r.epochs:
                 row = [rec.train_loss, rec.train_acc, rec.val_loss, rec.val_acc,
                        *(v for _, v in sorted(rec.extra.items()))]
                 h.update(np.array(row, dtype=np.float64).tobytes())
-        print(json.dumps({"wall_s": wall, "cpu_s": cpu, "trials": len(results),
-                          "sha256": h.hexdigest()}), flush=True)
+        for p in sorted(packed, key=lambda p: repr(p.key)):
+            hp_.update(repr(p.key).encode() + b"".join(p.series) + (p.extra or b""))
+        print(json.dumps({"wall_s": t2 - t0, "cpu_s": c2 - c0, "run_job_wall_s": t1 - t0, "run_job_cpu_s": c1 - c0,
+                          "pack_cpu_s": c2 - c1, "trials": len(results), "sha256": h.hexdigest(),
+                          "packed_sha256": hp_.hexdigest()}), flush=True)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -125,6 +134,12 @@ class Worker:
         self.proc.wait()
 
 
+def _digest(values) -> str | list[str]:
+    """The first 16 hex digits of one digest, or of each if the rounds disagree."""
+    d = sorted(set(values))
+    return d[0][:16] if len(d) == 1 else [x[:16] for x in d]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", action="append", metavar="NAME=REV",
@@ -148,8 +163,8 @@ def main() -> None:
         for rnd in range(args.reps):
             for w in (workers if rnd % 2 == 0 else workers[::-1]):
                 r = w.run()
-                print(f"round {rnd + 1}/{args.reps} {w.name}: {r['wall_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU",
-                      file=sys.stderr, flush=True)
+                print(f"round {rnd + 1}/{args.reps} {w.name}: {r['wall_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU "
+                      f"({r['pack_cpu_s']:.3f} s packing)", file=sys.stderr, flush=True)
     finally:
         for w in workers:
             w.close()
@@ -158,17 +173,17 @@ def main() -> None:
                  "interleaved": "A B .. / .. B A rounds; shared VM: compare medians, not single runs"}
     base = None
     for w in workers:
-        wall = statistics.median(r["wall_s"] for r in w.runs)
-        cpu = statistics.median(r["cpu_s"] for r in w.runs)
-        digests = sorted({r["sha256"] for r in w.runs})
-        out[w.name] = {"rev": w.rev, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+        med = {k: statistics.median(r[k] for r in w.runs) for k in ("wall_s", "cpu_s", "run_job_cpu_s", "pack_cpu_s")}
+        out[w.name] = {"rev": w.rev, **{k: round(v, 3) for k, v in med.items()},
                        "wall_min_s": round(min(r["wall_s"] for r in w.runs), 3),
                        "walls": [round(r["wall_s"], 3) for r in w.runs],
-                       "sha256": digests[0][:16] if len(digests) == 1 else [d[:16] for d in digests]}
+                       **{k: _digest(r[k] for r in w.runs) for k in ("sha256", "packed_sha256")}}
         if base is None:
-            base = (w.name, wall, cpu)
+            base = (w.name, med)
         else:
-            out[f"ratio_{w.name}_over_{base[0]}"] = {"wall": round(wall / base[1], 3), "cpu": round(cpu / base[2], 3)}
+            out[f"ratio_{w.name}_over_{base[0]}"] = {
+                "wall": round(med["wall_s"] / base[1]["wall_s"], 3), "cpu": round(med["cpu_s"] / base[1]["cpu_s"], 3),
+                "run_job_cpu": round(med["run_job_cpu_s"] / base[1]["run_job_cpu_s"], 3)}
     out["load_avg_1m_before"] = round(load0, 2)
     out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     out["steal_s"] = round(steal_s() - steal0, 2)
