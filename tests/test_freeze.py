@@ -23,6 +23,9 @@ OPTIMIZERS = {
     "radam": lambda p: torch.optim.RAdam(p, lr=0.5),
     "asgd": lambda p: torch.optim.ASGD(p, lr=5.0),
     "rprop": lambda p: torch.optim.Rprop(p, lr=0.5),
+    "adafactor": lambda p: torch.optim.Adafactor(p, lr=0.5),
+    # Muon orthogonalises 2-d updates only: the conv kernel is left to stand still
+    "muon": lambda p: torch.optim.Muon([q for q in p if q.dim() == 2], lr=0.5),
 }
 
 
@@ -63,7 +66,7 @@ def test_every_optimizer_and_dtype(small_net, name, dtype, device):
     impose(model, t)
     opt = OPTIMIZERS[name](model.parameters())
     for group in opt.param_groups:   # Adam's 1e-8 underflows in half precision (0/0 = NaN)
-        if "eps" in group and dtype != torch.float32:
+        if isinstance(group.get("eps"), float) and dtype != torch.float32:  # Adafactor's: a pair
             group["eps"] = 1e-3
     Freezer(model, t, seed=0).attach(opt)
     g = torch.Generator().manual_seed(0)
@@ -76,6 +79,26 @@ def test_every_optimizer_and_dtype(small_net, name, dtype, device):
         opt.step()
         assert all(torch.isfinite(p).all() for p in model.parameters())
         assert sum(t.violations(model).values()) == 0
+
+
+def test_sparse_adam_on_sparse_embedding_gradients():
+    """SparseAdam, the one torch.optim optimizer that takes only sparse gradients (an
+    nn.Embedding(sparse=True)): its steps cross zero and every crossing is reset."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 8, sparse=True)
+    t = Template.random(emb, seed=1)
+    impose(emb, t)
+    opt = torch.optim.SparseAdam(emb.parameters(), lr=0.5)
+    fz = Freezer(emb, t, seed=0)
+    fz.attach(opt)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        opt.zero_grad()
+        emb(torch.randint(0, 50, (16,), generator=g)).sum().backward()
+        assert emb.weight.grad.is_sparse
+        opt.step()
+        assert sum(t.violations(emb).values()) == 0
+    assert int(fz.total_reset) > 0
 
 
 def _violating_setup(seed=0, free=0.2):
@@ -450,15 +473,15 @@ def test_attach_unwraps_accelerates_optimizer():
 def test_lbfgs_converges_under_freeze_sgd(line_search):
     """A full-batch regression onto a teacher that keeps the template's signs: LBFGS reaches the
     teacher within 30 steps without polarity; under Freeze-SGD its curvature pairs no longer
-    describe the steps actually taken after a reset, so the Freezer clears them (it diverged to
-    NaN, or stalled at ~3, when they were kept)."""
+    describe the steps actually taken after a reset, so the Freezer clears them (kept, this
+    problem ended at NaN without a line search and at 6e-3 with strong-Wolfe)."""
     def run(frozen):
-        torch.manual_seed(0)
+        torch.manual_seed(1)
         x = torch.randn(64, 8)
         make = lambda: torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(),  # noqa: E731
                                            torch.nn.Linear(64, 1))
         model, teacher = make(), make()
-        t = Template.random(model, seed=1)
+        t = Template.random(model, seed=2)
         impose(model, t)
         impose(teacher, t)
         with torch.no_grad():
