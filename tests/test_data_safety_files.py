@@ -83,6 +83,21 @@ def test_report_never_writes_through_a_symlink(run_copy, tmp_path, capsys, link)
     assert _tree(target.parent) == before and target.read_bytes() == SECRET
 
 
+def test_a_failed_job_never_appends_to_a_symlinked_errors_log(tmp_path, capsys):
+    """The log a failed job appends to is a file the run writes too: a link there is refused
+    before anything is computed (it used to append the job's traceback to the link's target)."""
+    argv = ["run", "toy", "--set", "sample_sizes=8,16", "--set", "fail_job=n=8/width=0", "--quiet", "--no-report",
+            "--out", tmp_path / "run"]
+    code, _, err = _cli(capsys, *argv)
+    assert code == 1 and "job n=8/width=0" in err, err
+    target = _outside(tmp_path)
+    (tmp_path / "run" / "errors.log").unlink()
+    (tmp_path / "run" / "errors.log").symlink_to(target)
+    code, _, err = _cli(capsys, *argv)
+    _one_line_error(code, err, "errors.log", "symbolic link")
+    assert target.read_bytes() == SECRET
+
+
 def test_export_into_the_run_through_a_symlink_is_refused(run_copy, tmp_path, capsys):
     target = _outside(tmp_path)
     shutil.rmtree(run_copy / "report", ignore_errors=True)

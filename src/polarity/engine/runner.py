@@ -43,9 +43,10 @@ from .spec import (SPEC_FORMAT, GridChange, Spec, current_hparams, grid_change, 
 
 SPEC_FILE = "spec.json"
 LOCK_FILE = "run.lock"
+ERRORS_FILE = "errors.log"
 # the files of a run directory that no output (``export --csv``) may ever replace
 RUN_FILES = (SPEC_FILE, FILENAME, f"{FILENAME}-wal", f"{FILENAME}-shm", f"{FILENAME}-journal", LOCK_FILE,
-             "errors.log")
+             ERRORS_FILE)
 
 
 class RunDirError(ExperimentError):
@@ -441,6 +442,7 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
     store = None
     try:
         change = check_run_dir(out, spec)  # again, as the lock holder: another writer may have come first
+        refuse_links(out, out / ERRORS_FILE)  # a failed job appends to it: never through a link
         if change is None or change.kind == "grow":
             try:
                 store = Store(db) if change is not None else None  # a grown run: its store must open first
@@ -684,8 +686,9 @@ def _prepare(exp: Experiment, hp: Any, device: str, log) -> list[Path]:
 
 
 def _write_errors(out: Path, failures: Sequence[JobFailure]) -> None:
-    try:
-        with open(out / "errors.log", "a") as f:
+    try:  # never through a link (refused before the run; O_NOFOLLOW for one made meanwhile)
+        fd = os.open(out / ERRORS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a") as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: {len(failures)} job(s) failed\n")
             for fl in failures:
                 f.write(f"## job {fl.job}: {fl.error}\n{fl.traceback}\n")
