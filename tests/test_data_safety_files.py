@@ -125,6 +125,17 @@ def test_export_never_overwrites_another_runs_database_or_spec(finished, run_cop
     assert _tree(other) == before and not (tmp_path / "ok.csv").exists()
 
 
+@pytest.mark.parametrize("name", ["results.sqlite", "spec.json"])
+def test_show_toml_never_overwrites_a_runs_database_or_spec(run_copy, tmp_path, capsys, name):
+    """`show --toml FILE` writes a file too: another run's database or spec is never it."""
+    before = _tree(run_copy)
+    code, _, err = _cli(capsys, "show", "toy", "--toml", run_copy / name)
+    _one_line_error(code, err, name, "Nothing was written")
+    assert _tree(run_copy) == before
+    code, _, err = _cli(capsys, "show", "toy", "--toml", tmp_path / "study.toml")
+    assert code == 0 and (tmp_path / "study.toml").read_text().startswith("#"), err
+
+
 def test_export_still_replaces_its_own_earlier_csv(finished, tmp_path, capsys):
     out = tmp_path / "e.csv"
     out.write_text("old export\n")

@@ -303,9 +303,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if str(args.toml) == "-":
         sys.stdout.write(text)
         return 0
-    from .engine.runner import RunDirError
+    from .engine.runner import RunDirError, refuse_overwrite
     from .files import atomic_write
 
+    refuse_overwrite(args.toml, "--toml")
     try:
         atomic_write(args.toml, text)
     except OSError as e:

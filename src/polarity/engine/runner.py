@@ -218,15 +218,23 @@ def check_output(out: Path, path: str | Path, flag: str) -> None:
         if same:
             raise RunDirError(f"{flag} {p} is the run's own {name}; writing it would destroy the run. "
                               "Nothing was written; choose another file")
-    if p.name in RUN_FILES or _is_database(p):
-        what = "a SQLite database" if _is_database(p) else f"named like a run's own {p.name}"
-        raise RunDirError(f"{flag} {p} is {what}; an export never replaces a database or a run's files, "
-                          "whoever's. Nothing was written; choose another file")
+    refuse_overwrite(p, flag)
     link = _link_inside(Path(out), p)
     if link is not None:
         raise RunDirError(f"{flag} {p} goes through {link}, a symbolic link inside the run directory; polarity "
                           "never writes through a link in a run (it could replace a file elsewhere). Nothing "
                           "was written; remove the link or choose another file")
+
+
+def refuse_overwrite(path: str | Path, flag: str) -> None:
+    """Refuse an output file (``export --csv``, ``show --toml``, ...) that is a SQLite database
+    (by its content) or named like a run's own file (another run's ``results.sqlite``,
+    ``spec.json``): no output replaces one, whoever's."""
+    p = Path(path)
+    if p.name in RUN_FILES or _is_database(p):
+        what = "a SQLite database" if _is_database(p) else f"named like a run's own {p.name}"
+        raise RunDirError(f"{flag} {p} is {what}; an output never replaces a database or a run's files, "
+                          "whoever's. Nothing was written; choose another file")
 
 
 def _link_inside(out: Path, p: Path) -> Path | None:
