@@ -86,13 +86,13 @@ def test_trainer_train_with_accumulation_keeps_signs_and_logs_resets(tmp_path):
 
 
 def test_resumed_training_is_bit_identical(tmp_path):
-    """Resumed from a checkpoint of another run's directory (not under this run's output_dir):
-    the freezer's state comes from the checkpoint actually resumed."""
+    """Resumed mid-epoch (step 11 of 16) from a checkpoint of another run's directory (not under
+    this run's output_dir): the freezer's state comes from the checkpoint actually resumed."""
     t = Template.from_init(_bert())
     full = _bert()
     transformers.Trainer(model=full, args=_args(tmp_path / "a", num_train_epochs=2),
                          train_dataset=_Tokens(), callbacks=[PolarityCallback(t, seed=5)]).train()
-    args = _args(tmp_path / "b", num_train_epochs=2, save_strategy="steps", save_steps=8)
+    args = _args(tmp_path / "b", num_train_epochs=2, save_strategy="steps", save_steps=11)
     transformers.Trainer(model=_bert(), args=args, train_dataset=_Tokens(),
                          callbacks=[PolarityCallback(t, seed=5)]).train()
     resumed, cb = _bert(), PolarityCallback(t, seed=5)
@@ -100,7 +100,7 @@ def test_resumed_training_is_bit_identical(tmp_path):
                                    train_dataset=_Tokens(), callbacks=[cb])
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*resuming")
-        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-8"))
+        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-11"))
     assert cb.freezer.steps == 16
     for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
