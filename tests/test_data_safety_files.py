@@ -209,3 +209,17 @@ def test_wrongly_typed_metadata_is_one_line_or_ignored(run_copy, tmp_path, capsy
     argv = {"report": ["report", run_copy], "export": ["export", run_copy, "--csv", tmp_path / "e.csv"]}[cmd]
     code, _, err = _cli(capsys, *argv)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("value", [[1], None, "text", 5])
+@pytest.mark.parametrize("cmd", ["report", "export", "upgrade", "repair"])
+def test_a_metadata_hparams_that_is_not_an_object_is_one_line(run_copy, tmp_path, capsys, cmd, value):
+    """Valid JSON of the wrong type where the database records its spec's hyper-parameters (a
+    list, null, ...) is damage too: one line naming it, nothing written."""
+    _spoil_meta(run_copy, "hparams", json.dumps(value))
+    before = _tree(run_copy)
+    argv = {"report": ["report", run_copy], "export": ["export", run_copy, "--csv", tmp_path / "e.csv"],
+            "upgrade": ["store", "upgrade", run_copy], "repair": ["store", "repair", run_copy]}[cmd]
+    code, _, err = _cli(capsys, *argv)
+    _one_line_error(code, err, "results.sqlite", "'hparams'", "not an object")
+    assert _tree(run_copy) == before and not (tmp_path / "e.csv").exists()

@@ -129,10 +129,15 @@ def load_spec(out: str | Path) -> tuple[Experiment, Spec, dict[str, Any]]:
     return exp, Spec(exp.name, data.get("preset", "?"), hp), data
 
 
-def _meta_spec(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The database's record of its spec, shaped like ``spec.json``, under the current names."""
+def _meta_spec(meta: Mapping[str, Any], db: Path) -> dict[str, Any]:
+    """The database's record of its spec, shaped like ``spec.json``, under the current names; a
+    record whose ``hparams`` is not an object is refused (the database was damaged or edited)."""
     hparams = meta.get("hparams")
-    if isinstance(hparams, dict) and meta.get("experiment") in experiments.names():
+    if not isinstance(hparams, dict):
+        raise RunDirError(f"{db}: its run metadata 'hparams' is {type(hparams).__name__} {json.dumps(hparams)[:40]}, "
+                          "not an object; the database is damaged or was edited. Nothing was written; restore it "
+                          "from a copy")
+    if meta.get("experiment") in experiments.names():
         hparams = current_hparams(experiments.get(meta["experiment"]), hparams, spec_format(meta))
     return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": hparams}
 
@@ -145,9 +150,10 @@ def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any], sp
     a spec-format upgrade stopped there: the same spec under its new names)."""
     if not meta:
         return
+    recorded = _meta_spec(meta, out / FILENAME)
     if (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) != (
             data.get("hash"), data.get("experiment"), data.get("hparams")):
-        if spec is not None and grid_change(_meta_spec(meta), spec).kind in ("same", "grow"):
+        if spec is not None and grid_change(recorded, spec).kind in ("same", "grow"):
             return
         diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
         raise RunDirError(
@@ -470,7 +476,7 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
         if meta.get("spec_hash") not in (None, spec.hash):
             # spec.json (written first) grew the run: the database's record follows it here, also
             # when an earlier growth (or spec-format upgrade) stopped between the two
-            if grid_change(_meta_spec(meta), spec).kind not in ("same", "grow"):
+            if grid_change(_meta_spec(meta, db), spec).kind not in ("same", "grow"):
                 raise RunDirError(f"{db} belongs to spec {meta.get('spec_hash')!s:.10}, not {spec.hash:.10}; "
                                   "nothing was changed")
             try:
