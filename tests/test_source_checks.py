@@ -204,9 +204,9 @@ def _no_space_under(monkeypatch, root):
     monkeypatch.setattr(directory_mod, "atomic_write", full)
 
 
-def test_a_full_disk_after_training_loses_nothing(tmp_path, monkeypatch, capsys):
-    """ENOSPC while writing --out: the model (in memory) goes to a fresh temporary directory,
-    both places are named, and what was written there is a complete source directory."""
+def _trained_without_training(monkeypatch, tmp_path):
+    """`source train` with the recipe's init as the trained model; the temporary directory under
+    tmp_path (returned)."""
     import tempfile
 
     from polarity.sources import cli
@@ -222,6 +222,13 @@ def test_a_full_disk_after_training_loses_nothing(tmp_path, monkeypatch, capsys)
     spare_root = tmp_path / "tmp"
     spare_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spare_root))
+    return spare_root
+
+
+def test_a_full_disk_after_training_loses_nothing(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing --out: the model (in memory) goes to a fresh temporary directory,
+    both places are named, and what was written there is a complete source directory."""
+    spare_root = _trained_without_training(monkeypatch, tmp_path)
     out = tmp_path / "out"
     _no_space_under(monkeypatch, out)
     rc = main(["source", "train", "fmnist:classes=0,1", "--width", "0.25", "--in-size", "16",
@@ -239,6 +246,35 @@ def test_a_full_disk_after_training_loses_nothing(tmp_path, monkeypatch, capsys)
                "--seed", "3", "--out", str(tmp_path / "out2"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "failed too" in err and "rerun: polarity source train fmnist:classes=0,1" in err
+
+
+def test_a_full_disk_as_the_safetensors_library_reports_it_loses_nothing(tmp_path, monkeypatch, capsys):
+    """On a full disk safetensors raises its own SafetensorError ("I/O error: No space left on
+    device (os error 28)"), not OSError: it used to end `source train` in a traceback, the
+    trained model lost."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    spare_root = _trained_without_training(monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    real = safetensors.torch.save_file
+
+    def full(tensors, filename, metadata=None):
+        if str(filename).startswith(str(out)):
+            with open(filename, "wb") as f:
+                f.write(b"\0" * 64)  # a part, then the disk is full
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    rc = main(["source", "train", "fmnist:classes=0,1", "--width", "0.25", "--in-size", "16",
+               "--seed", "3", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "No space left on device" in err and "Nothing is lost" in err, err
+    (spare,) = list(spare_root.iterdir())
+    assert torch.equal(read_source_dir(spare).state_dict["features.0.weight"],
+                       initial_model(RECIPE, 2).features[0].weight)
+    assert not any(out.iterdir())
 
 
 # ----------------------------------------------------------------------------- the recipe

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,8 +57,6 @@ class SourceNetwork:
 def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, recipe,
                      dataset_label: str, classes, metrics: dict, command: str) -> Path:
     """Write ``model`` (trained by ``recipe``) as a source directory at ``path``."""
-    from safetensors.torch import save_file
-
     from .._version import __version__
 
     path = Path(path)
@@ -64,7 +64,7 @@ def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, rec
         raise SourceError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    atomic_write(path / WEIGHTS, lambda tmp: _save_weights(state, tmp))
     Template.from_module(model).save(path / TEMPLATE)
     files = {f: {"sha256": sha256_file(path / f), "bytes": (path / f).stat().st_size}
              for f in (WEIGHTS, TEMPLATE)}
@@ -82,6 +82,21 @@ def write_source_dir(path: str | Path, model: torch.nn.Module, *, name: str, rec
     }
     atomic_write(path / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return path
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: str) -> None:
+    """``safetensors.torch.save_file``, whose I/O failures (a full disk: "I/O error: No space left
+    on device (os error 28)") are raised as the ``OSError`` they are, not as ``SafetensorError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, path, metadata={"format": FORMAT})
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), path) from None
 
 
 def _is_int(v) -> bool:
