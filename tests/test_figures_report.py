@@ -103,3 +103,16 @@ def test_readme_tables_choose_by_the_runs_content(made, tmp_path):
     assert rt.kind({"experiment": "dose", "hparams": {}}) == "unknown"
     with pytest.raises(SystemExit, match="spec.json"):
         rt.table(tmp_path)
+
+
+@pytest.mark.parametrize("recorded, shown", [("high", None), (0.75, "0.750")])
+def test_a_source_accuracy_recorded_as_text_is_left_out(tmp_path, recorded, shown):
+    """A run made before source manifests were checked may hold the manifest's text as the
+    source's accuracy ('high'): the report leaves it out (it was a ValueError traceback)."""
+    epochs, trials = _store()
+    trials["extra"] = json.dumps({"dataset_label": "Synthetic", "source_val_acc": recorded})
+    hp = ImageHparams(dataset="fmnist", source="none", conditions=CONDS, sample_sizes=(100, 250),
+                      trials=6, epochs=5, cutoff=0.8, cutoffs=(0.5, 0.8))
+    md = report(hp, epochs, trials, tmp_path)
+    line = [x for x in md.splitlines() if "accuracy on its own test split" in x]
+    assert (line == []) if shown is None else (len(line) == 1 and line[0].endswith(f"{shown}."))

@@ -136,9 +136,10 @@ def _header(r: _Report, pt, ex, slabel: str) -> list[str]:
           f"validation = {_validation(hp, ex)}; "
           f"{pt.groupby(['condition', 'n']).size().max()} trials per condition and n, n = "
           f"{', '.join(str(v) for v in sorted(pt['n'].unique()))}. {_cutoff_text(hp, ex)}", ""]
-    if "source_val_acc" in ex and ex["source_val_acc"].notna().any():
-        md += [f"Source network ({slabel}) accuracy on its own test split: "
-               f"{float(ex['source_val_acc'].dropna().iloc[0]):.3f}.", ""]
+    # a number, or left out: a run made before source manifests were checked may hold their text
+    acc = pd.to_numeric(ex["source_val_acc"], errors="coerce").dropna() if "source_val_acc" in ex else ()
+    if len(acc):
+        md += [f"Source network ({slabel}) accuracy on its own test split: {float(acc.iloc[0]):.3f}.", ""]
     return md
 
 
