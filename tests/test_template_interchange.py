@@ -250,3 +250,45 @@ def test_a_layout_number_that_is_not_a_string_says_so(tmp_path):
     with pytest.raises(TemplateError) as e:
         Template.load(path)
     assert "the number 1" in str(e.value) and 'the string "1"' in str(e.value)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     max_leaves=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(where=st.sampled_from(["tensor", "entry", "metadata"]), pick=st.integers(0, 10**6),
+       field=st.sampled_from(["dtype", "shape", "data_offsets", "name", "free", "free_count", "entries", "meta",
+                              "selection", "library_version", "sha256"]),
+       value=_JSON, resign=st.booleans())
+def test_any_json_anywhere_in_the_header_is_a_template_error(where, pick, field, value, resign):
+    """A crafted header may hold any JSON in any field (a list as a tensor's dtype used to be a
+    TypeError): loading gives a Template or a TemplateError, nothing else, also when the file's
+    checksum is made to match."""
+    import hashlib
+
+    data = SAMPLE.to_safetensors()
+    (hlen,) = struct.unpack("<Q", data[:8])
+    header, body = json.loads(data[8:8 + hlen]), data[8 + hlen:]
+    md = header["__metadata__"]
+    if where == "tensor":
+        header[sorted(k for k in header if k != "__metadata__")[pick % (len(header) - 1)]][field] = value
+    elif where == "entry":
+        entries = json.loads(md["entries"])
+        entries[pick % len(entries)][field] = value
+        md["entries"] = json.dumps(entries)
+    else:
+        md[field] = value if pick % 2 else json.dumps(value)
+    if resign and isinstance(md.get("entries"), str):
+        try:
+            names = [k for e in json.loads(md["entries"]) for k in (e["name"], f"{e['name']}:free")]
+            ranges = [header[k]["data_offsets"] for k in names if k in header]
+            md["sha256"] = hashlib.sha256(b"".join(body[r[0]:r[1]] for r in ranges)).hexdigest()
+        except (ValueError, TypeError, KeyError, IndexError):
+            pass  # a header too broken to sign: loaded unsigned
+    h = json.dumps(header).encode()
+    try:
+        Template.from_bytes(struct.pack("<Q", len(h)) + h + body)
+    except TemplateError:
+        pass

@@ -50,6 +50,13 @@ def _describe_json(v) -> str:
     return f"{kind} {_short(v)}" if kind.startswith("the") else f"{kind} ({_short(v)})"
 
 
+def _dtype(spec) -> str | None:
+    """A tensor's dtype from a raw header entry (None unless a string: a crafted header may hold
+    any JSON there)."""
+    dtype = spec.get("dtype") if isinstance(spec, dict) else None
+    return dtype if isinstance(dtype, str) else None
+
+
 def _check_ranges(header: dict, body: int, where: str) -> None:
     """Every tensor's byte range, from the raw header: exactly the bytes its dtype and shape
     need, inside the ``body`` bytes after the header, and no byte shared by two tensors (what
@@ -57,7 +64,7 @@ def _check_ranges(header: dict, body: int, where: str) -> None:
     ranges = []
     for key, spec in header.items():
         offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
-        size = _ITEMSIZE.get(spec.get("dtype")) if isinstance(spec, dict) else None
+        size = _ITEMSIZE.get(_dtype(spec))
         shape = spec.get("shape") if isinstance(spec, dict) else None
         if (size is None or not isinstance(offsets, list) or len(offsets) != 2
                 or not all(type(v) is int and v >= 0 for v in offsets) or offsets[1] < offsets[0]
@@ -149,8 +156,7 @@ def _read_safetensors(data: bytes, where: str) -> Decoded:
                             f"{_short(extra)}, missing: {_short(absent)})")
     for key, (dtypes, shape) in expected.items():
         spec = header[key]
-        if (not isinstance(spec, dict) or spec.get("dtype") not in dtypes
-                or spec.get("shape") != shape):
+        if _dtype(spec) not in dtypes or spec.get("shape") != shape:
             raise TemplateError(f"{where}: tensor {_short(key)} is {_short(spec)}; expected dtype "
                                 f"{' or '.join(sorted(dtypes))} and shape {shape}")
     _check_ranges(header, len(data) - 8 - hlen, where)
