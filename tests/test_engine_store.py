@@ -89,6 +89,29 @@ def test_job_commit_is_one_transaction(tmp_path):
         assert s.commit_job("toy", "j1", [_result("a", 8, 0)]) == 1
 
 
+def test_a_disk_full_while_the_schema_is_made_says_so(tmp_path, monkeypatch):
+    """SQLite rolls a transaction back itself when the disk fills during it: the error is the
+    full disk, not 'cannot rollback - no transaction is active' from rolling back again."""
+    real = Store._connect
+
+    class FullDisk:
+        def __init__(self, conn):
+            self._c = conn
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith("CREATE"):
+                self._c.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL inside a transaction
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._c.execute(sql, *args)
+
+    monkeypatch.setattr(Store, "_connect", lambda self: FullDisk(real(self)))
+    with pytest.raises(StoreError, match="database or disk is full"):
+        Store(tmp_path / "r.sqlite")
+
+
 def test_newer_schema_is_refused_and_untouched(tmp_path):
     p = tmp_path / "r.sqlite"
     c = sqlite3.connect(p)

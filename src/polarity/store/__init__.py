@@ -252,7 +252,8 @@ class Store:
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                if c.in_transaction:  # a full disk rolls the transaction back itself
+                    c.execute("ROLLBACK")
                 raise
             self.version = SCHEMA_VERSION
 
