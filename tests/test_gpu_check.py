@@ -69,13 +69,18 @@ def test_smoke_run_passes_and_reports_every_part(tmp_path):
     assert hours["smoke"] is True
 
 
-def test_without_a_gpu_and_without_smoke_it_says_so(tmp_path):
+def test_without_a_gpu_and_without_smoke_it_says_so(tmp_path, capsys, monkeypatch):
+    """gpu_check.py's main in-process (the smoke test above runs it through the shell script, whose
+    exit status is main's)."""
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    last = json.loads(proc.stdout.splitlines()[-1])
+    monkeypatch.setenv("OUT", str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        assert _module().main([]) == 2
+    finally:
+        torch.set_num_threads(threads)  # main sets the GPU run's threads before it looks for one
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert last["check"] == "summary" and last["ok"] is False and "--smoke" in last["error"]
 
 
