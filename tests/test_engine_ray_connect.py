@@ -60,3 +60,46 @@ def test_the_connect_timeout_is_configurable_and_checked(monkeypatch):
             executors.probe_ray(bad)
     executors.probe_ray(None)
     executors.probe_ray("auto")  # left to Ray
+
+
+def _silent_listener():
+    """A port that accepts connections and never answers (a firewall, a hung service)."""
+    import threading
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    held = []
+    threading.Thread(target=lambda: [held.append(s.accept()) for _ in iter(int, 1)], daemon=True).start()
+    return s, f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _grpc_server_without_ray():
+    """An HTTP/2 gRPC server that is not a Ray head (it knows no Ray service)."""
+    from concurrent import futures
+
+    grpc = pytest.importorskip("grpc")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind, words", [("silent", "no answer within 1 s"), ("grpc", "gRPC UNIMPLEMENTED")])
+def test_an_address_where_something_else_listens_is_one_line(tmp_path, capsys, monkeypatch, kind, words):
+    """A TCP connection is not a Ray head: where something accepts but does not answer as one,
+    Ray's own connection retried for minutes (issue 21 item 12); the probe's gRPC call to the
+    head's GCS answers within POLARITY_RAY_CONNECT_TIMEOUT."""
+    pytest.importorskip("ray")
+    server, address = _silent_listener() if kind == "silent" else _grpc_server_without_ray()
+    monkeypatch.setenv("POLARITY_RAY_CONNECT_TIMEOUT", "1")
+    out = tmp_path / "run"
+    try:
+        code = cli.main(["run", "toy", "--set", "sample_sizes=8", "--executor", "ray", "--address", address,
+                         "--quiet", "--out", str(out)])
+    finally:
+        server.close() if kind == "silent" else server.stop(None)
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
+    assert f"cannot start or reach the Ray cluster at {address}" in err and words in err, err
+    assert not out.exists()

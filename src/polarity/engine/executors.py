@@ -15,9 +15,10 @@ store (``store.pack_trial``); only the driver writes results.
   lack them.  A task whose worker process or node is lost is retried up to ``retries`` times
   (system failures only: an exception raised by the job is never retried), then reported as a
   failed job.  Each job's results reach the driver once, whatever was retried.  A cluster
-  address is reached first with a plain TCP connection (``probe_ray``, within
-  ``POLARITY_RAY_CONNECT_TIMEOUT`` seconds, default 30), so an address where no Ray listens is
-  one clear error, not a connection Ray retries for minutes.
+  address is probed first (``probe_ray``: a TCP connection, then one gRPC call to the head's
+  GCS, each within ``POLARITY_RAY_CONNECT_TIMEOUT`` seconds, default 30), so an address where no
+  Ray listens, or where something else does, is one clear error, not a connection Ray retries
+  for minutes.
 
 ``docs/engine.md`` describes threads, determinism and clusters.
 """
@@ -293,14 +294,49 @@ def probe_ray(address: str | None, timeout: float | None = None) -> None:
                               "10.0.0.5:6379")
     t = connect_timeout() if timeout is None else timeout
     where = f"cannot start or reach the Ray cluster at {address}"
+    no_answer = f"{where}: no answer within {t:g} s (POLARITY_RAY_CONNECT_TIMEOUT sets the wait)"
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=t).close()
     except socket.timeout:
-        raise ExperimentError(f"{where}: no answer within {t:g} s (POLARITY_RAY_CONNECT_TIMEOUT sets the "
-                              "wait)") from None
+        raise ExperimentError(no_answer) from None
     except OSError as e:
         raise ExperimentError(f"{where}: {e.strerror or e} (is `ray start --head` running there, on that "
                               "port?)") from None
+    status = _gcs_status(f"{host}:{port}", t)
+    if status == "DEADLINE_EXCEEDED":
+        raise ExperimentError(no_answer + "; something accepts connections there but does not answer as a "
+                              "Ray head") from None
+    if status is not None:
+        raise ExperimentError(f"{where}: what listens there does not answer as a Ray head's GCS does (gRPC "
+                              f"{status}); is the port the head's (`ray start --head --port`, default 6379)?")
+
+
+# a Ray head answers these (a cluster that asks for a token refuses the call, but answers it)
+_RAY_ANSWERS = ("OK", "UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def _gcs_status(address: str, timeout: float) -> str | None:
+    """Call the Ray head's GCS once (``GetClusterId``, what ``ray.init`` asks first) with a
+    deadline: None when it answers as a Ray head does, else the gRPC status name.  Ray's own
+    connection retries for minutes whatever answers (or does not) at the address.  Skipped
+    (None) for a TLS cluster (``RAY_USE_TLS``) and without Ray's gRPC modules."""
+    if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true"):
+        return None
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return None
+    channel = grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)])
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        return None
+    except grpc.RpcError as e:
+        name = e.code().name if callable(getattr(e, "code", None)) else "UNKNOWN"
+        return None if name in _RAY_ANSWERS else name
+    finally:
+        channel.close()
 
 
 class RayExecutor(Executor):
