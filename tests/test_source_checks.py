@@ -156,6 +156,25 @@ def test_rehashed_lies_are_caught_by_the_content_checks(good, tmp_path, capsys, 
     assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_run_refuses_a_lying_source_before_any_job(good, tmp_path, capsys, monkeypatch):
+    """A run reads and verifies a source directory before its jobs: a rehashed negated copy is
+    one line (exit 2) naming the template, no trial computed (each job used to fail with it,
+    exit 1, saying 'rerun the same command to retry them'); no dataset is touched first."""
+    d = _copy(good, tmp_path)
+    net = read_source_dir(d)
+    _save_state(d, {k: -v for k, v in net.state_dict.items()})
+    _rehash(d)
+    monkeypatch.setenv("POLARITY_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "run"
+    rc = main(["run", "cifar10", "--preset", "tiny", "--source", str(d), "--set", "in_size=16",
+               "--set", "data_source=offline", "--set", "data_root=" + str(tmp_path / "no-data"),
+               "--conditions", "frozen-polarity", "--quiet", "--no-report", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(d / TEMPLATE) in err and "signs differ from its weights' signs" in err
+    assert not (out / "errors.log").exists()
+
+
 def test_a_zero_weight_may_carry_any_template_sign(good, tmp_path):
     d = _copy(good, tmp_path)
     net = read_source_dir(d)

@@ -161,13 +161,22 @@ class ImageExperiment(Experiment):
 
     def prepare(self, hp: ImageHparams, device: str = "cpu", log=None) -> tuple[Path, ...]:
         """A ``pretrained:<dataset>`` source (and oracle source) is trained here, once, before
-        any job (the jobs read it from the cache); the other sources are files already."""
+        any job (the jobs read it from the cache); a source directory is read and verified here
+        (its weights, template and manifest agree), so one that does not is one error before
+        the run, not a failed job per trial."""
         out = []
-        if any(c in NEEDS_SOURCE for c in hp.conditions) and parse_source(hp.source).kind == "pretrained":
-            out.append(Path(get_source(hp, None, device=device, log=log).info["cache_dir"]))
-        if (any(c in ORACLE_CONDITIONS for c in hp.conditions)
-                and parse_source(hp.oracle_source).kind == "pretrained"):
-            out.append(Path(get_oracle(hp, device=device, log=log).info["cache_dir"]))
+        if any(c in NEEDS_SOURCE for c in hp.conditions):
+            kind = parse_source(hp.source).kind
+            if kind in ("pretrained", "directory"):
+                src = get_source(hp, None, device=device, log=log)
+                if kind == "pretrained":
+                    out.append(Path(src.info["cache_dir"]))
+        if any(c in ORACLE_CONDITIONS for c in hp.conditions):
+            kind = parse_source(hp.oracle_source).kind
+            if kind in ("pretrained", "directory"):
+                src = get_oracle(hp, device=device, log=log)
+                if kind == "pretrained":
+                    out.append(Path(src.info["cache_dir"]))
         return tuple(out)
 
     def run_job(self, hp: ImageHparams, job: Job, device: str = "cpu") -> list[TrialResult]:
