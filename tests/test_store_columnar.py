@@ -417,3 +417,39 @@ def test_a_damaged_schema_1_row_is_one_line_naming_the_trial(v1_run, tmp_path, c
         assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
         assert f"trial {cond!r} n={n}" in err and f"trial={t}" in err and "epoch 2" in err and needle in err, err
     assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+
+
+@pytest.mark.parametrize("schema", [1, 2])
+@pytest.mark.parametrize("column, value, needle", [
+    ("extra", "{bad", "its extra is '{bad', not a JSON object"),
+    ("hardware", "[1]", "its hardware is '[1]', not a JSON object"),
+    ("wall_s", "slow", "its wall_s is 'slow', not a number"),
+    ("n", "x", "its n is 'x', not an integer"),
+])
+def test_a_damaged_trials_row_of_an_old_schema_is_refused_not_sealed(v1_run, tmp_path, capsys, schema, column,
+                                                                      value, needle):
+    """A schema-1 or -2 trials row that cannot be read (its extra, hardware, wall time or key)
+    is one line naming the trial on export and on upgrade; `store upgrade` used to convert it,
+    sealing the damage under a digest that matches it (export then failed, repair found nothing)."""
+    d, _, _ = v1_run
+    if schema == 2:
+        code, _, err = _cli(capsys, "store", "upgrade", d)
+        assert code == 0, err
+        c2 = sqlite3.connect(d / store.FILENAME)  # schema 3 back to 2: no digests, no count
+        c2.execute("ALTER TABLE trials DROP COLUMN digest")
+        c2.execute("DELETE FROM run WHERE key = 'trial_count'")
+        c2.execute("PRAGMA user_version = 2")
+        c2.commit()
+        c2.close()
+    c = sqlite3.connect(d / store.FILENAME)
+    tid, cond = c.execute("SELECT id, condition FROM trials ORDER BY id LIMIT 1 OFFSET 3").fetchone()
+    c.execute(f"UPDATE trials SET {column} = ? WHERE id = ?", (value, tid))
+    c.commit()
+    c.close()
+    h = _sha(d / store.FILENAME)
+    for argv in (["export", d, "--csv", tmp_path / "e.csv", "--trials-csv", tmp_path / "t.csv"],
+                 ["store", "upgrade", d]):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
+        assert f"trial {cond!r}" in err and f"(row {tid})" in err and needle in err, err
+    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()

@@ -48,7 +48,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..experiments.base import EpochRecord, ExperimentError, TrialKey, TrialResult, gc_paused
 from .columnar import (PackedTrial, _json, decode_extras, decode_series, encode_extras, encode_series,
                        pack_trial)
-from .frames import _frame_v1, _frame_v2, _v1_problem
+from .frames import _frame_v1, _frame_v2, _old_trial_problem, _v1_problem
 from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Problem, Text, check, trial_digest
 from .schema import (_DDL, _DDL_V1, _EPOCHS_DDL, _REFERENCE, EPOCH_COLUMNS, FILENAME, METRICS, PAGE_SIZE,
                      SCHEMA_VERSION, TRIAL_COLUMNS, _tables)
@@ -336,8 +336,16 @@ class Store:
     def verify(self) -> None:
         """Check every trial of a schema-3 store (``integrity.check``) once; raise a one-line
         ``StoreError`` naming the first damaged trial and saying what to do.  A reader keeps the
-        snapshot it checked until it is closed, so its frames hold exactly the trials checked."""
-        if self._checked or self.version < 3:
+        snapshot it checked until it is closed, so its frames hold exactly the trials checked.
+        Schemas 1 and 2 have no digests: their trials rows' types are checked."""
+        if self._checked or self.version == 0:
+            return
+        if self.version < 3:
+            with self._reading():
+                bad = _old_trial_problem(self.conn)
+            if bad:
+                raise StoreError(f"{self.path}: {bad}. Nothing was written")
+            self._checked = True
             return
         c = self.conn
         with self._reading():
@@ -530,9 +538,9 @@ def upgrade(path: str | Path) -> dict[str, Any]:
     _refuse_links(path)
     with Store(path, readonly=True) as s:  # refuses a newer or foreign database untouched
         version = s.version
-        if version == 1:
+        if version in (1, 2):  # a damaged row would be sealed under a digest that matches it
             with s._reading():
-                bad = _v1_problem(s.conn)
+                bad = _old_trial_problem(s.conn) or (_v1_problem(s.conn) if version == 1 else None)
             if bad:
                 raise StoreError(f"cannot upgrade {path}: {bad}. Nothing was changed")
     size = _size(path)

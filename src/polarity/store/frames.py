@@ -128,6 +128,28 @@ def _v1_problem(conn: sqlite3.Connection) -> str | None:
             f"{want}; the schema-1 row is damaged")
 
 
+def _old_trial_problem(conn: sqlite3.Connection) -> str | None:
+    """The first trials row of a schema-1 or -2 store (no digests) that cannot be read as polarity
+    wrote it: a key (n, width, trial) that is not an integer, a wall time that is not a number,
+    hardware or extra that is not a JSON object; None when every row reads.  ``store upgrade``
+    would otherwise seal such a row under a digest that matches it."""
+    ints = [f"typeof({c}) != 'integer'" for c in ("n", "width", "trial")]
+    objs = [f"({c} IS NOT NULL AND {c} != '' AND CASE WHEN json_valid({c}) THEN json_type({c}) != 'object' ELSE 1 END)"
+            for c in ("hardware", "extra")]
+    wall = "typeof(wall_s) NOT IN ('real', 'integer', 'null')"
+    cols = ("n", "width", "trial", "hardware", "extra", "wall_s")
+    which = " ".join(f"WHEN {c} THEN '{name}'" for c, name in zip((*ints, *objs, wall), cols))
+    row = conn.execute(f"SELECT id, condition, n, width, trial, CASE {which} END FROM trials NOT INDEXED"
+                       f" WHERE {' OR '.join((*ints, *objs, wall))} LIMIT 1").fetchone()
+    if row is None:
+        return None
+    rid, cond, n, w, t, col = row
+    (value,) = conn.execute(f"SELECT {col} FROM trials WHERE id = ?", (rid,)).fetchone()
+    want = "an integer" if col in ("n", "width", "trial") else "a number" if col == "wall_s" else "a JSON object"
+    return (f"trial {cond!r} n={n!r} width={w!r} trial={t!r} (row {rid}): its {col} is {repr(value)[:60]}, not "
+            f"{want}; the trials row is damaged")
+
+
 def _frame_v1(conn: sqlite3.Connection):
     """The tidy frame of a schema-1 store (one epochs row per trial and epoch)."""
     import pandas as pd
