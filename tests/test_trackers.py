@@ -47,12 +47,20 @@ def test_tensorboard_event_files_hold_every_trials_curves(run, tmp_path, capsys)
         assert _export(capsys, run, "--tensorboard", logdir)[0] == 0
 
 
-def test_mlflow_runs_hold_params_and_metric_series(run, tmp_path, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def mlflow_dir(tmp_path_factory):
+    """One MLflow database for the tests below, each in its own experiment (a new database runs
+    MLflow's schema migrations: seconds), in a folder that is their working directory."""
     pytest.importorskip("mlflow")
+    d = tmp_path_factory.mktemp("mlflow")
+    return d, f"sqlite:///{d / 'mlflow.db'}"
+
+
+def test_mlflow_runs_hold_params_and_metric_series(run, mlflow_dir, capsys, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    where, uri = mlflow_dir
+    monkeypatch.chdir(where)  # nothing may land in the working directory
     code, cap = _export(capsys, run, "--mlflow", uri, "--mlflow-experiment", "study")
     assert code == 0 and "logged 8 MLflow runs" in cap.err, cap.err
     client = MlflowClient(tracking_uri=uri)
@@ -72,7 +80,7 @@ def test_mlflow_runs_hold_params_and_metric_series(run, tmp_path, capsys, monkey
         hist = sorted(client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step)
         assert [m.step for m in hist] == g["epoch"].tolist()
         np.testing.assert_allclose([m.value for m in hist], g["val_acc"].to_numpy())
-    assert list(tmp_path.iterdir()) == [tmp_path / "mlflow.db"]
+    assert list(where.iterdir()) == [where / "mlflow.db"]
     # again: nothing new; a trial whose logging was interrupted is logged again, once
     victim = runs[0]
     client.set_tag(victim.info.run_id, "polarity.complete", "false")
@@ -81,16 +89,16 @@ def test_mlflow_runs_hold_params_and_metric_series(run, tmp_path, capsys, monkey
     assert len(client.search_runs([exp.experiment_id], max_results=100)) == 8
 
 
-def test_a_grown_run_logs_only_its_new_trials_to_mlflow(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("mlflow")
-    monkeypatch.chdir(tmp_path)
-    d, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_grown_run_logs_only_its_new_trials_to_mlflow(tmp_path, mlflow_dir, capsys, monkeypatch):
+    where, uri = mlflow_dir
+    monkeypatch.chdir(where)
+    d = tmp_path / "run"
     argv = ["run", "toy", "--set", "sample_sizes=8", "--set", "epochs=2", "--out", str(d), "--quiet", "--no-report"]
     assert cli.main([*argv, "--set", "trials=2"]) == 0
-    code, cap = _export(capsys, d, "--mlflow", uri)
+    code, cap = _export(capsys, d, "--mlflow", uri, "--mlflow-experiment", "grown")
     assert code == 0 and "logged 4 MLflow runs" in cap.err, cap.err
     assert cli.main([*argv, "--set", "trials=3"]) == 0  # grown: one more trial per condition
-    code, cap = _export(capsys, d, "--mlflow", uri)
+    code, cap = _export(capsys, d, "--mlflow", uri, "--mlflow-experiment", "grown")
     assert code == 0 and "logged 2 MLflow runs" in cap.err, cap.err
 
 
