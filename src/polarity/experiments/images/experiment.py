@@ -165,16 +165,11 @@ class ImageExperiment(Experiment):
         (its weights, template and manifest agree), so one that does not is one error before
         the run, not a failed job per trial."""
         out = []
-        if any(c in NEEDS_SOURCE for c in hp.conditions):
-            kind = parse_source(hp.source).kind
+        for needs, text, get in ((NEEDS_SOURCE, hp.source, lambda: get_source(hp, None, device=device, log=log)),
+                                 (ORACLE_CONDITIONS, hp.oracle_source, lambda: get_oracle(hp, device=device, log=log))):
+            kind = parse_source(text).kind if any(c in needs for c in hp.conditions) else None
             if kind in ("pretrained", "directory"):
-                src = get_source(hp, None, device=device, log=log)
-                if kind == "pretrained":
-                    out.append(Path(src.info["cache_dir"]))
-        if any(c in ORACLE_CONDITIONS for c in hp.conditions):
-            kind = parse_source(hp.oracle_source).kind
-            if kind in ("pretrained", "directory"):
-                src = get_oracle(hp, device=device, log=log)
+                src = get()
                 if kind == "pretrained":
                     out.append(Path(src.info["cache_dir"]))
         return tuple(out)
