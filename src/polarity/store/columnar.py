@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -196,8 +197,8 @@ def pack_trial(r: TrialResult | PackedTrial) -> PackedTrial:
         extras = {k: np.asarray(v).tolist() for k, v in eps.extra.items()}
     else:
         epoch = np.fromiter((e.epoch for e in eps), dtype=np.int64, count=n)
-        m = np.array([(e.train_loss, e.train_acc, e.val_loss, e.val_acc) for e in eps],
-                     dtype=np.float64).reshape(n, 4)
+        metrics = operator.attrgetter(*METRICS)
+        m = np.array([metrics(e) for e in eps], dtype=np.float64).reshape(n, len(METRICS))
         records = [e.extra for e in eps]
         keys: set[str] = set()
         for x in records:
@@ -211,6 +212,6 @@ def pack_trial(r: TrialResult | PackedTrial) -> PackedTrial:
         dup = epoch[1:][np.diff(epoch) == 0]
         if len(dup):
             raise ExperimentError(f"trial {r.key}: epoch {int(dup[0])} is recorded twice")
-    series = (encode_series(epoch), *(encode_series(m[:, i]) for i in range(4)))
+    series = (encode_series(epoch), *(encode_series(m[:, i]) for i in range(len(METRICS))))
     return PackedTrial(r.key, int(r.seed), float(r.wall_s), n, series, _encode_extra_columns(extras),
                        _json(r.extra or {}))
