@@ -111,8 +111,8 @@ def model_kwargs(hp: ImageHparams) -> dict[str, Any]:
 
 def example_seconds(hp: ImageHparams, steps: int = 3) -> float:
     """Process seconds per training example of ``hp``'s network on this machine with one torch
-    thread: the fastest of a few SGD steps on random images after one to warm up (``polarity show``'s cost model,
-    docs/engine.md); measured, never assumed, so the estimate follows the machine."""
+    thread: the fastest of a few SGD steps on random images after one to warm up; measured, never
+    assumed, so ``polarity show``'s estimate follows the machine (``engine/show.py`` has the model)."""
     import time
 
     import torch
