@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polarity import cli, engine, experiments, store
+from polarity.store import maintenance
 from polarity.experiments.base import EpochColumns, EpochRecord, ExperimentError, TrialKey, TrialResult
 from _stores import drop_trials
 
@@ -285,10 +286,10 @@ def test_store_upgrade_converts_in_place_then_the_run_resumes(v1_run, capsys, mo
             raise RuntimeError("disk on fire")
         return real(r)
 
-    monkeypatch.setattr(store, "pack_trial", failing)
+    monkeypatch.setattr(maintenance, "pack_trial", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         engine.upgrade_run(d)
-    monkeypatch.setattr(store, "pack_trial", real)
+    monkeypatch.setattr(maintenance, "pack_trial", real)
     with store.Store(d / store.FILENAME, readonly=True) as s:
         assert s.version == 1
         pd.testing.assert_frame_equal(s.epochs_frame(), want, check_exact=True)
@@ -361,7 +362,7 @@ def test_schema_2_is_read_as_it_is_and_upgraded_with_digests(tmp_path, capsys):
 def test_upgrade_checks_its_room_first(v1_run, capsys, monkeypatch):
     d, _, _ = v1_run
     h = _sha(d / store.FILENAME)
-    monkeypatch.setattr(store, "_free_bytes", lambda directory: 1000)
+    monkeypatch.setattr(maintenance, "_free_bytes", lambda directory: 1000)
     code, _, err = _cli(capsys, "store", "upgrade", d)
     assert code == 2 and "needs about" in err and "3x the store" in err and "Nothing was changed" in err
     assert _sha(d / store.FILENAME) == h
@@ -373,7 +374,7 @@ def test_upgrade_whose_compaction_fails_says_the_store_is_upgraded(v1_run, capsy
     def full(conn):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(store, "_compact", full)
+    monkeypatch.setattr(maintenance, "_compact", full)
     code, _, err = _cli(capsys, "store", "upgrade", d)
     assert code == 2 and err.count("\n") == 1, err
     assert "IS upgraded to schema 3" in err and "reads as it is" in err and "compacting it afterwards failed" in err

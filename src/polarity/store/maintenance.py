@@ -1,0 +1,228 @@
+"""Converting and mending a results store in place, when the user asks (see ``docs/engine.md``):
+``upgrade`` (``polarity store upgrade DIR``) converts a schema-1 or -2 store to the current schema
+in one transaction and compacts it; ``repair`` (``polarity store repair DIR``) removes the trials
+of a schema-3 store that fail its checks (``integrity``), so that the run's command recomputes
+them.  Both are re-exported by ``polarity.store``; the caller holds the run's lock.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..experiments.base import EpochRecord, TrialKey, TrialResult, gc_paused
+from .columnar import pack_trial
+from .database import Store, StoreError, _is_readonly, _refuse_links
+from .frames import _old_trial_problem, _v1_problem
+from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Text, check, trial_digest
+from .schema import _EPOCHS_DDL, METRICS, SCHEMA_VERSION
+
+__all__ = ["UPGRADE_ROOM", "upgrade", "repair"]
+
+
+def _v1_trials(conn: sqlite3.Connection) -> Iterable[tuple[int, list[EpochRecord]]]:
+    """A schema-1 store's epoch rows as (trial id, records), NULL metrics as NaN; rows of no
+    trial (which no frame shows) are left out."""
+    rows = conn.execute(f"SELECT trial_id, epoch, {', '.join(METRICS)}, extra FROM epochs"
+                        " WHERE trial_id IN (SELECT id FROM trials) ORDER BY trial_id, epoch")
+    nan = math.nan
+    for tid, group in itertools.groupby(rows, key=lambda r: r[0]):
+        yield tid, [EpochRecord(e, nan if a is None else a, nan if b is None else b,
+                                nan if c is None else c, nan if d is None else d,
+                                json.loads(x) if x else {}) for _, e, a, b, c, d, x in group]
+
+
+UPGRADE_ROOM = 3  # free disk an upgrade needs, in multiples of the store (see ``upgrade``)
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def _compact(conn: sqlite3.Connection) -> None:
+    """Return the pages an upgrade or a repair freed: VACUUM (a copy of the store, through the
+    WAL), then the WAL checkpointed into the file and truncated."""
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _mb(b: int) -> str:
+    return f"{b / 1e6:.1f} MB"
+
+
+def _check_room(path: Path, what: str) -> None:
+    need, free = UPGRADE_ROOM * _size(path), _free_bytes(path.parent)
+    if free < need:
+        raise StoreError(f"{what} {path} needs about {_mb(need)} free on its disk ({UPGRADE_ROOM}x the store: "
+                         f"the rewritten tables, then a compacted copy, both through its WAL); {_mb(free)} are "
+                         "free. Nothing was changed; free some space and rerun")
+
+
+def _compact_or_say(conn: sqlite3.Connection, path: Path, done: str) -> None:
+    """Compact after a committed change; a failure (a full disk) says what state the store is in."""
+    try:
+        _compact(conn)
+    except sqlite3.Error as e:
+        wal = Path(f"{path}-wal")
+        left = _mb(wal.stat().st_size) if wal.exists() else "no"
+        raise StoreError(
+            f"{done}, and it reads as it is; compacting it afterwards failed ({e}), so the file keeps its "
+            f"old size and {wal.name} holds {left} of an unfinished copy. Free about {_mb(2 * _size(path))} on "
+            f"its disk and run `polarity store upgrade {path.parent}` again to compact it "
+            "(nothing is lost meanwhile)") from None
+
+
+def _digest_all(conn: sqlite3.Connection, epochs: str = "epochs") -> tuple[int, int]:
+    """Schema 2 to 3 inside the caller's transaction: an empty epochs row for a trial without
+    one, orphan epochs rows removed, the digest column filled, ``trial_count`` set.  Returns
+    (trials, orphan epochs rows removed)."""
+    orphans = conn.execute(f"DELETE FROM {epochs} WHERE trial_id NOT IN (SELECT id FROM trials)").rowcount
+    empty = pack_trial(TrialResult(TrialKey("", 0, 0, 0), 0, 0.0, []))
+    conn.executemany(f"INSERT INTO {epochs} VALUES (?,?,?,?,?,?,?,?)",
+                     [(tid, empty.n_epochs, *empty.series, empty.extra) for (tid,) in conn.execute(
+                         f"SELECT id FROM trials WHERE id NOT IN (SELECT trial_id FROM {epochs})").fetchall()])
+    conn.execute("ALTER TABLE trials ADD COLUMN digest TEXT")
+    saved = conn.text_factory
+    conn.text_factory = Text  # the values exactly as a verifying reader sees them
+    try:
+        rows = conn.execute(
+            f"SELECT t.id, {', '.join('t.' + f for f in TRIAL_FIELDS)}, {', '.join('e.' + f for f in EPOCH_FIELDS)}"
+            f" FROM trials t JOIN {epochs} e ON e.trial_id = t.id").fetchall()
+    finally:
+        conn.text_factory = saved
+    nt = len(TRIAL_FIELDS)
+    conn.executemany("UPDATE trials SET digest = ? WHERE id = ?",
+                     [(trial_digest(r[1:1 + nt], r[1 + nt:]), r[0]) for r in rows])
+    conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                 (COUNT_KEY, str(len(rows))))
+    return len(rows), orphans
+
+
+def upgrade(path: str | Path) -> dict[str, Any]:
+    """Convert a schema-1 or -2 store to the current schema in place: in ONE transaction (an
+    interruption leaves the store as it was), then VACUUM to return the space.  It needs about
+    ``UPGRADE_ROOM`` (3) times the store's size free on its disk, checked first.  A store of the
+    current schema whose earlier compaction failed (pages left free) is compacted.  The caller
+    makes sure nobody writes meanwhile (``polarity store upgrade`` holds the run's lock).
+    Returns what it did: ``from``, ``to``, ``trials``, ``orphans`` (epochs rows of no trial,
+    which no frame showed, dropped), ``compacted``, ``bytes_before``, ``bytes_after``."""
+    path = Path(path)
+    _refuse_links(path)
+    with Store(path, readonly=True) as s:  # refuses a newer or foreign database untouched
+        version = s.version
+        if version in (1, 2):  # a damaged row would be sealed under a digest that matches it
+            with s._reading():
+                bad = _old_trial_problem(s.conn) or (_v1_problem(s.conn) if version == 1 else None)
+            if bad:
+                raise StoreError(f"cannot upgrade {path}: {bad}. Nothing was changed")
+    size = _size(path)
+    out = {"from": version, "to": SCHEMA_VERSION, "trials": 0, "orphans": 0, "compacted": False,
+           "bytes_before": size, "bytes_after": size}
+    if version == 0:
+        return out
+    if version == SCHEMA_VERSION:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free or Path(f"{path}-wal").exists() and Path(f"{path}-wal").stat().st_size:
+                _check_room(path, "compacting")
+                _compact_or_say(conn, path, f"{path} has schema {SCHEMA_VERSION}")
+                out["compacted"] = True
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot compact {path}: {e} (its results are as they were)") from None
+        finally:
+            conn.close()
+        out["bytes_after"] = _size(path)
+        return out
+    _check_room(path, "upgrading")
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != version:  # pragma: no cover
+                raise StoreError(f"{path} changed while it was being upgraded; nothing was changed")
+            if version == 1:
+                out["orphans"] = conn.execute(
+                    "SELECT count(*) FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)").fetchone()[0]
+                conn.execute(_EPOCHS_DDL.format(name="epochs_v2"))
+                with gc_paused():
+                    for tid, records in _v1_trials(conn):
+                        p = pack_trial(TrialResult(TrialKey("", 0, 0, 0), 0, 0.0, records))
+                        conn.execute("INSERT INTO epochs_v2 VALUES (?,?,?,?,?,?,?,?)",
+                                     (tid, p.n_epochs, *p.series, p.extra))
+            with gc_paused():
+                out["trials"], orphans = _digest_all(conn, "epochs_v2" if version == 1 else "epochs")
+            out["orphans"] += orphans
+            if version == 1:  # last: its pages stay free for the compaction to return
+                conn.execute("DROP TABLE epochs")
+                conn.execute("ALTER TABLE epochs_v2 RENAME TO epochs")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        conn.close()
+        raise StoreError(f"cannot upgrade {path}: {e} (the store is left as it was)",
+                         readonly=_is_readonly(e)) from None
+    try:
+        _compact_or_say(conn, path, f"{path} IS upgraded to schema {SCHEMA_VERSION} (the conversion was committed)")
+        out["compacted"] = True
+    finally:
+        conn.close()
+    out["bytes_after"] = _size(path)
+    return out
+
+
+def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
+    """Remove the trials of a schema-3 store that fail its checks (``integrity.check``: a digest
+    that does not match, a lost epochs row, a key recorded twice, a row outside ``grid``), the
+    epochs rows of no trial, rebuild its index and set its trial count to what is left, in one
+    transaction, so that the run's command recomputes exactly those trials.  A file damaged at
+    SQLite's level (``PRAGMA quick_check``) is refused: no row of it can be trusted to be removed
+    alone.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text) and
+    ``trials`` (the trials left)."""
+    path = Path(path)
+    _refuse_links(path)
+    with Store(path, readonly=True) as s:
+        if 0 < s.version < SCHEMA_VERSION:
+            raise StoreError(f"{path} has results schema {s.version}, without digests to check its trials "
+                             f"against; `polarity store upgrade {path.parent}` first. Nothing was changed")
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        damage = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if damage != ["ok"]:
+            raise StoreError(
+                f"{path} is damaged at SQLite's level ({damage[0]}{' ...' if len(damage) > 1 else ''}), beyond "
+                "removing single trials; nothing was changed. Restore it from a copy, or move it away and rerun "
+                "the run's command to recompute every trial")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            problems = check(conn, grid)
+            ids = [(p.row,) for p in problems if p.row is not None]
+            conn.executemany("DELETE FROM epochs WHERE trial_id = ?", ids)
+            conn.executemany("DELETE FROM trials WHERE id = ?", ids)
+            conn.execute("DELETE FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)")
+            conn.execute("REINDEX")
+            (left,) = conn.execute("SELECT count(*) FROM trials").fetchone()
+            conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", (COUNT_KEY, str(left)))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot repair {path}: {e} (nothing was changed)", readonly=_is_readonly(e)) from None
+    finally:
+        conn.close()
+    return {"removed": [str(p) for p in problems], "trials": left}
