@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from polarity import cli, engine, experiments, store
-from polarity.engine import runner, spec as spec_mod
+from polarity.engine import growth, rundir, runner, spec as spec_mod
 
 TOY = experiments.get("toy")
 
@@ -134,7 +134,7 @@ def test_a_growth_interrupted_between_spec_and_database(tmp_path):
     d = tmp_path / "run"
     engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
     grown = _spec("sample_sizes=8", "trials=3")
-    runner._write_spec(d, grown, None, runner.read_spec_file(d))
+    growth.write_spec(d, grown, None, rundir.read_spec_file(d))
     _, _, st_ = runner.open_run(d)
     assert len(st_.completed("toy")) == 4 and st_.meta()["hparams"]["trials"] == 2
     st_.close()

@@ -303,7 +303,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if str(args.toml) == "-":
         sys.stdout.write(text)
         return 0
-    from .engine.runner import RunDirError, refuse_overwrite
+    from .engine.rundir import RunDirError, refuse_overwrite
     from .files import atomic_write
 
     refuse_overwrite(args.toml, "--toml")
@@ -317,7 +317,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .engine.runner import RunDirError, check_output, open_run
+    from .engine.rundir import RunDirError, check_output
+    from .engine.runner import open_run
     from .experiments.base import ExperimentError
     from .files import atomic_write
 

@@ -12,7 +12,8 @@ from typing import Any
 from ..experiments.base import MAX_GRID_TRIALS
 from ..files import atomic_write
 from .hardware import describe
-from .runner import RunDirError, open_run, plan, refuse_links
+from .rundir import RunDirError, refuse_links
+from .runner import open_run, plan
 from .spec import overrides
 
 
