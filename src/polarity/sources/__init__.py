@@ -6,7 +6,7 @@ are trained by the same recipe into a cached source directory).
 
     polarity source train cifar10 --width 0.5 --out DIR
     polarity source list
-    polarity source info cifar10-compact-w0.5-s1 --verify
+    polarity source info cifar10-compact-w0.5-s4 --verify
 """
 from .directory import (SourceError, SourceNetwork, read_manifest, read_source_dir,
                         verify_source_dir, write_source_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .directory import (MANIFEST, TEMPLATE, SourceError, read_manifest, read_source_dir,
                         write_source_dir)
 from .recipe import OPTIMIZERS, SourceRecipe, command_for, init_agreement, train_source
-from .zoo import ZOO, resolve, shipped
+from .zoo import ZOO, resolve, role, shipped
 
 EXIT_USAGE = 2
 
@@ -122,7 +122,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             continue
         agree = m.get("init_agreement")
         print(f"{n:<34} {m['dataset_label']:<24} {m['arch']} {m['model']}  test acc "
-              f"{m['test_accuracy']:.4f}  init agreement {'-' if agree is None else f'{agree:.3f}'}")
+              f"{m['test_accuracy']:.4f}  init agreement {'-' if agree is None else f'{agree:.3f}'}  "
+              f"[{role(n) or 'unlisted'}]")
     return 0
 
 

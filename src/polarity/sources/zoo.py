@@ -11,6 +11,32 @@ from .directory import MANIFEST, SourceError
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 
+# Why each shipped source is in the zoo (docs/sources.md, "The shipped sources"):
+LEARNED = "learned"      # the current recipe, full budget: its signs are learned (init agreement <= 0.55)
+RUNG = "dose rung"       # the current recipe on a short budget: partly learned on purpose (the dose study)
+LEGACY = "legacy"        # the old recipe: its polarity is mostly its seed-0 init; earlier presets name it
+SUPERSEDED = "superseded"  # the current recipe below its accuracy goal; kept because earlier runs name it
+ROLES = {
+    "cifar10-compact-w0.5": LEGACY,
+    "fmnist-compact-w0.5": LEGACY,
+    "cifar10-animals-compact-w0.5": LEGACY,
+    "cifar10-compact-w0.5-e2-s6": RUNG,
+    "cifar10-compact-w0.5-e4-s7": RUNG,
+    "cifar10-compact-w0.5-e8-s8": RUNG,
+    "cifar10-compact-w0.5-s1": SUPERSEDED,   # 2.7 points below the legacy source; earlier dose runs name it
+    "cifar10-compact-w0.5-s4": LEARNED,
+    "cifar10-compact-w0.5-e40-s5": LEARNED,
+    "cifar10-compact-w0.5-e40-s9": LEARNED,
+    "fmnist-compact-w0.5-s2": LEARNED,
+    "cifar10-animals-compact-w0.5-s3": LEARNED,
+}
+
+
+def role(name: str) -> str | None:
+    """Why the shipped source ``name`` is in the zoo (one of LEARNED, RUNG, LEGACY, SUPERSEDED), or
+    None for a source that is not shipped."""
+    return ROLES.get(name)
+
 
 def shipped() -> list[str]:
     """Names of the shipped sources."""
@@ -46,4 +72,4 @@ def resolve(name_or_path: str | Path) -> Path:
                       "'polarity source train DATASET --out DIR')")
 
 
-__all__ = ["ZOO", "as_path", "shipped", "resolve"]
+__all__ = ["ZOO", "LEARNED", "RUNG", "LEGACY", "SUPERSEDED", "ROLES", "role", "as_path", "shipped", "resolve"]
