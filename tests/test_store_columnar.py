@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -454,3 +455,22 @@ def test_a_damaged_trials_row_of_an_old_schema_is_refused_not_sealed(v1_run, tmp
         assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
         assert f"trial {cond!r}" in err and f"(row {tid})" in err and needle in err, err
     assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+
+
+def test_the_room_asked_for_after_a_failed_compaction_is_the_room_checked(v1_run, capsys, monkeypatch):
+    """The advice after a full disk and the check of the next upgrade name one number (they
+    used to say 2x and check 3x the store)."""
+    d, _, _ = v1_run
+
+    def full(conn):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(maintenance, "_size", lambda path: 10_000_000)
+    monkeypatch.setattr(maintenance, "_compact", full)
+    code, _, err = _cli(capsys, "store", "upgrade", d)
+    asked = re.search(r"Free about ([\d.]+ MB)", err)
+    assert code == 2 and asked, err
+    monkeypatch.setattr(maintenance, "_free_bytes", lambda directory: 0)
+    code, _, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 2 and f"needs about {asked.group(1)} free" in err, err
+    assert asked.group(1) == f"{maintenance.UPGRADE_ROOM * 10:.1f} MB"

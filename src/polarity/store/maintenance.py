@@ -58,8 +58,14 @@ def _mb(b: int) -> str:
     return f"{b / 1e6:.1f} MB"
 
 
+def _room(path: Path) -> int:
+    """The free disk an upgrade or a compaction of ``path`` needs (checked first, and asked for
+    when a compaction failed)."""
+    return UPGRADE_ROOM * _size(path)
+
+
 def _check_room(path: Path, what: str) -> None:
-    need, free = UPGRADE_ROOM * _size(path), _free_bytes(path.parent)
+    need, free = _room(path), _free_bytes(path.parent)
     if free < need:
         raise StoreError(f"{what} {path} needs about {_mb(need)} free on its disk ({UPGRADE_ROOM}x the store: "
                          f"the rewritten tables, then a compacted copy, both through its WAL); {_mb(free)} are "
@@ -75,8 +81,8 @@ def _compact_or_say(conn: sqlite3.Connection, path: Path, done: str) -> None:
         left = _mb(wal.stat().st_size) if wal.exists() else "no"
         raise StoreError(
             f"{done}, and it reads as it is; compacting it afterwards failed ({e}), so the file keeps its "
-            f"old size and {wal.name} holds {left} of an unfinished copy. Free about {_mb(2 * _size(path))} on "
-            f"its disk and run `polarity store upgrade {path.parent}` again to compact it "
+            f"old size and {wal.name} holds {left} of an unfinished copy. Free about {_mb(_room(path))} on its "
+            f"disk ({UPGRADE_ROOM}x the store) and run `polarity store upgrade {path.parent}` again to compact it "
             "(nothing is lost meanwhile)") from None
 
 
