@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -455,6 +456,57 @@ def test_a_damaged_trials_row_of_an_old_schema_is_refused_not_sealed(v1_run, tmp
         assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
         assert f"trial {cond!r}" in err and f"(row {tid})" in err and needle in err, err
     assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+    # the way out: `store repair` removes exactly that trial, the store upgrades, a rerun recomputes it
+    code, out, err = _cli(capsys, "store", "repair", d)
+    assert code == 0 and f"removed: trial {cond!r}" in out and "1 problem(s) removed, 7 trials kept" in out, err
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0 and "7 trials" in out, err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished toy run (schema 3) and its tidy frame, copied by the tests that damage it."""
+    d = tmp_path_factory.mktemp("finished") / "run"
+    engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
+    return d, store.epochs_frame(d)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("UPDATE epochs SET val_acc = CAST(val_acc AS TEXT) WHERE trial_id = ?", "its val_acc is a TEXT value of"),
+    ("UPDATE epochs SET val_acc = substr(val_acc, 1, length(val_acc) - 4) WHERE trial_id = ?",
+     "its val_acc series cannot be decoded"),
+    ("UPDATE epochs SET epoch = X'41' || substr(epoch, 2) WHERE trial_id = ?", "its epoch is a TEXT value of"),
+    ("UPDATE epochs SET n_epochs = n_epochs + 1 WHERE trial_id = ?", "its epoch series holds 5 values for 6 epochs"),
+    ("UPDATE epochs SET extra = substr(extra, 1, length(extra) - 1) WHERE trial_id = ?", "its extra cannot be decoded"),
+])
+def test_a_damaged_schema_2_epochs_row_is_refused_not_sealed_and_repair_removes_it(finished_run, tmp_path, capsys,
+                                                                                  damage, needle):
+    """Schema 2's series of one trial that cannot be decoded: export and upgrade refuse it in one
+    line naming the trial (the upgrade used to seal it under a digest that matched it, and export
+    then failed with the decoder's error while repair found nothing); repair removes that trial
+    alone, the store upgrades, and the rerun recomputes it as it was."""
+    d = tmp_path / "run"
+    shutil.copytree(finished_run[0], d)
+    _as_schema_2(d)
+    c = sqlite3.connect(d / store.FILENAME)
+    tid, cond = c.execute("SELECT id, condition FROM trials ORDER BY id LIMIT 1 OFFSET 2").fetchone()
+    c.execute(damage, (tid,))
+    c.commit()
+    c.close()
+    h = _sha(d / store.FILENAME)
+    for argv in (["export", d, "--csv", tmp_path / "e.csv"], ["store", "upgrade", d]):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
+        assert f"trial {cond!r}" in err and f"(row {tid})" in err and needle in err, err
+        assert "the epochs row is damaged" in err and f"polarity store repair {d}" in err, err
+    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+    code, out, err = _cli(capsys, "store", "repair", d)
+    assert code == 0 and out.count("removed: ") == 1 and f"(row {tid})" in out and "7 trials kept" in out, err
+    code, out, err = _cli(capsys, "store", "upgrade", d)
+    assert code == 0 and "schema 2 -> 3, 7 trials" in out, err
+    s = engine.run_spec(engine.resolve(TOY, "quick", sets=["sample_sizes=8,16"]), d, quiet=True)
+    assert s.complete and s.computed_trials == 1
+    pd.testing.assert_frame_equal(store.epochs_frame(d), finished_run[1], check_exact=True)
 
 
 def test_the_room_asked_for_after_a_failed_compaction_is_the_room_checked(v1_run, capsys, monkeypatch):

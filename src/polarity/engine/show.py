@@ -44,11 +44,13 @@ class Cost:
 
 
 # the image protocol's whole cost per example-epoch (data, validation, the freezer, Python) over
-# example_seconds' bare SGD step: the dose study (312 trials, 3.9M example-epochs) took 54 CPU-min on
-# the znver3 VM (8.1e-4 s each), where example_seconds measured 1.0-1.7e-3 s (loaded)
-_IMAGE_OVERHEAD = 0.6
+# example_seconds' bare SGD step, fitted on an idle znver3 VM: the dose study (360 trials, 2
+# workers) took 38.6 CPU-min where example_seconds measured 4.5-5.2e-4 s.  On a loaded machine both
+# grow (the step 2-3x, the study ~1.4-1.8x: 312 trials took 54-70 CPU-min), so a busy machine's
+# estimate reads high
+_IMAGE_OVERHEAD = 1.0
 _IMAGES = Cost(_IMAGE_OVERHEAD, 3.0, lambda hp, key: 1.0,
-               "the dose study (312 trials, 54 CPU-min) and this machine's measured SGD step",
+               "the dose study (360 trials, 38.6 CPU-min, idle) and this machine's measured SGD step",
                measures_step=True)
 COSTS: Mapping[str, Cost] = {
     "xor5d": Cost(5.8e-10, 0.1, lambda hp, key: float(max(key.width, 1)) * (hp.dim + 1) / 6,

@@ -15,7 +15,8 @@ row's digest, its epochs row, the count of committed trials and, when the run's 
 (``Store.expect``), its grid); a store that fails is refused with a one-line ``StoreError``
 naming the trial, and ``repair`` removes such trials, when the user asks, so that the run's
 command recomputes them.  A damaged schema-1 or -2 store is refused the same way where its
-damage can be seen.
+damage can be seen (``frames.old_problems``), by ``upgrade`` too, and ``repair`` removes those
+trials.
 
 Schema 2 (issue 14) is schema 3 without the digests.  Schema 1 (polarity 0.1 before issue 14)
 stored one ``epochs`` row per (trial, epoch) with REAL metrics (NULL for NaN) and the extras as a

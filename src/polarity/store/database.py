@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from ..experiments.base import ExperimentError, TrialKey, TrialResult
 from .columnar import PackedTrial, _json, pack_trial
-from .frames import _frame_v1, _frame_v2, _old_trial_problem, _v1_problem
+from .frames import _frame_v1, _frame_v2, old_problems
 from .integrity import COUNT_KEY, TRIAL_FIELDS, Grid, check, trial_digest
 from .schema import _DDL, _REFERENCE, FILENAME, PAGE_SIZE, SCHEMA_VERSION, TRIAL_COLUMNS, _tables
 
@@ -47,6 +47,13 @@ def _refuse_links(path: Path) -> None:
             raise StoreError(f"{p} is a symbolic link (to {os.readlink(p)}); polarity never writes a results "
                              "database through a link (it would change the file it points to). Nothing was "
                              "changed; replace the link by a copy of the file, or choose another run directory")
+
+
+def old_repair_advice(path: Path) -> str:
+    """What to do with the damaged trials of a schema-1 or -2 store at ``path``."""
+    d = path.parent
+    return (f"`polarity store repair {d}` removes the damaged trials (it lists them), then `polarity store upgrade "
+            f"{d}` converts the store, and rerunning the run's command recomputes them")
 
 
 def _now() -> str:
@@ -290,14 +297,15 @@ class Store:
         """Check every trial of a schema-3 store (``integrity.check``) once; raise a one-line
         ``StoreError`` naming the first damaged trial and saying what to do.  A reader keeps the
         snapshot it checked until it is closed, so its frames hold exactly the trials checked.
-        Schemas 1 and 2 have no digests: their trials rows' types are checked."""
+        Schemas 1 and 2 have no digests: their rows are checked to read as polarity wrote them
+        (``frames.old_problems``)."""
         if self._checked or self.version == 0:
             return
         if self.version < 3:
             with self._reading():
-                bad = _old_trial_problem(self.conn)
+                bad = old_problems(self.conn, self.version, limit=1)
             if bad:
-                raise StoreError(f"{self.path}: {bad}. Nothing was written")
+                raise StoreError(f"{self.path}: {bad[0][1]}. Nothing was written; {old_repair_advice(self.path)}")
             self._checked = True
             return
         c = self.conn
@@ -379,16 +387,11 @@ class Store:
     def epochs_frame(self):
         """Tidy per-epoch frame: the contract columns plus one column per extra key, sorted by
         (experiment, condition, n, width, trial, epoch).  Schemas 2 and 3 build it from whole
-        arrays (no Python object per row); a schema-1 store gives the same frame.  Schema 3's
-        trials are checked first (``verify``)."""
+        arrays (no Python object per row); a schema-1 store gives the same frame.  The trials are
+        checked first (``verify``)."""
         self.verify()
         with self._reading():
-            if self.version == 1:
-                bad = _v1_problem(self.conn)
-                if bad:
-                    raise StoreError(f"{self.path}: {bad}. Nothing was written")
-                return _frame_v1(self.conn)
-            return _frame_v2(self.conn)
+            return _frame_v1(self.conn) if self.version == 1 else _frame_v2(self.conn)
 
     def trials_frame(self):
         """One row per trial; ``hardware`` and ``extra`` parsed from JSON."""

@@ -2,6 +2,10 @@
 ``experiment, condition, n, width, trial, epoch, train_loss, train_acc, val_loss, val_acc`` plus
 one column per per-epoch extra key.  Schema 2's is built from whole arrays without a Python
 object per row; a schema-1 store gives the same frame.  See ``docs/engine.md``.
+
+A schema-1 or -2 store has no digests: ``old_problems`` finds its trials whose rows cannot be
+read as polarity wrote them (export refuses them, ``store upgrade`` will not seal them,
+``store repair`` removes them).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 
 from ..experiments.base import gc_paused
 from .columnar import _decode_column
+from .integrity import Text, label
 from .schema import EPOCH_COLUMNS, METRICS
 
 
@@ -106,48 +111,145 @@ def _frame_v2(conn: sqlite3.Connection):
     return df[EPOCH_COLUMNS + list(extras)]
 
 
-def _v1_problem(conn: sqlite3.Connection) -> str | None:
-    """The first schema-1 epoch row (of a trial) that cannot be read as polarity wrote it: a
-    metric that is not a number (or NULL), an epoch that is not an integer, an extra that is not
-    a JSON object; None when every row reads."""
-    checks = [f"typeof(e.{m}) NOT IN ('real', 'integer', 'null')" for m in METRICS]
-    names = " ".join(f"WHEN {c} THEN '{m}'" for c, m in zip(checks, METRICS))
-    bad_extra = ("(e.extra IS NOT NULL AND CASE WHEN json_valid(e.extra) THEN json_type(e.extra) != 'object'"
-                 " ELSE 1 END)")
-    row = conn.execute(
-        f"SELECT t.condition, t.n, t.width, t.trial, t.id, e.epoch, CASE {names} WHEN typeof(e.epoch) != 'integer'"
-        f" THEN 'epoch' ELSE 'extra' END FROM epochs e JOIN trials t ON t.id = e.trial_id"
-        f" WHERE {' OR '.join(checks)} OR typeof(e.epoch) != 'integer' OR {bad_extra} LIMIT 1").fetchone()
-    if row is None:
-        return None
-    cond, n, w, t, rid, epoch, col = row
-    value = conn.execute(f"SELECT {col} FROM epochs WHERE trial_id = ? AND epoch IS ?", (rid, epoch)).fetchone()
-    shown = repr(value[0])[:60] if value else "?"
-    want = "a JSON object" if col == "extra" else "an integer" if col == "epoch" else "a number"
-    return (f"trial {cond!r} n={n} width={w} trial={t} (row {rid}), epoch {epoch!r}: its {col} is {shown}, not "
-            f"{want}; the schema-1 row is damaged")
-
-
-def _old_trial_problem(conn: sqlite3.Connection) -> str | None:
-    """The first trials row of a schema-1 or -2 store (no digests) that cannot be read as polarity
-    wrote it: a key (n, width, trial) that is not an integer, a wall time that is not a number,
-    hardware or extra that is not a JSON object; None when every row reads.  ``store upgrade``
-    would otherwise seal such a row under a digest that matches it."""
+def _old_trial_problems(conn: sqlite3.Connection, limit: int | None = None) -> list[tuple[int, str]]:
+    """Trials rows of a schema-1 or -2 store that cannot be read as polarity wrote them: a key (n,
+    width, trial) that is not an integer, a wall time that is not a number, hardware or extra
+    that is not a JSON object.  (trials row id, text) for each, at most ``limit``."""
     ints = [f"typeof({c}) != 'integer'" for c in ("n", "width", "trial")]
     objs = [f"({c} IS NOT NULL AND {c} != '' AND CASE WHEN json_valid({c}) THEN json_type({c}) != 'object' ELSE 1 END)"
             for c in ("hardware", "extra")]
     wall = "typeof(wall_s) NOT IN ('real', 'integer', 'null')"
     cols = ("n", "width", "trial", "hardware", "extra", "wall_s")
     which = " ".join(f"WHEN {c} THEN '{name}'" for c, name in zip((*ints, *objs, wall), cols))
-    row = conn.execute(f"SELECT id, condition, n, width, trial, CASE {which} END FROM trials NOT INDEXED"
-                       f" WHERE {' OR '.join((*ints, *objs, wall))} LIMIT 1").fetchone()
-    if row is None:
+    rows = conn.execute(f"SELECT id, condition, n, width, trial, CASE {which} END FROM trials NOT INDEXED"
+                        f" WHERE {' OR '.join((*ints, *objs, wall))} ORDER BY id LIMIT ?",
+                        (-1 if limit is None else limit,)).fetchall()
+    out = []
+    for rid, cond, n, w, t, col in rows:
+        (value,) = conn.execute(f"SELECT {col} FROM trials WHERE id = ?", (rid,)).fetchone()
+        want = "an integer" if col in ("n", "width", "trial") else "a number" if col == "wall_s" else "a JSON object"
+        out.append((rid, f"trial {cond!r} n={n!r} width={w!r} trial={t!r} (row {rid}): its {col} is "
+                         f"{repr(value)[:60]}, not {want}; the trials row is damaged"))
+    return out
+
+
+def _v1_problems(conn: sqlite3.Connection, limit: int | None = None) -> list[tuple[int, str]]:
+    """Schema-1 epoch rows (of a trial) that cannot be read as polarity wrote them: a metric that
+    is not a number (or NULL), an epoch that is not an integer, an extra that is not a JSON
+    object.  (trials row id, text) for each such trial's first, at most ``limit``."""
+    checks = [f"typeof(e.{m}) NOT IN ('real', 'integer', 'null')" for m in METRICS]
+    names = " ".join(f"WHEN {c} THEN '{m}'" for c, m in zip(checks, METRICS))
+    bad_extra = ("(e.extra IS NOT NULL AND CASE WHEN json_valid(e.extra) THEN json_type(e.extra) != 'object'"
+                 " ELSE 1 END)")
+    rows = conn.execute(
+        f"SELECT t.condition, t.n, t.width, t.trial, t.id, e.epoch, CASE {names} WHEN typeof(e.epoch) != 'integer'"
+        f" THEN 'epoch' ELSE 'extra' END FROM epochs e JOIN trials t ON t.id = e.trial_id"
+        f" WHERE {' OR '.join(checks)} OR typeof(e.epoch) != 'integer' OR {bad_extra} ORDER BY t.id").fetchall()
+    out: dict[int, str] = {}
+    for cond, n, w, t, rid, epoch, col in rows:
+        if rid in out:
+            continue
+        if len(out) == limit:
+            break
+        value = conn.execute(f"SELECT {col} FROM epochs WHERE trial_id = ? AND epoch IS ?", (rid, epoch)).fetchone()
+        shown = repr(value[0])[:60] if value else "?"
+        want = "a JSON object" if col == "extra" else "an integer" if col == "epoch" else "a number"
+        out[rid] = (f"trial {cond!r} n={n} width={w} trial={t} (row {rid}), epoch {epoch!r}: its {col} is {shown}, "
+                    f"not {want}; the schema-1 row is damaged")
+    return list(out.items())
+
+
+def _shown(v: Any) -> str:
+    """A value that should not be where it is, in a few words."""
+    if isinstance(v, Text):
+        return f"a TEXT value of {len(v)} bytes"
+    if isinstance(v, (bytes, bytearray)):
+        return f"a BLOB of {len(v)} bytes"
+    return repr(v)[:60]
+
+
+def _series_problem(name: str, blob: Any, n: int) -> str | None:
+    """Why one series BLOB (``columnar.encode_series``) is not ``n`` numbers; None when it is."""
+    if isinstance(blob, Text) or not isinstance(blob, bytes):
+        return f"its {name} is {_shown(blob)}, not a series"
+    try:
+        if blob[:1] != b"A":
+            raise ValueError("no series header")
+        dt = np.dtype(blob[1:4].decode("ascii"))
+        if dt.kind not in "iuf":
+            raise ValueError(f"dtype {dt.str}")
+        count, rest = divmod(len(blob) - 4, dt.itemsize)
+        if rest:
+            raise ValueError(f"{len(blob) - 4} bytes of {dt.str}")
+    except (ValueError, TypeError) as e:  # a UnicodeDecodeError is a ValueError
+        return f"its {name} series cannot be decoded ({str(e)[:80]})"
+    return None if count == n else f"its {name} series holds {count} values for {n} epochs"
+
+
+def _extras_problem(blob: Any, n: int) -> str | None:
+    """Why one extras BLOB (``columnar.encode_extras``) is not ``n`` epochs' extras; None when it is."""
+    if blob is None:
         return None
-    rid, cond, n, w, t, col = row
-    (value,) = conn.execute(f"SELECT {col} FROM trials WHERE id = ?", (rid,)).fetchone()
-    want = "an integer" if col in ("n", "width", "trial") else "a number" if col == "wall_s" else "a JSON object"
-    return (f"trial {cond!r} n={n!r} width={w!r} trial={t!r} (row {rid}): its {col} is {repr(value)[:60]}, not "
-            f"{want}; the trials row is damaged")
+    if isinstance(blob, Text) or not isinstance(blob, bytes):
+        return f"its extra is {_shown(blob)}, not the extras"
+    try:
+        if blob[:1] != b"X":
+            raise ValueError("no extras header")
+        at = 5 + int.from_bytes(blob[1:5], "little")
+        for key, kind, arg in json.loads(blob[5:at]):
+            if kind == "json":
+                if not isinstance(arg, list) or len(arg) != n:
+                    raise ValueError(f"extra {str(key)[:40]!r} is not {n} values")
+                continue
+            dt = np.dtype(kind)
+            if dt.kind not in "iuf" or arg % dt.itemsize or arg // dt.itemsize != n:
+                raise ValueError(f"extra {str(key)[:40]!r} is {arg} bytes of {dt.str}, not {n} numbers")
+            at += arg
+        if at != len(blob):
+            raise ValueError(f"{len(blob)} bytes, not the {at} its header lists")
+    except (ValueError, TypeError) as e:  # JSON's errors are ValueErrors
+        return f"its extra cannot be decoded ({str(e)[:80]})"
+    return None
+
+
+def _v2_problems(conn: sqlite3.Connection, limit: int | None = None) -> list[tuple[int, str]]:
+    """Schema-2 epochs rows (of a trial) that cannot be decoded as polarity wrote them: a series
+    that is not a series BLOB of ``n_epochs`` numbers, extras whose header or size does not fit.
+    (trials row id, text) for each, at most ``limit``.  A changed number that still decodes
+    cannot be seen: schema 2 has no digests."""
+    saved = conn.text_factory
+    conn.text_factory = Text  # a TEXT value, UTF-8 or not, read as its bytes and told from a BLOB
+    try:
+        out = []
+        for rid, *key, n, e1, e2, e3, e4, e5, extra in conn.execute(
+                f"SELECT t.id, t.condition, t.n, t.width, t.trial, e.n_epochs, e.epoch, "
+                f"{', '.join('e.' + m for m in METRICS)}, e.extra"
+                " FROM trials t NOT INDEXED JOIN epochs e ON e.trial_id = t.id ORDER BY t.id"):
+            if len(out) == limit:
+                break
+            if type(n) is not int or n < 0:
+                bad = f"its n_epochs is {_shown(n)}, not a count"
+            else:
+                bad = next(filter(None, (_series_problem(name, b, n) for name, b in
+                                         zip(("epoch", *METRICS), (e1, e2, e3, e4, e5)))), None)
+                bad = bad or _extras_problem(extra, n)
+            if bad:
+                out.append((rid, f"{label(rid, key)}: {bad}; the epochs row is damaged"))
+        return out
+    finally:
+        conn.text_factory = saved
+
+
+def old_problems(conn: sqlite3.Connection, version: int, limit: int | None = None) -> list[tuple[int, str]]:
+    """The trials of a schema-1 or -2 store (no digests) whose rows cannot be read as polarity
+    wrote them: its trials row (``_old_trial_problems``), then its epochs (``_v1_problems``,
+    ``_v2_problems``); one (trials row id, text) per trial, at most ``limit``.  Export refuses
+    the first, and so does ``store upgrade`` (it would seal the damage under a digest that
+    matches it); ``store repair`` removes them all."""
+    out = dict(_old_trial_problems(conn, limit))
+    for rid, text in (_v1_problems if version == 1 else _v2_problems)(conn, limit):
+        out.setdefault(rid, text)
+    return list(out.items())[:limit]
 
 
 def _frame_v1(conn: sqlite3.Connection):

@@ -16,9 +16,9 @@ from typing import Any, Iterable
 
 from ..experiments.base import EpochRecord, TrialKey, TrialResult, gc_paused
 from .columnar import pack_trial
-from .database import Store, StoreError, _is_readonly, _refuse_links
-from .frames import _old_trial_problem, _v1_problem
-from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Text, check, trial_digest
+from .database import Store, StoreError, _is_readonly, _refuse_links, old_repair_advice
+from .frames import old_problems
+from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Problem, Text, check, trial_digest
 from .schema import _EPOCHS_DDL, METRICS, SCHEMA_VERSION
 
 __all__ = ["UPGRADE_ROOM", "upgrade", "repair"]
@@ -116,7 +116,9 @@ def upgrade(path: str | Path) -> dict[str, Any]:
     """Convert a schema-1 or -2 store to the current schema in place: in ONE transaction (an
     interruption leaves the store as it was), then VACUUM to return the space.  It needs about
     ``UPGRADE_ROOM`` (3) times the store's size free on its disk, checked first.  A store of the
-    current schema whose earlier compaction failed (pages left free) is compacted.  The caller
+    current schema whose earlier compaction failed (pages left free) is compacted.  A store with
+    a trial whose rows cannot be read as polarity wrote them (``frames.old_problems``) is refused,
+    naming it: its digest would make the damage look valid; ``repair`` removes such trials.  The caller
     makes sure nobody writes meanwhile (``polarity store upgrade`` holds the run's lock).
     Returns what it did: ``from``, ``to``, ``trials``, ``orphans`` (epochs rows of no trial,
     which no frame showed, dropped), ``compacted``, ``bytes_before``, ``bytes_after``."""
@@ -126,9 +128,9 @@ def upgrade(path: str | Path) -> dict[str, Any]:
         version = s.version
         if version in (1, 2):  # a damaged row would be sealed under a digest that matches it
             with s._reading():
-                bad = _old_trial_problem(s.conn) or (_v1_problem(s.conn) if version == 1 else None)
+                bad = old_problems(s.conn, version, limit=1)
             if bad:
-                raise StoreError(f"cannot upgrade {path}: {bad}. Nothing was changed")
+                raise StoreError(f"cannot upgrade {path}: {bad[0][1]}. Nothing was changed; {old_repair_advice(path)}")
     size = _size(path)
     out = {"from": version, "to": SCHEMA_VERSION, "trials": 0, "orphans": 0, "compacted": False,
            "bytes_before": size, "bytes_after": size}
@@ -190,19 +192,20 @@ def upgrade(path: str | Path) -> dict[str, Any]:
 
 
 def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
-    """Remove the trials of a schema-3 store that fail its checks (``integrity.check``: a digest
-    that does not match, a lost epochs row, a key recorded twice, a row outside ``grid``), the
-    epochs rows of no trial, rebuild its index and set its trial count to what is left, in one
-    transaction, so that the run's command recomputes exactly those trials.  A file damaged at
+    """Remove the trials of a store that fail its checks, in one transaction, so that the run's
+    command recomputes exactly those trials.  Schema 3 (``integrity.check``): a digest that does
+    not match, a lost epochs row, a key recorded twice, a row outside ``grid``; the epochs rows of
+    no trial go too and the trial count is set to what is left.  Schemas 1 and 2 (no digests):
+    the trials whose rows cannot be read as polarity wrote them (``frames.old_problems``), which
+    ``upgrade`` refuses to seal.  The indexes are rebuilt (``REINDEX``).  A file damaged at
     SQLite's level (``PRAGMA quick_check``) is refused: no row of it can be trusted to be removed
     alone.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text) and
     ``trials`` (the trials left)."""
     path = Path(path)
     _refuse_links(path)
     with Store(path, readonly=True) as s:
-        if 0 < s.version < SCHEMA_VERSION:
-            raise StoreError(f"{path} has results schema {s.version}, without digests to check its trials "
-                             f"against; `polarity store upgrade {path.parent}` first. Nothing was changed")
+        old = 0 < s.version < SCHEMA_VERSION
+        version = s.version
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
         damage = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
@@ -213,15 +216,20 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
                 "the run's command to recompute every trial")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            problems = check(conn, grid)
+            if old:
+                problems = [Problem(row, "", text) for row, text in old_problems(conn, version)]
+            else:
+                problems = check(conn, grid)
             ids = [(p.row,) for p in problems if p.row is not None]
             conn.executemany("DELETE FROM epochs WHERE trial_id = ?", ids)
             conn.executemany("DELETE FROM trials WHERE id = ?", ids)
-            conn.execute("DELETE FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)")
+            if not old:  # an older store's are dropped (and counted) by ``upgrade``
+                conn.execute("DELETE FROM epochs WHERE trial_id NOT IN (SELECT id FROM trials)")
             conn.execute("REINDEX")
             (left,) = conn.execute("SELECT count(*) FROM trials").fetchone()
-            conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                         "value = excluded.value", (COUNT_KEY, str(left)))
+            if not old:
+                conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value = excluded.value", (COUNT_KEY, str(left)))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
