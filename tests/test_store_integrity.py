@@ -149,16 +149,91 @@ def test_lost_rows_are_found(run, tmp_path, capsys, damage):
     assert s.complete and s.computed_trials == (0 if damage == "count" else 1)
 
 
+def _root(db: Path, name: str) -> tuple[int, int]:
+    """The page (1-based) where the b-tree ``name`` begins, and the page size."""
+    c = sqlite3.connect(db)
+    try:
+        (root,) = c.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+        return root, c.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        c.close()
+
+
 def test_repair_refuses_a_file_damaged_at_sqlites_level(finished, run, capsys, monkeypatch):
-    d, _, _ = finished
-    data = bytearray((run / store.FILENAME).read_bytes())
-    page = 16384
-    data[page * 2 + 3] ^= 0xFF  # the cell count of a b-tree page
-    (run / store.FILENAME).write_bytes(bytes(data))
-    h = _sha(run / store.FILENAME)
+    db = run / store.FILENAME
+    root, size = _root(db, "trials")  # a table's page: no index rebuild mends it
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * size + 3] ^= 0xFF  # the cell count of a b-tree page
+    db.write_bytes(bytes(data))
+    h = _sha(db)
     code, _, err = _cli(capsys, "store", "repair", run)
     _one_line_error(code, err, "damaged at SQLite's level", "nothing was changed")
-    assert _sha(run / store.FILENAME) == h
+    assert _sha(db) == h
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    v = 0
+    for k in range(8):
+        v = (v << 7) | (b[i + k] & 0x7F)
+        if b[i + k] < 0x80:
+            return v, i + k + 1
+    return (v << 8) | b[i + 8], i + 9
+
+
+def _index_leaf(data: bytearray, root: int, size: int) -> tuple[int, list[int]]:
+    """An index b-tree's root page, a leaf (a small store's): its header's offset in the file
+    and where each cell's record begins."""
+    at = (root - 1) * size
+    assert data[at] == 0x0A  # a leaf page of an index
+    cells = []
+    for k in range(int.from_bytes(data[at + 3:at + 5], "big")):
+        _, record = _varint(data, at + int.from_bytes(data[at + 8 + 2 * k:at + 10 + 2 * k], "big"))
+        cells.append(record)
+    return at, cells
+
+
+def _last_value(data: bytearray, record: int) -> int:
+    """The offset of the last value of an index record (the row id it points to), one byte."""
+    head, i = _varint(data, record)
+    types = []
+    while i < record + head:
+        t, i = _varint(data, i)
+        types.append(t)
+    width = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8, 7: 8, 8: 0, 9: 0}
+    assert types[-1] == 1  # a small row id: one byte
+    return record + head + sum(width[t] if t < 12 else (t - 12 - t % 2) // 2 for t in types) - 1
+
+
+@pytest.mark.parametrize("damage", ["an entry's row id", "the page's fragment count", "a cell beyond the page"])
+def test_repair_rebuilds_an_index_whose_table_is_whole(finished, run, tmp_path, capsys, damage):
+    """An index that no longer fits its table (PRAGMA integrity_check names only the index, or
+    only the index's page) is rebuilt from the table by `store repair` (REINDEX, then the file
+    checked again), every trial kept; before, a damaged index page made repair refuse the file."""
+    _, want, _ = finished
+    db = run / store.FILENAME
+    root, size = _root(db, "sqlite_autoindex_trials_1")
+    data = bytearray(db.read_bytes())
+    at, cells = _index_leaf(data, root, size)
+    if damage == "an entry's row id":
+        data[_last_value(data, cells[2])] = 100  # no such row
+    elif damage == "the page's fragment count":
+        data[at + 7] ^= 0x09
+    else:
+        data[at + 8 + 2 * 2:at + 10 + 2 * 2] = (size - 4).to_bytes(2, "big")
+    db.write_bytes(bytes(data))
+    c = sqlite3.connect(db)
+    found = [r[0] for r in c.execute("PRAGMA quick_check")]
+    if found == ["ok"]:
+        found = [r[0] for r in c.execute("PRAGMA integrity_check")]
+    c.close()
+    assert found != ["ok"] and all("sqlite_autoindex_trials_1" in f or f"page {root}" in f for f in found), found
+    code, out, err = _cli(capsys, "store", "repair", run)
+    assert code == 0 and "0 problem(s) removed, 8 trials kept" in out, err
+    c = sqlite3.connect(db)
+    assert [r[0] for r in c.execute("PRAGMA integrity_check")] == ["ok"]
+    c.close()
+    assert cli.main(["export", str(run), "--csv", str(tmp_path / "e.csv")]) == 0
+    assert (tmp_path / "e.csv").read_bytes() == want
 
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)

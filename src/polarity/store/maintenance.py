@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -191,6 +192,53 @@ def upgrade(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def _damage(conn: sqlite3.Connection) -> list[str]:
+    """What SQLite finds wrong with the file, one problem a line ([] when whole): ``PRAGMA
+    quick_check`` (its pages), then, when those are whole, ``PRAGMA integrity_check`` (every index
+    against its table too).  A check SQLite cannot finish is one problem."""
+    for pragma in ("quick_check", "integrity_check"):
+        try:
+            rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}").fetchall()]
+        except sqlite3.DatabaseError as e:
+            return [f"{e} (PRAGMA {pragma})"]
+        lines = [x for r in rows for x in r.splitlines() if x and not x.startswith("*** in database")]
+        if lines != ["ok"]:
+            return lines
+    return []
+
+
+_IN_INDEX = re.compile(r"\bindex (\S+)$")  # row 3 missing from index X, wrong # of entries in index X, ...
+_TREE = re.compile(r"^Tree (\d+) page \d+")  # a b-tree problem, by its root page (SQLite 3.44 on)
+_PAGE = re.compile(r"\b[Pp]age (\d+)\b")  # ... by the page it lies on (On tree page 5 cell 2: ..., ... on page 5)
+
+
+def _index_only(conn: sqlite3.Connection, damage: list[str]) -> bool:
+    """Whether every problem of ``_damage`` lies in an index, which ``REINDEX`` rebuilds from the
+    tables: an index's entries that do not match its table, or a b-tree problem on an index's
+    pages (its root; every page of it where SQLite's ``dbstat`` can list them).  A page that is
+    used twice or never is not an index's alone."""
+    indexes = dict(conn.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index'").fetchall())
+    roots = set(indexes.values())
+    pages = set(roots)
+    try:
+        pages |= {p for (p,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name IN (SELECT name FROM sqlite_master WHERE type = 'index')")}
+    except sqlite3.Error:  # an SQLite without dbstat, or a tree it cannot walk: the roots only
+        pass
+    for line in damage:
+        named, tree = _IN_INDEX.search(line), _TREE.match(line)
+        if named:
+            ok = named.group(1) in indexes
+        elif tree:
+            ok = int(tree.group(1)) in roots
+        else:
+            on = {int(p) for p in _PAGE.findall(line)}
+            ok = bool(on) and on <= pages and "never used" not in line and "reference" not in line
+        if not ok:
+            return False
+    return True
+
+
 def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
     """Remove the trials of a store that fail its checks, in one transaction, so that the run's
     command recomputes exactly those trials.  Schema 3 (``integrity.check``): a digest that does
@@ -198,9 +246,10 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
     no trial go too and the trial count is set to what is left.  Schemas 1 and 2 (no digests):
     the trials whose rows cannot be read as polarity wrote them (``frames.old_problems``), which
     ``upgrade`` refuses to seal.  The indexes are rebuilt (``REINDEX``).  A file damaged at
-    SQLite's level (``PRAGMA quick_check``) is refused: no row of it can be trusted to be removed
-    alone.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text) and
-    ``trials`` (the trials left)."""
+    SQLite's level is refused (no row of it can be trusted to be removed alone), unless only its
+    indexes are (``_index_only``): they are rebuilt from the tables first, and the file checked
+    again.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text),
+    ``trials`` (the trials left) and ``reindexed`` (the index problems mended)."""
     path = Path(path)
     _refuse_links(path)
     with Store(path, readonly=True) as s:
@@ -208,14 +257,27 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
         version = s.version
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
-        damage = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        if damage != ["ok"]:
+        damage = _damage(conn)
+        if damage and not _index_only(conn, damage):
             raise StoreError(
                 f"{path} is damaged at SQLite's level ({damage[0]}{' ...' if len(damage) > 1 else ''}), beyond "
                 "removing single trials; nothing was changed. Restore it from a copy, or move it away and rerun "
                 "the run's command to recompute every trial")
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if damage:  # in its indexes only: rebuilt from the tables, then the file checked again
+                try:
+                    conn.execute("REINDEX")
+                    still = _damage(conn)
+                except sqlite3.DatabaseError as e:
+                    if type(e) is not sqlite3.DatabaseError:  # not the file's damage (locked, full, ...)
+                        raise
+                    still = [str(e)]
+                if still:
+                    raise StoreError(
+                        f"{path} is damaged at SQLite's level ({still[0]}), and rebuilding its indexes does not "
+                        "mend it; nothing was changed. Restore it from a copy, or move it away and rerun the run's "
+                        "command to recompute every trial")
             if old:
                 problems = [Problem(row, "", text) for row, text in old_problems(conn, version)]
             else:
@@ -239,4 +301,4 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
         raise StoreError(f"cannot repair {path}: {e} (nothing was changed)", readonly=_is_readonly(e)) from None
     finally:
         conn.close()
-    return {"removed": [str(p) for p in problems], "trials": left}
+    return {"removed": [str(p) for p in problems], "trials": left, "reindexed": damage}
