@@ -240,6 +240,55 @@ def test_report_and_export_refuse_a_spec_json_that_does_not_describe_the_results
     assert _digest(a) == before and not (tmp_path / "x.csv").exists()
 
 
+def _flip_meta(d: Path, key: str, old: str, new: str) -> None:
+    """One bit of the database's own record of its spec changed, the record still valid JSON."""
+    assert bin(ord(old[-1]) ^ ord(new[-1])).count("1") == 1 and old[:-1] == new[:-1]
+    c = sqlite3.connect(d / "results.sqlite")
+    (value,) = c.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
+    assert value.count(old) == 1
+    c.execute("UPDATE run SET value = ? WHERE key = ?", (value.replace(old, new), key))
+    c.commit()
+    c.close()
+    json.loads(value.replace(old, new))
+
+
+@pytest.mark.parametrize("key, old, new, diff", [
+    ("hparams", '"lr": 0.5', '"lr": 0.4', "lr: 0.5 vs 0.4"),  # a field outside the grid
+    ("hparams", '"trials": 2', '"trials": 0', "trials: 2 vs 0"),  # a grid the run's grid holds
+    ("spec_hash", None, None, "hash "),  # its recorded hash (a bit of its first character)
+])
+def test_a_damaged_database_record_of_the_spec_is_named_as_such(tmp_path, capsys, key, old, new, diff):
+    """A bit flipped in results.sqlite's run.hparams or run.spec_hash: run, report and export
+    refuse it naming the database's record (not spec.json, which is intact), writing nothing."""
+    d = tmp_path / "run"
+    engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
+    if key == "spec_hash":
+        h = _spec("sample_sizes=8").hash
+        old, new = f'"{h[0]}', f'"{chr(ord(h[0]) ^ 1)}'
+    _flip_meta(d, key, old, new)
+    before = _digest(d)
+    for argv in (["run", "toy", "--set", "sample_sizes=8", "--out", d, "--quiet", "--no-report"],
+                 ["report", d], ["export", d, "--csv", tmp_path / "x.csv"]):
+        code, _, err = _cli(capsys, *argv)
+        _one_line_error(code, err, f"{d / 'results.sqlite'}'s record of its spec", "was damaged or edited",
+                        f"{d / 'spec.json'} is intact", diff, "restore the database from a copy")
+        assert "restore the run's own spec.json" not in err
+    assert _digest(d) == before and not (tmp_path / "x.csv").exists()
+
+
+def test_a_damaged_spec_json_is_named_as_such(tmp_path, capsys):
+    d = tmp_path / "run"
+    engine.run_spec(_spec("sample_sizes=8"), d, quiet=True)
+    p = d / "spec.json"
+    p.write_text(p.read_text().replace('"lr": 0.5', '"lr": 0.4'))  # its hash kept
+    before = _digest(d)
+    for argv in (["run", "toy", "--set", "sample_sizes=8", "--out", d, "--quiet", "--no-report"],
+                 ["report", d], ["export", d, "--csv", tmp_path / "x.csv"]):
+        code, _, err = _cli(capsys, *argv)
+        _one_line_error(code, err, f"{p} was damaged or edited", "lr: 0.4 vs 0.5", "restore the run's own spec.json")
+    assert _digest(d) == before
+
+
 # ----------------------------------------------------------------------------- 4. output paths
 
 @pytest.fixture(scope="module")

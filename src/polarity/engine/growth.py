@@ -12,6 +12,7 @@ what to do, before anything is written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from .. import experiments
 from ..files import atomic_write
 from ..store import FILENAME, Store, StoreError
 from .rundir import SPEC_FILE, RunDirError, polarity_version
-from .spec import SPEC_FORMAT, GridChange, Spec, current_hparams, grid_change, spec_diff, spec_format
+from .spec import (SPEC_FORMAT, GridChange, Spec, canonical_json, current_hparams, grid_change, spec_diff,
+                   spec_format)
 
 
 def recorded_spec(meta: Mapping[str, Any], db: Path) -> dict[str, Any]:
@@ -37,24 +39,71 @@ def recorded_spec(meta: Mapping[str, Any], db: Path) -> dict[str, Any]:
     return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": hparams}
 
 
+def stored_hash(experiment: Any, hparams: Any) -> str:
+    """The hash of a stored spec's experiment and hparams as they are stored (under the names of
+    their format), computed as ``spec.spec_hash`` computes it: the hash the spec records, unless
+    one of the two was damaged or edited since it was written."""
+    return hashlib.sha256(canonical_json({"experiment": experiment, "hparams": hparams}).encode()).hexdigest()
+
+
+def _agree(data: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
+    """spec.json (``data``) and the database's record (``meta``) say the same spec."""
+    return (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) == (
+        data.get("hash"), data.get("experiment"), data.get("hparams"))
+
+
+def _differences(data: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
+    return f"differences (spec.json vs database): {'; '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}"
+
+
+def check_intact(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Where ``spec.json`` (``data``) and the database's record of its spec (``meta``) differ,
+    refuse the one whose hparams no longer hash to the hash it records (a flipped bit, an edit),
+    naming it and saying that the other is intact.  Both intact (another run's spec.json, say) is
+    left to the caller.  Reads only what it is given."""
+    if not meta or _agree(data, meta):
+        return
+    spec_file, db = out / SPEC_FILE, out / FILENAME
+    h_spec, h_db = (str(data.get("hash")), str(meta.get("spec_hash")))
+    own_spec = stored_hash(data.get("experiment"), data.get("hparams"))
+    own_db = stored_hash(meta.get("experiment"), meta.get("hparams"))
+    if own_spec == h_spec and own_db == h_db:
+        return
+    if own_spec == h_spec:
+        raise RunDirError(
+            f"{db}'s record of its spec (its run metadata) was damaged or edited: its hparams hash to "
+            f"{own_db[:10]}, not to the {h_db[:10]} it records; {spec_file} is intact (its hparams hash to its "
+            f"recorded {h_spec[:10]}{', the hash the database records too' if h_spec == h_db else ''}); "
+            f"{_differences(data, meta)}. Nothing was written; restore the database from a copy")
+    if own_db == h_db:
+        raise RunDirError(
+            f"{spec_file} was damaged or edited: its hparams hash to {own_spec[:10]}, not to the {h_spec[:10]} it "
+            f"records; {db}'s record of its spec is intact (its hparams hash to its recorded {h_db[:10]}); "
+            f"{_differences(data, meta)}. Nothing was written; restore the run's own spec.json")
+    raise RunDirError(
+        f"{spec_file} and {db}'s record of its spec were both damaged or edited: neither's hparams hash to the "
+        f"hash it records ({own_spec[:10]} vs {h_spec[:10]}, {own_db[:10]} vs {h_db[:10]}); "
+        f"{_differences(data, meta)}. Nothing was written; restore the run from a copy")
+
+
 def check_agrees(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any], spec: Spec | None = None) -> None:
     """Refuse to read results under a spec.json that is not the spec they were computed for
     (``meta``: the database's own record, written with its first row and updated when the run
     grows).  A spec.json whose grid holds the database's (``spec``: it, parsed) is a run whose
     growth was interrupted between writing spec.json and the database: every row fits it (so is
-    a spec-format upgrade stopped there: the same spec under its new names)."""
+    a spec-format upgrade stopped there: the same spec under its new names).  Either record
+    damaged or edited is refused naming it (``check_intact``)."""
     if not meta:
         return
     recorded = recorded_spec(meta, out / FILENAME)
-    if (meta.get("spec_hash"), meta.get("experiment"), meta.get("hparams")) != (
-            data.get("hash"), data.get("experiment"), data.get("hparams")):
+    if not _agree(data, meta):
+        check_intact(out, data, meta)
         if spec is not None and grid_change(recorded, spec).kind in ("same", "grow"):
             return
-        diff = spec_diff(data, meta) or [f"hash {data.get('hash')} vs {meta.get('spec_hash')}"]
         raise RunDirError(
             f"{out / SPEC_FILE} (spec {str(data.get('hash'))[:10]}) does not describe the results in "
-            f"{out / FILENAME} (computed for spec {str(meta.get('spec_hash'))[:10]}); differences "
-            f"(spec.json vs database): {'; '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}. "
+            f"{out / FILENAME} (computed for spec {str(meta.get('spec_hash'))[:10]}); {_differences(data, meta)}. "
             "Nothing was written; restore the run's own spec.json")
 
 
@@ -62,7 +111,9 @@ def check_change(out: Path, stored: Mapping[str, Any], spec: Spec) -> GridChange
     """How the run directory's ``spec.json`` (``stored``) relates to the requested ``spec``: the
     same, or ``grow`` (its grid is part of ``spec``'s).  A smaller grid, a grid beside the stored
     one, any other changed hyper-parameter and a spec of an older format are refused, with what
-    to do.  Touches nothing."""
+    to do; a spec.json that no longer matches its own hash is refused as damaged or edited.  Touches
+    nothing."""
+    own = stored_hash(stored.get("experiment"), stored.get("hparams"))  # as stored, before any rename
     fmt = spec_format(stored)
     exp = experiments.get(spec.experiment)
     old_names = [k for k in stored.get("hparams", {}) if k in exp.renamed] if fmt < SPEC_FORMAT else []
@@ -79,6 +130,12 @@ def check_change(out: Path, stored: Mapping[str, Any], spec: Spec) -> GridChange
             "rerun. Nothing was changed")
     if change.kind in ("same", "grow"):
         return change
+    if own != stored.get("hash"):
+        diff = spec_diff(stored, spec.to_json()) or [f"hash {stored.get('hash')} vs {spec.hash}"]
+        raise RunDirError(
+            f"{out / SPEC_FILE} was damaged or edited: its hparams hash to {own[:10]}, not to the "
+            f"{str(stored.get('hash'))[:10]} it records; differences (stored vs requested): {'; '.join(diff[:8])}"
+            f"{' ...' if len(diff) > 8 else ''}. Nothing was changed; restore the run's own spec.json")
     if change.kind == "other":
         diff = spec_diff(stored, spec.to_json()) or [f"hash {stored.get('hash')} vs {spec.hash}"]
         grows = ", ".join(exp.grid_names()) if change.grid else ""

@@ -33,7 +33,7 @@ from .. import experiments
 from ..experiments.base import MAX_GRID_TRIALS, Experiment, ExperimentError, Job, TrialKey, hparams_dict
 from ..store import FILENAME, Grid, Store, StoreError, repair, upgrade
 from .executors import Outcome, check_device, make_executor, probe_ray, set_threads
-from .growth import check_agrees, check_change, follow_spec, upgrade_spec, write_spec
+from .growth import check_agrees, check_change, check_intact, follow_spec, upgrade_spec, write_spec
 from .progress import DEFAULT_EVERY_S, Progress
 from .rundir import (ERRORS_FILE, LOCK_FILE, SPEC_FILE, RunDirError, RunLock, check_path, check_writable,
                      polarity_version, read_spec_file, refuse_links)
@@ -145,6 +145,9 @@ def prepare_run_dir(out: Path, spec: Spec, command: Sequence[str] | None = None)
     if db.exists():
         with Store(db, readonly=True) as s:  # a newer, older or foreign schema is refused before any write
             s.check_current()
+            data = read_spec_file(out)
+            if data is not None:  # and a damaged or edited record of the spec, in either file
+                check_intact(out, data, s.meta())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
