@@ -2,6 +2,7 @@
 download), its word embeddings tied to the output layer: after every optimizer step no
 constrained entry breaks its sign, resets are logged to the log history, and a resumed run
 matches an uninterrupted one."""
+import logging
 import warnings
 
 import pytest
@@ -104,6 +105,38 @@ def test_resumed_training_is_bit_identical(tmp_path):
     assert cb.freezer.steps == 16
     for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_restoring_callback_states_does_not_say_it_ignores_polaritys(tmp_path):
+    """With restore_callback_states_from_checkpoint=True the Trainer warned 'Checkpoint included
+    callbacks not included in current configuration. Ignoring. (polarity.Freezer[...])' although
+    the callback reads that state; now it keeps quiet about polarity's key, and the resumed
+    freezer still continues the checkpoint's stream."""
+    t = Template.from_init(_bert())
+    args = _args(tmp_path / "b", num_train_epochs=2, save_strategy="steps", save_steps=11)
+    transformers.Trainer(model=_bert(), args=args, train_dataset=_Tokens(),
+                         callbacks=[PolarityCallback(t, seed=5)]).train()
+    cb = PolarityCallback(t, seed=5)
+    trainer = transformers.Trainer(model=_bert(), train_dataset=_Tokens(), callbacks=[cb],
+                                   args=_args(tmp_path / "c", num_train_epochs=2,
+                                              restore_callback_states_from_checkpoint=True))
+    log, seen = logging.getLogger("transformers.trainer"), _Messages()
+    log.addHandler(seen)
+    try:
+        trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-11"))
+    finally:
+        log.removeHandler(seen)
+    assert cb.freezer.steps == 16
+    assert not [m for m in seen.messages if "Ignoring" in m], seen.messages
 
 
 def test_training_twice_with_one_callback_continues_the_posrand_stream(tmp_path):

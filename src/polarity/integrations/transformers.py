@@ -13,6 +13,7 @@ would.  A second ``train()`` with the same callback continues the freezer's stre
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 
@@ -21,6 +22,31 @@ import transformers
 from ._attach import CallbackBase
 
 STATE_FILE = "polarity_freezer.json"  # where checkpoints written before the state key kept it
+STATE_PREFIX = "polarity.Freezer["    # every PolarityCallback's key in TrainerState.stateful_callbacks
+_IGNORING = "Checkpoint included callbacks not included in current configuration. Ignoring. ("
+
+
+class _OwnStateIsNotIgnored(logging.Filter):
+    """With ``restore_callback_states_from_checkpoint=True`` the Trainer warns that it ignores every
+    stored callback state whose key is not a callback class name, polarity's among them, although
+    the callback reads that state itself (``on_train_begin``): leave polarity's keys out of that
+    warning, and drop it when they were all it named."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not (msg.startswith(_IGNORING) and msg.endswith(")")):
+            return True
+        names = msg[len(_IGNORING):-1].split(", ")
+        others = [n for n in names if not n.startswith(STATE_PREFIX)]
+        if len(others) == len(names):
+            return True
+        record.msg, record.args = f"{_IGNORING}{', '.join(others)})", ()
+        return bool(others)
+
+
+_TRAINER_LOG = logging.getLogger("transformers.trainer")
+if not any(isinstance(f, _OwnStateIsNotIgnored) for f in _TRAINER_LOG.filters):
+    _TRAINER_LOG.addFilter(_OwnStateIsNotIgnored())
 
 
 class PolarityCallback(CallbackBase, transformers.TrainerCallback):
@@ -34,7 +60,7 @@ class PolarityCallback(CallbackBase, transformers.TrainerCallback):
     def state_key(self) -> str:
         """This callback's key in ``TrainerState.stateful_callbacks`` (not a class name, so the
         Trainer's own callback restore leaves it alone)."""
-        return f"polarity.Freezer[{self._template_key()}]"
+        return f"{STATE_PREFIX}{self._template_key()}]"
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step > 0:  # resumed from a checkpoint: its state wins
