@@ -248,8 +248,8 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
     ``upgrade`` refuses to seal.  The indexes are rebuilt (``REINDEX``).  A file damaged at
     SQLite's level is refused (no row of it can be trusted to be removed alone), unless only its
     indexes are (``_index_only``): they are rebuilt from the tables first, and the file checked
-    again.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text) and
-    ``trials`` (the trials left)."""
+    again.  The caller holds the run's lock.  Returns ``removed`` (the problems, as text),
+    ``trials`` (the trials left) and ``reindexed`` (the index problems mended)."""
     path = Path(path)
     _refuse_links(path)
     with Store(path, readonly=True) as s:
@@ -301,4 +301,4 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
         raise StoreError(f"cannot repair {path}: {e} (nothing was changed)", readonly=_is_readonly(e)) from None
     finally:
         conn.close()
-    return {"removed": [str(p) for p in problems], "trials": left}
+    return {"removed": [str(p) for p in problems], "trials": left, "reindexed": damage}
