@@ -100,7 +100,7 @@ def test_read_only_wal_run_that_cannot_be_copied_is_refused_naming_cause_and_fix
     def no_room(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.tempfile, "TemporaryDirectory", no_room)
+    monkeypatch.setattr(store.database.tempfile, "TemporaryDirectory", no_room)
     with read_only(archive):
         code, _, err = _cli(capsys, "export", archive, "--csv", tmp_path / "x.csv")
     _one_line_error(code, err, "results.sqlite-wal", "read-only directory", "No space left on device",

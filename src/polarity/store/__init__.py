@@ -34,8 +34,6 @@ before anything is computed.
 """
 from __future__ import annotations
 
-import tempfile  # noqa: F401  (kept as ``polarity.store.tempfile``: tests patch its TemporaryDirectory)
-
 from .columnar import PackedTrial, decode_extras, decode_series, encode_extras, encode_series, pack_trial
 from .database import Store, StoreError, epochs_frame, open_run_store, trials_frame
 from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Problem, Text, check, trial_digest
