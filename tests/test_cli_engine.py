@@ -14,6 +14,9 @@ import pytest
 from polarity import cli, experiments
 from polarity.store import EPOCH_COLUMNS
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_cli_engine")
+
 
 def _run(capsys, *argv):
     code = cli.main(list(argv))

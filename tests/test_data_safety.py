@@ -24,6 +24,9 @@ from _cli import _cli, _one_line_error
 from _readonly import read_only
 from _stores import drop_trials
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_data_safety")
+
 TOY = experiments.get("toy")
 
 

@@ -15,6 +15,9 @@ import pytest
 from polarity import cli, engine, experiments
 from _cli import _cli, _one_line_error
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_data_safety_files")
+
 TOY = experiments.get("toy")
 SECRET = b"precious: 20 bytes!\n"
 

@@ -11,7 +11,9 @@ from torch import nn
 
 from polarity import Freezer, Template, impose
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+# one pytest-xdist worker runs this module: its module-scoped fixture spawns the ranks (tests/conftest.py)
+pytestmark = [pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built"),
+              pytest.mark.xdist_group("test_distributed")]
 WORLD = 2
 
 

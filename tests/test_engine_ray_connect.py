@@ -19,7 +19,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:1", f"127.0.0.1:{_free_port()}"])
+# fixed ids: the free port differs between pytest-xdist workers, whose collections must agree
+@pytest.mark.parametrize("address", ["127.0.0.1:1", f"127.0.0.1:{_free_port()}"], ids=["port-1", "free-port"])
 def test_an_address_where_no_ray_listens_is_one_line_and_releases_the_run(tmp_path, capsys, address):
     out = tmp_path / "run"
     t0 = time.monotonic()

@@ -132,6 +132,7 @@ def test_local_and_pool_give_identical_numbers(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # on the worker of test_ray_cluster.py: one Ray at a time
 def test_ray_gives_identical_numbers(tmp_path):
     pytest.importorskip("ray")
     spec = _spec("sample_sizes=8,16", "widths=0,4")

@@ -11,6 +11,9 @@ import pytest
 from polarity.experiments.images.presets import CONDITIONS, ImageHparams
 from polarity.experiments.images.report import report
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_figures_report")
+
 CONDS = CONDITIONS + ("frozen-shuffled",)
 
 

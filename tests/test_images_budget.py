@@ -15,6 +15,9 @@ from polarity.experiments.images import ImageHparams
 from polarity.experiments.images.presets import epochs_for, eval_epochs
 from polarity.transfer import clear_memo
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_images_budget")
+
 HAVE_FMNIST = all((image_data.DEBIAN_FMNIST_DIR / f"{s}.gz").is_file()
                   for s in image_data.FMNIST_FILES.values())
 

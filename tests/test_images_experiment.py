@@ -18,6 +18,9 @@ from polarity.experiments.images import CONDITIONS, condition_label, source_agre
 from polarity.models import build_model, head_names, init_glorot_
 from polarity.transfer import clear_memo
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_images_experiment")
+
 torch.set_num_threads(1)
 
 

@@ -26,7 +26,8 @@ import pytest
 
 from polarity import engine, store
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker runs every test that starts Ray (the cluster fixture once; no two Rays at once)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 ray = pytest.importorskip("ray")
 
 OBJECT_STORE = str(80 * 2**20)

@@ -17,6 +17,9 @@ from polarity.sources.directory import MANIFEST, TEMPLATE, WEIGHTS
 from polarity.sources.zoo import LEARNED, LEGACY, RUNG, SUPERSEDED, role
 from polarity.training import evaluate
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_sources")
+
 HAVE_FMNIST = all((images.DEBIAN_FMNIST_DIR / f"{s}.gz").is_file() for s in images.FMNIST_FILES.values())
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian's dataset-fashion-mnist is not installed")
 

@@ -23,6 +23,9 @@ from polarity.store import maintenance
 from polarity.experiments.base import EpochColumns, EpochRecord, ExperimentError, TrialKey, TrialResult
 from _stores import drop_trials
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_store_columnar")
+
 ROOT = Path(__file__).resolve().parents[1]
 TOY = experiments.get("toy")
 

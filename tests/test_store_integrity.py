@@ -20,6 +20,9 @@ from _cli import _cli, _one_line_error
 
 from _stores import drop_trials
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_store_integrity")
+
 TOY = experiments.get("toy")
 SPEC = ["sample_sizes=8,16"]
 

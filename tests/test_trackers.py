@@ -11,6 +11,9 @@ from polarity import cli
 from polarity.engine import trackers
 from polarity.store import epochs_frame
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_trackers")
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

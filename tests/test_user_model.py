@@ -28,6 +28,9 @@ from polarity.sources.directory import MANIFEST
 from polarity.store import trials_frame
 from polarity.transfer import TransferError, clear_memo, load_source, polarity_template
 
+# one pytest-xdist worker runs this module: its module-scoped fixtures do real work (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("test_user_model")
+
 torch.set_num_threads(1)
 RESNET, CONVNEXT, SEQ = "_user_models:timm_resnet", "_user_models:timm_convnext", "_user_models:sequential"
 ALL = ("fluid-rand", "frozen-rand", "fluid-polarity", "frozen-polarity", "fluid-weight",
