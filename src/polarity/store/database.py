@@ -39,6 +39,21 @@ def _is_readonly(e: sqlite3.Error) -> bool:
     return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in str(e)
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection):
+    """One write transaction on ``conn`` (opened with ``isolation_level=None``): ``BEGIN
+    IMMEDIATE``, ``COMMIT`` when the block ends, ``ROLLBACK`` when it (or the commit) raises,
+    unless SQLite already rolled back itself (a full disk does)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _refuse_links(path: Path) -> None:
     """A writer never opens a database (or its WAL, index or journal) through a symbolic link:
     SQLite would write the file it points to, e.g. another run's results."""
@@ -200,21 +215,13 @@ class Store:
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=ON")
         if self.version == 0:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                if c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                    c.execute("COMMIT")  # another process created the schema since we looked
-                    self.version = SCHEMA_VERSION
-                    return
-                for stmt in _DDL.strip().split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:  # a full disk rolls the transaction back itself
-                    c.execute("ROLLBACK")
-                raise
+            with immediate(c):
+                # unless another process created the schema since we looked
+                if c.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    for stmt in _DDL.strip().split(";"):
+                        if stmt.strip():
+                            c.execute(stmt)
+                    c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.version = SCHEMA_VERSION
 
     def check_writable(self) -> None:
@@ -274,14 +281,8 @@ class Store:
             raise StoreError(f"{self.path} is open read-only")
         c = self.conn
         try:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(c):
                 out = fn(c)
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
         except sqlite3.Error as e:
             raise StoreError(f"cannot write results database {self.path}: {e}",
                              readonly=_is_readonly(e)) from None

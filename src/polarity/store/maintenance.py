@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from ..experiments.base import EpochRecord, TrialKey, TrialResult, gc_paused
 from .columnar import pack_trial
-from .database import Store, StoreError, _is_readonly, _refuse_links, old_repair_advice
+from .database import Store, StoreError, _is_readonly, _refuse_links, immediate, old_repair_advice
 from .frames import old_problems
 from .integrity import COUNT_KEY, EPOCH_FIELDS, TRIAL_FIELDS, Grid, Problem, Text, check, trial_digest
 from .schema import _EPOCHS_DDL, METRICS, SCHEMA_VERSION
@@ -154,8 +154,7 @@ def upgrade(path: str | Path) -> dict[str, Any]:
     _check_room(path, "upgrading")
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             if conn.execute("PRAGMA user_version").fetchone()[0] != version:  # pragma: no cover
                 raise StoreError(f"{path} changed while it was being upgraded; nothing was changed")
             if version == 1:
@@ -174,11 +173,6 @@ def upgrade(path: str | Path) -> dict[str, Any]:
                 conn.execute("DROP TABLE epochs")
                 conn.execute("ALTER TABLE epochs_v2 RENAME TO epochs")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as e:
         conn.close()
         raise StoreError(f"cannot upgrade {path}: {e} (the store is left as it was)",
@@ -263,8 +257,7 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
                 f"{path} is damaged at SQLite's level ({damage[0]}{' ...' if len(damage) > 1 else ''}), beyond "
                 "removing single trials; nothing was changed. Restore it from a copy, or move it away and rerun "
                 "the run's command to recompute every trial")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             if damage:  # in its indexes only: rebuilt from the tables, then the file checked again
                 try:
                     conn.execute("REINDEX")
@@ -292,11 +285,6 @@ def repair(path: str | Path, grid: Grid | None = None) -> dict[str, Any]:
             if not old:
                 conn.execute("INSERT INTO run(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                              "value = excluded.value", (COUNT_KEY, str(left)))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as e:
         raise StoreError(f"cannot repair {path}: {e} (nothing was changed)", readonly=_is_readonly(e)) from None
     finally:
