@@ -405,6 +405,17 @@ def test_upgrade_does_not_count_an_orphan_epochs_row_as_a_trial(v1_run, capsys):
     pd.testing.assert_frame_equal(store.epochs_frame(d), want, check_exact=True)
 
 
+def _export_and_upgrade_refuse(capsys, d, tmp_path, *needles):
+    """`export` and `store upgrade` each refuse the run ``d`` in one line holding every needle,
+    and neither writes anything."""
+    h = _sha(d / store.FILENAME)
+    for argv in (["export", d, "--csv", tmp_path / "e.csv"], ["store", "upgrade", d]):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
+        assert all(x in err for x in needles), err
+    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+
+
 @pytest.mark.parametrize("column, value, needle", [
     ("extra", "{not json", "its extra is '{not json', not a JSON object"),
     ("extra", "[1, 2]", "not a JSON object"),
@@ -417,12 +428,7 @@ def test_a_damaged_schema_1_row_is_one_line_naming_the_trial(v1_run, tmp_path, c
     c.execute(f"UPDATE epochs SET {column} = ? WHERE trial_id = ? AND epoch = 2", (value, tid))
     c.commit()
     c.close()
-    h = _sha(d / store.FILENAME)
-    for argv in (["export", d, "--csv", tmp_path / "e.csv"], ["store", "upgrade", d]):
-        code, _, err = _cli(capsys, *argv)
-        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
-        assert f"trial {cond!r} n={n}" in err and f"trial={t}" in err and "epoch 2" in err and needle in err, err
-    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+    _export_and_upgrade_refuse(capsys, d, tmp_path, f"trial {cond!r} n={n}", f"trial={t}", "epoch 2", needle)
 
 
 @pytest.mark.parametrize("schema", [1, 2])
@@ -496,13 +502,8 @@ def test_a_damaged_schema_2_epochs_row_is_refused_not_sealed_and_repair_removes_
     c.execute(damage, (tid,))
     c.commit()
     c.close()
-    h = _sha(d / store.FILENAME)
-    for argv in (["export", d, "--csv", tmp_path / "e.csv"], ["store", "upgrade", d]):
-        code, _, err = _cli(capsys, *argv)
-        assert code == 2 and err.startswith("polarity: error: ") and err.count("\n") == 1, err
-        assert f"trial {cond!r}" in err and f"(row {tid})" in err and needle in err, err
-        assert "the epochs row is damaged" in err and f"polarity store repair {d}" in err, err
-    assert _sha(d / store.FILENAME) == h and not (tmp_path / "e.csv").exists()
+    _export_and_upgrade_refuse(capsys, d, tmp_path, f"trial {cond!r}", f"(row {tid})", needle,
+                               "the epochs row is damaged", f"polarity store repair {d}")
     code, out, err = _cli(capsys, "store", "repair", d)
     assert code == 0 and out.count("removed: ") == 1 and f"(row {tid})" in out and "7 trials kept" in out, err
     code, out, err = _cli(capsys, "store", "upgrade", d)
