@@ -12,7 +12,6 @@ what to do, before anything is written.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from .. import experiments
 from ..files import atomic_write
 from ..store import FILENAME, Store, StoreError
 from .rundir import SPEC_FILE, RunDirError, polarity_version
-from .spec import (SPEC_FORMAT, GridChange, Spec, canonical_json, current_hparams, grid_change, spec_diff,
+from .spec import (SPEC_FORMAT, GridChange, Spec, current_hparams, grid_change, hash_of, spec_diff,
                    spec_format)
 
 
@@ -37,13 +36,6 @@ def recorded_spec(meta: Mapping[str, Any], db: Path) -> dict[str, Any]:
     if meta.get("experiment") in experiments.names():
         hparams = current_hparams(experiments.get(meta["experiment"]), hparams, spec_format(meta))
     return {"experiment": meta.get("experiment"), "hash": meta.get("spec_hash"), "hparams": hparams}
-
-
-def stored_hash(experiment: Any, hparams: Any) -> str:
-    """The hash of a stored spec's experiment and hparams as they are stored (under the names of
-    their format), computed as ``spec.spec_hash`` computes it: the hash the spec records, unless
-    one of the two was damaged or edited since it was written."""
-    return hashlib.sha256(canonical_json({"experiment": experiment, "hparams": hparams}).encode()).hexdigest()
 
 
 def _agree(data: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
@@ -66,8 +58,8 @@ def check_intact(out: Path, data: Mapping[str, Any], meta: Mapping[str, Any]) ->
         return
     spec_file, db = out / SPEC_FILE, out / FILENAME
     h_spec, h_db = (str(data.get("hash")), str(meta.get("spec_hash")))
-    own_spec = stored_hash(data.get("experiment"), data.get("hparams"))
-    own_db = stored_hash(meta.get("experiment"), meta.get("hparams"))
+    own_spec = hash_of(data.get("experiment"), data.get("hparams"))
+    own_db = hash_of(meta.get("experiment"), meta.get("hparams"))
     if own_spec == h_spec and own_db == h_db:
         return
     if own_spec == h_spec:
@@ -113,7 +105,7 @@ def check_change(out: Path, stored: Mapping[str, Any], spec: Spec) -> GridChange
     one, any other changed hyper-parameter and a spec of an older format are refused, with what
     to do; a spec.json that no longer matches its own hash is refused as damaged or edited.  Touches
     nothing."""
-    own = stored_hash(stored.get("experiment"), stored.get("hparams"))  # as stored, before any rename
+    own = hash_of(stored.get("experiment"), stored.get("hparams"))  # as stored, before any rename
     fmt = spec_format(stored)
     exp = experiments.get(spec.experiment)
     old_names = [k for k in stored.get("hparams", {}) if k in exp.renamed] if fmt < SPEC_FORMAT else []

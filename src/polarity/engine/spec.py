@@ -117,9 +117,14 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
 
 
+def hash_of(experiment: Any, hparams: Any) -> str:
+    """The hash of ``{experiment, hparams}`` as JSON values (a spec's, its identity's, or a stored
+    record's as it is stored, damaged or not)."""
+    return hashlib.sha256(canonical_json({"experiment": experiment, "hparams": hparams}).encode()).hexdigest()
+
+
 def spec_hash(experiment: str, hp: Any) -> str:
-    payload = canonical_json({"experiment": experiment, "hparams": hparams_dict(hp)})
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return hash_of(experiment, hparams_dict(hp))
 
 
 def _grid_names(experiment: str) -> tuple[str, ...]:
@@ -132,9 +137,7 @@ def identity_hash(experiment: str, hparams: Mapping[str, Any]) -> str:
     """The hash of ``{experiment, hparams}`` without the grid's fields: what a run is, whatever
     trials it lists."""
     grid = set(_grid_names(experiment))
-    payload = canonical_json({"experiment": experiment,
-                              "hparams": {k: v for k, v in hparams.items() if k not in grid}})
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return hash_of(experiment, {k: v for k, v in hparams.items() if k not in grid})
 
 
 def default_run_dir(spec: Spec, root: str | Path = "runs") -> Path:
